@@ -1,0 +1,1 @@
+"""T5/mT5 encoders, retrieval towers, losses, LoRA and checkpoint conversion."""

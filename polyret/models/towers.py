@@ -1,0 +1,238 @@
+"""Retrieval towers on the T5 encoder: a dual encoder (one vector per text) and ColBERT (one per token).
+
+Parameter names follow t5x_retrieval: with shared towers the encoder sits at the top level
+(`token_embedder`, `encoder`) beside `projection_layer/kernel`; separate towers nest the same names
+under `left_tower` and `right_tower`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Union
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import traverse_util
+
+from polyret.models.lora import LoraDense
+from polyret.models.t5 import PAD_ID, EncoderStack, T5Config, T5Encoder, make_token_embedder
+
+POOLINGS = ("mean", "first")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class DualEncoderConfig:
+    encoder: T5Config = T5Config()
+    shared_towers: bool = True
+    pooling: str = "mean"
+    projection_dim: int | None = None  # bias-free projection after pooling; None keeps d_model
+    l2_norm: bool = True
+    logit_scale: float = 100.0  # initial value when learnable
+    learnable_logit_scale: bool = False
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"DualEncoderConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ColBERTConfig:
+    encoder: T5Config = T5Config()
+    projection_dim: int = 128
+    query_length: int = 32
+    # Queries are padded to query_length with this token and every position takes part in MaxSim
+    # (ColBERT's query augmentation). mT5 has no [MASK]; a sentinel id is the usual choice.
+    query_mask_token_id: int = 250099
+    # Document tokens left out of MaxSim (punctuation); padding is always left out.
+    skip_token_ids: tuple[int, ...] = ()
+
+
+ModelConfig = Union[DualEncoderConfig, ColBERTConfig]
+
+
+def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
+    kind = "dual_encoder" if isinstance(cfg, DualEncoderConfig) else "colbert"
+    return {"kind": kind, **dataclasses.asdict(cfg)}
+
+
+def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    d = dict(d)
+    kind = d.pop("kind")
+    d["encoder"] = T5Config.from_dict(d["encoder"])
+    if kind == "dual_encoder":
+        return DualEncoderConfig(**d)
+    if kind == "colbert":
+        d["skip_token_ids"] = tuple(d.get("skip_token_ids", ()))
+        return ColBERTConfig(**d)
+    raise ValueError(f"unknown model kind {kind!r} (expected 'dual_encoder' or 'colbert')")
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    return DualEncoder(cfg) if isinstance(cfg, DualEncoderConfig) else ColBERT(cfg)
+
+
+def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
+
+
+def _projection(encoder: T5Config, features: int) -> LoraDense:
+    return LoraDense(features, ("embed", "affinity"), nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                     encoder.lora, jnp.dtype(encoder.dtype), jnp.dtype(encoder.param_dtype))
+
+
+class DualEncoder(nn.Module):
+    config: DualEncoderConfig
+
+    def setup(self):
+        cfg = self.config
+        if cfg.shared_towers:
+            self.token_embedder = make_token_embedder(cfg.encoder)
+            self.encoder = EncoderStack(cfg.encoder)
+        else:
+            self.left_tower = T5Encoder(cfg.encoder)
+            self.right_tower = T5Encoder(cfg.encoder)
+        if cfg.projection_dim:
+            self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
+        if cfg.learnable_logit_scale:
+            self.logit_scale_param = self.param("logit_scale", nn.initializers.constant(cfg.logit_scale), ())
+
+    def _hidden(self, tokens: jax.Array, side: str, deterministic: bool) -> jax.Array:
+        if self.config.shared_towers:
+            embedded = nn.with_logical_constraint(self.token_embedder(tokens), ("batch", "length", "embed"))
+            return self.encoder(embedded, tokens != PAD_ID, deterministic)
+        tower = self.left_tower if side == "left" else self.right_tower
+        return tower(tokens, deterministic=deterministic)
+
+    def encode(self, tokens: jax.Array, side: str = "left", deterministic: bool = True) -> jax.Array:
+        """Token ids [..., length] -> embeddings [..., dim] (float32)."""
+        lead = tokens.shape[:-1]
+        tokens = tokens.reshape(-1, tokens.shape[-1])
+        hidden = self._hidden(tokens, side, deterministic).astype(jnp.float32)
+        if self.config.pooling == "mean":
+            mask = (tokens != PAD_ID).astype(jnp.float32)[..., None]
+            pooled = jnp.sum(hidden * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+        else:
+            pooled = hidden[:, 0]
+        if self.config.projection_dim:
+            pooled = self.projection_layer(pooled, deterministic).astype(jnp.float32)
+        if self.config.l2_norm:
+            pooled = _l2_normalize(pooled)
+        pooled = nn.with_logical_constraint(pooled, ("batch", "affinity"))
+        return pooled.reshape(lead + pooled.shape[-1:])
+
+    def logit_scale(self) -> jax.Array:
+        if self.config.learnable_logit_scale:
+            return self.logit_scale_param
+        return jnp.asarray(self.config.logit_scale, jnp.float32)
+
+    def __call__(self, left_tokens: jax.Array, right_tokens: jax.Array, right_negative_tokens: jax.Array | None = None,
+                 deterministic: bool = True) -> dict[str, jax.Array]:
+        out = {"left": self.encode(left_tokens, "left", deterministic),
+               "right": self.encode(right_tokens, "right", deterministic),
+               "logit_scale": self.logit_scale()}
+        if right_negative_tokens is not None:
+            out["right_negative"] = self.encode(right_negative_tokens, "right", deterministic)
+        return out
+
+
+class ColBERT(nn.Module):
+    """Late interaction: per-token projection to `projection_dim`, L2 norm, scored by MaxSim."""
+
+    config: ColBERTConfig
+
+    def setup(self):
+        cfg = self.config
+        self.token_embedder = make_token_embedder(cfg.encoder)
+        self.encoder = EncoderStack(cfg.encoder)
+        self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
+
+    def _token_vectors(self, tokens: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
+        embedded = nn.with_logical_constraint(self.token_embedder(tokens), ("batch", "length", "embed"))
+        hidden = self.encoder(embedded, attention_mask, deterministic)
+        return _l2_normalize(self.projection_layer(hidden, deterministic))
+
+    def encode_query(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+        """Query ids [B, <=query_length] -> (vectors [B, query_length, dim], mask [B, query_length])."""
+        cfg = self.config
+        tokens = tokens[:, : cfg.query_length]
+        tokens = jnp.pad(tokens, ((0, 0), (0, cfg.query_length - tokens.shape[1])))
+        tokens = jnp.where(tokens == PAD_ID, cfg.query_mask_token_id, tokens)
+        mask = jnp.ones(tokens.shape, bool)
+        return self._token_vectors(tokens, mask, deterministic), mask
+
+    def encode_document(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+        """Document ids [..., L] -> (vectors [..., L, dim], mask [..., L]); pads and skip ids masked."""
+        lead = tokens.shape[:-1]
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        vectors = self._token_vectors(flat, flat != PAD_ID, deterministic)
+        mask = flat != PAD_ID
+        for skip in self.config.skip_token_ids:
+            mask = mask & (flat != skip)
+        vectors = vectors * mask[..., None]
+        return vectors.reshape(lead + vectors.shape[1:]), mask.reshape(tokens.shape)
+
+    def __call__(self, left_tokens: jax.Array, right_tokens: jax.Array, right_negative_tokens: jax.Array | None = None,
+                 deterministic: bool = True) -> dict[str, jax.Array]:
+        q, q_mask = self.encode_query(left_tokens, deterministic)
+        d, d_mask = self.encode_document(right_tokens, deterministic)
+        out = {"left": q, "left_mask": q_mask, "right": d, "right_mask": d_mask}
+        if right_negative_tokens is not None:
+            out["right_negative"], out["right_negative_mask"] = self.encode_document(right_negative_tokens, deterministic)
+        return out
+
+
+def dot_scores(queries: jax.Array, passages: jax.Array) -> jax.Array:
+    """[Bq, D] x [Bp, D] -> [Bq, Bp]."""
+    return jnp.einsum("qd,pd->qp", queries, passages, preferred_element_type=jnp.float32)
+
+
+def maxsim_scores(queries: jax.Array, query_mask: jax.Array, docs: jax.Array, doc_mask: jax.Array) -> jax.Array:
+    """Every query against every document: [Bq, Lq, D], [Bq, Lq], [Bd, Ld, D], [Bd, Ld] -> [Bq, Bd]."""
+    sim = jnp.einsum("qid,pjd->qpij", queries, docs, preferred_element_type=jnp.float32)
+    sim = jnp.where(doc_mask[None, :, None, :], sim, -jnp.inf)
+    best = jnp.max(sim, axis=-1)
+    best = jnp.where(jnp.isfinite(best), best, 0.0)  # a document with no valid token scores 0
+    return jnp.sum(best * query_mask[:, None, :], axis=-1)
+
+
+def maxsim_paired(queries: jax.Array, query_mask: jax.Array, docs: jax.Array, doc_mask: jax.Array) -> jax.Array:
+    """Each query against its own K documents: [B, Lq, D], [B, Lq], [B, K, Ld, D], [B, K, Ld] -> [B, K]."""
+    sim = jnp.einsum("bid,bkjd->bkij", queries, docs, preferred_element_type=jnp.float32)
+    sim = jnp.where(doc_mask[:, :, None, :], sim, -jnp.inf)
+    best = jnp.max(sim, axis=-1)
+    best = jnp.where(jnp.isfinite(best), best, 0.0)
+    return jnp.sum(best * query_mask[:, None, :], axis=-1)
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array, length: int = 8) -> tuple[Any, Any]:
+    """-> (params, logical PartitionSpec tree of the params) for a fresh model."""
+    tokens = jnp.ones((1, length), jnp.int32)
+    variables = build_model(cfg).init(rng, tokens, tokens)
+    return nn.unbox(variables)["params"], nn.get_partition_spec(variables)["params"]
+
+
+def expected_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """'/'-joined parameter path -> shape, without allocating the parameters."""
+    shapes = jax.eval_shape(lambda rng: init_params(cfg, rng)[0], jax.random.PRNGKey(0))
+    return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+
+
+def check_param_shapes(params: Any, cfg: ModelConfig, source: str) -> None:
+    """Raise ValueError naming the first parameter that is missing, unexpected or of the wrong shape."""
+    expected = expected_param_shapes(cfg)
+    got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
+    for path, shape in expected.items():
+        if path not in got:
+            raise ValueError(f"{source}: parameter {path} is missing (the model config expects shape {shape})")
+        if got[path] != shape:
+            raise ValueError(f"{source}: parameter {path} has shape {got[path]}, the model config expects {shape}")
+    unexpected = sorted(set(got) - set(expected))
+    if unexpected:
+        raise ValueError(f"{source}: parameter {unexpected[0]} (shape {got[unexpected[0]]}) is not in the model "
+                         f"config; is the variant (T5 1.0 'wi' vs gated 'wi_0'/'wi_1') or tower layout right?")

@@ -1,0 +1,37 @@
+"""Shared test set-up: offline Hugging Face, CPU JAX, and small fixtures built once per session."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+T5X_FIXTURE = FIXTURES / "t5x_retrieval_de_t5_tiny" / "checkpoint_1000"
+
+SAMPLE_TEXT = [
+    "the quick brown fox jumps over the lazy dog",
+    "der schnelle braune fuchs springt über den faulen hund",
+    "le renard brun rapide saute par dessus le chien paresseux",
+    "быстрая коричневая лиса прыгает через ленивую собаку",
+    "retrieval models encode queries and passages into vectors",
+    "multilingual dense retrieval with synthetic queries",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_spm(tmp_path_factory) -> Path:
+    """A SentencePiece model with T5's special ids (pad 0, eos 1, unk 2), trained with sentencepiece."""
+    import sentencepiece as spm
+
+    folder = tmp_path_factory.mktemp("spm")
+    text = folder / "text.txt"
+    text.write_text("\n".join(SAMPLE_TEXT) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "sp"), vocab_size=100,
+                                   pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    return folder / "sp.model"
