@@ -32,6 +32,6 @@ def tiny_spm(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("spm")
     text = folder / "text.txt"
     text.write_text("\n".join(SAMPLE_TEXT) + "\n", encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "sp"), vocab_size=100,
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "sp"), vocab_size=80,
                                    pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
     return folder / "sp.model"

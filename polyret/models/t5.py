@@ -69,9 +69,9 @@ class T5Config:
         return cls(**d)
 
 
-# Public dimensions of the released checkpoints; `tiny` is for tests and the demo.
+# Public dimensions of the released checkpoints; `mt5_tiny` is for tests and the demo.
 PRESETS: dict[str, T5Config] = {
-    "tiny": T5Config(vocab_size=512, d_model=32, num_heads=4, d_kv=8, d_ff=64, num_layers=2),
+    "mt5_tiny": T5Config(vocab_size=512, d_model=32, num_heads=4, d_kv=8, d_ff=64, num_layers=2),
     "mt5_small": T5Config(vocab_size=250112, d_model=512, num_heads=6, d_kv=64, d_ff=1024, num_layers=8),
     "mt5_base": T5Config(vocab_size=250112, d_model=768, num_heads=12, d_kv=64, d_ff=2048, num_layers=12),
     "mt5_large": T5Config(vocab_size=250112, d_model=1024, num_heads=16, d_kv=64, d_ff=2816, num_layers=24),
@@ -80,6 +80,17 @@ PRESETS: dict[str, T5Config] = {
                             activation="relu"),
     "byt5_small": T5Config(vocab_size=384, d_model=1472, num_heads=6, d_kv=64, d_ff=3584, num_layers=12),
 }
+
+
+@gin.configurable
+def t5_config(preset: str = gin.REQUIRED, dtype: str | None = None, dropout_rate: float | None = None,
+              vocab_size: int | None = None, lora: LoraConfig | None = None) -> T5Config:
+    """A named preset with the overrides runs commonly need (gin: `t5_config.preset = 'mt5_base'`)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown T5 preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
+    overrides = {k: v for k, v in dict(dtype=dtype, dropout_rate=dropout_rate, vocab_size=vocab_size,
+                                       lora=lora).items() if v is not None}
+    return dataclasses.replace(PRESETS[preset], **overrides)
 
 
 def relative_position_buckets(query_length: int, key_length: int, num_buckets: int, max_distance: int) -> np.ndarray:

@@ -67,7 +67,7 @@ def _find_params(tree: dict[str, Any], source: Path) -> dict[str, Any]:
 
 def load_t5x_params(path: str | os.PathLike) -> dict[str, Any]:
     """A T5X checkpoint folder -> its parameter tree (numpy), layout detected."""
-    path = Path(path).absolute()
+    path = Path(path).resolve()
     if detect_format(path) == "orbax":
         try:
             tree = ocp.PyTreeCheckpointer().restore(path)

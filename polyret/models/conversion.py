@@ -1,0 +1,64 @@
+"""Bring external checkpoints (T5X, Hugging Face) into polyret's tower configs and checkpoint folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from polyret.models.checkpoint import save_model
+from polyret.models.hf import dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
+from polyret.models.t5x import infer_t5_config, load_t5x_params
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, check_param_shapes, init_params
+
+_TOWER_KEYS = ("token_embedder", "encoder", "projection_layer")
+
+
+def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None, tower: str = "dual_encoder",
+                      pooling: str | None = None, l2_norm: bool = True, projection_dim: int | None = None
+                      ) -> tuple[dict[str, Any], ModelConfig]:
+    """Read a T5X or HF checkpoint -> (params, tower config), shapes checked against the config."""
+    if (t5x_path is None) == (hf_path is None):
+        raise ValueError("give exactly one of t5x_path / hf_path")
+    if t5x_path is not None:
+        raw = load_t5x_params(t5x_path)
+        params = {k: v for k, v in raw.items() if k in _TOWER_KEYS}
+        encoder = infer_t5_config(params)
+        projection = params.get("projection_layer", {}).get("kernel")
+        dual = DualEncoderConfig(encoder=encoder, projection_dim=None if projection is None else projection.shape[1])
+        source = str(t5x_path)
+    else:
+        encoder, params = load_hf_encoder(hf_path)
+        projection = load_st_projection(hf_path)
+        if projection is not None:
+            params["projection_layer"] = {"kernel": projection}
+        dual = dual_encoder_config_from_hf(hf_path, encoder)
+        source = str(hf_path)
+    if tower == "dual_encoder":
+        config: ModelConfig = DualEncoderConfig(
+            encoder=encoder, pooling=pooling or dual.pooling, l2_norm=l2_norm and dual.l2_norm,
+            projection_dim=dual.projection_dim)
+    elif tower == "colbert":
+        dim = projection.shape[1] if projection is not None else (projection_dim or 128)
+        config = ColBERTConfig(encoder=encoder, projection_dim=int(dim),
+                               query_mask_token_id=min(250099, encoder.vocab_size - 1))
+        if projection is None:  # a fresh head, as when training starts from a plain encoder
+            fresh, _ = init_params(config, jax.random.PRNGKey(0))
+            params["projection_layer"] = jax.tree_util.tree_map(np.asarray, fresh["projection_layer"])
+    else:
+        raise ValueError(f"tower must be 'dual_encoder' or 'colbert', got {tower!r}")
+    check_param_shapes(params, config, source)
+    return params, config
+
+
+def save_imported(params: dict[str, Any], config: ModelConfig, output_dir: str | os.PathLike,
+                  hf_path: str | None = None, spm_model: str | None = None) -> Path:
+    """Write the polyret checkpoint, carrying over the SentencePiece model of an HF folder if it has one."""
+    if spm_model is None and hf_path is not None and (Path(hf_path) / "spiece.model").is_file():
+        spm_model = str(Path(hf_path) / "spiece.model")
+    if spm_model is not None and not Path(spm_model).is_file():
+        raise FileNotFoundError(f"{spm_model}: SentencePiece model not found")
+    return save_model(output_dir, params, config, spm_model)

@@ -1,0 +1,113 @@
+"""Losses against closed forms, a plain numpy reference, and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from polyret.models.losses import (contrastive_loss, duplicate_positive_mask, kl_distillation_loss,
+                                   margin_mse_loss)
+from polyret.models.towers import maxsim_paired, maxsim_scores
+
+jax.config.update("jax_enable_x64", False)
+
+
+def _np_ce(scores, labels, valid):
+    out = []
+    for row, lab, val in zip(scores, labels, valid):
+        s = row[val]
+        lse = np.log(np.sum(np.exp(s - s.max()))) + s.max()
+        out.append(-np.sum(lab[val] * (s - lse)))
+    return np.mean(out)
+
+
+def test_uniform_scores_give_log_of_candidates():
+    b, m = 4, 6
+    loss, metrics = contrastive_loss(jnp.zeros((b, b)), jnp.zeros((b, m)), bidirectional=True)
+    np.testing.assert_allclose(metrics["loss_q2p"], np.log(b + m), rtol=1e-6)
+    np.testing.assert_allclose(metrics["loss_p2q"], np.log(b), rtol=1e-6)
+    np.testing.assert_allclose(loss, 0.5 * (np.log(b + m) + np.log(b)), rtol=1e-6)
+    only_q2p, _ = contrastive_loss(jnp.zeros((b, b)), bidirectional=False)
+    np.testing.assert_allclose(only_q2p, np.log(b), rtol=1e-6)
+
+
+def test_contrastive_matches_numpy_with_masks_and_smoothing():
+    rng = np.random.default_rng(0)
+    b, m, eps = 5, 7, 0.1
+    pos, neg = rng.normal(size=(b, b)) * 3, rng.normal(size=(b, m)) * 3
+    ids = np.array([0, 1, 0, 2, 3])  # queries 0 and 2 share a positive passage
+    neg_valid = np.array([True] * 5 + [False] * 2)
+    loss, metrics = contrastive_loss(jnp.array(pos), jnp.array(neg), jnp.array(neg_valid), bidirectional=True,
+                                     label_smoothing=eps, duplicate_mask=duplicate_positive_mask(jnp.array(ids)))
+    scores = np.concatenate([pos, neg], 1)
+    valid = np.ones_like(scores, bool)
+    valid[:, b:] = neg_valid
+    for i in range(b):
+        for j in range(b):
+            if i != j and ids[i] == ids[j]:
+                valid[i, j] = False
+    labels = np.zeros_like(scores)
+    for i in range(b):
+        labels[i] = eps * valid[i] / valid[i].sum()
+        labels[i, i] += 1 - eps
+    q2p = _np_ce(scores, labels, valid)
+    valid_t = valid[:, :b].T
+    labels_t = np.stack([eps * valid_t[i] / valid_t[i].sum() + (1 - eps) * np.eye(b)[i] for i in range(b)])
+    p2q = _np_ce(pos.T, labels_t, valid_t)
+    np.testing.assert_allclose(metrics["loss_q2p"], q2p, rtol=1e-5)
+    np.testing.assert_allclose(metrics["loss_p2q"], p2q, rtol=1e-5)
+    np.testing.assert_allclose(loss, (q2p + p2q) / 2, rtol=1e-5)
+    np.testing.assert_allclose(metrics["accuracy"], np.mean(np.argmax(np.where(valid, scores, -np.inf), 1) ==
+                                                            np.arange(b)))
+
+
+def test_kl_matches_numpy_and_is_zero_when_equal():
+    rng = np.random.default_rng(1)
+    s, t = rng.normal(size=(3, 6)), rng.normal(size=(3, 6)) * 4
+    temp = 2.0
+    pt = np.exp(t / temp) / np.exp(t / temp).sum(1, keepdims=True)
+    ps = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    expected = np.mean(np.sum(pt * (np.log(pt) - np.log(ps)), 1))
+    np.testing.assert_allclose(kl_distillation_loss(jnp.array(s), jnp.array(t), temp), expected, rtol=1e-5)
+    np.testing.assert_allclose(kl_distillation_loss(jnp.array(t), jnp.array(t)), 0.0, atol=1e-6)
+
+
+def test_margin_mse_matches_numpy():
+    rng = np.random.default_rng(2)
+    s, t = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    expected = np.mean(((s[:, :1] - s[:, 1:]) - (t[:, :1] - t[:, 1:])) ** 2)
+    np.testing.assert_allclose(margin_mse_loss(jnp.array(s), jnp.array(t)), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["contrastive", "kl", "margin"])
+def test_gradients_match_finite_differences(which):
+    rng = np.random.default_rng(3)
+    x0 = rng.normal(size=(3, 3)).astype(np.float64)
+    teacher = jnp.array(rng.normal(size=(3, 3)))
+    fn = {"contrastive": lambda x: contrastive_loss(x, label_smoothing=0.1)[0],
+          "kl": lambda x: kl_distillation_loss(x, teacher, 1.5),
+          "margin": lambda x: margin_mse_loss(x, teacher)}[which]
+    grad = np.asarray(jax.grad(fn)(jnp.array(x0, jnp.float32)))
+    h = 1e-2
+    numeric = np.zeros_like(x0)
+    for idx in np.ndindex(x0.shape):
+        up, down = x0.copy(), x0.copy()
+        up[idx] += h
+        down[idx] -= h
+        numeric[idx] = (float(fn(jnp.array(up, jnp.float32))) - float(fn(jnp.array(down, jnp.float32)))) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, atol=2e-3)
+
+
+def test_maxsim_matches_loops():
+    rng = np.random.default_rng(4)
+    q, d = rng.normal(size=(2, 3, 4)), rng.normal(size=(3, 5, 4))
+    qm = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    dm = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], bool)
+    expected = np.zeros((2, 3))
+    for i in range(2):
+        for j in range(3):
+            expected[i, j] = sum(max(q[i, a] @ d[j, b] for b in range(5) if dm[j, b]) for a in range(3) if qm[i, a])
+    got = maxsim_scores(jnp.array(q), jnp.array(qm), jnp.array(d), jnp.array(dm))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    paired = maxsim_paired(jnp.array(q), jnp.array(qm), jnp.array(np.stack([d, d])), jnp.array(np.stack([dm, dm])))
+    np.testing.assert_allclose(paired, expected, rtol=1e-5)
