@@ -223,3 +223,24 @@ def test_failed_export_leaves_output_untouched(tmp_path):
     with pytest.raises(FileNotFoundError):
         export_hf(params, cfg, tmp_path / "out", tokenizer=tmp_path / "missing.model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bfloat16_activations_track_float32():
+    cfg32 = DualEncoderConfig(encoder=TINY)
+    cfg16 = DualEncoderConfig(encoder=T5Config(**{**TINY.to_dict(), "dtype": "bfloat16"}))
+    params, _ = init_params(cfg32, jax.random.PRNGKey(0))
+    hidden16 = T5Encoder(cfg16.encoder).apply({"params": {k: params[k] for k in ("token_embedder", "encoder")}},
+                                              _tokens())
+    assert hidden16.dtype == jnp.bfloat16
+    e32 = DualEncoder(cfg32).apply({"params": params}, _tokens(), method=DualEncoder.encode)
+    e16 = DualEncoder(cfg16).apply({"params": params}, _tokens(), method=DualEncoder.encode)
+    assert float(jnp.min(jnp.sum(e32 * e16, -1))) > 0.99
+
+
+def test_byte_vocabulary_export_loads_byt5_tokenizer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = DualEncoderConfig(encoder=T5Config(**{**TINY.to_dict(), "vocab_size": 384}))
+    params, _ = init_params(cfg, jax.random.PRNGKey(0))
+    export_hf(params, cfg, tmp_path / "hf", tokenizer="byte")
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tok("ab").input_ids == [ord("a") + 3, ord("b") + 3, 1]  # ByT5: byte + 3 offset, then EOS
