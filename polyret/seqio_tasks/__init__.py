@@ -1,0 +1,1 @@
+"""SeqIO vocabularies, sources, preprocessors, tasks, mixtures and feature converters for retrieval."""

@@ -1,0 +1,80 @@
+"""Feature converters: task features -> the model's features, EOS appended, padded to fixed lengths, no packing.
+
+  inputs            -> left_encoder_input_tokens            [L_in]
+  targets           -> right_encoder_input_tokens           [L_tgt]
+  negative_targets  -> right_negative_encoder_input_tokens  [N, L_neg]   (all-zero rows = padding)
+  passages          -> right_encoder_input_tokens           [K, L_psg]   (distillation)
+  teacher_scores, passage_languages pass through            [K]
+Sequences longer than their length are cut to length - 1 and end with EOS (as seqio's append_eos_after_trim).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import seqio
+import tensorflow as tf
+
+from polyret.seqio_tasks.vocab import EOS_ID
+
+Spec = seqio.FeatureConverter.FeatureSpec
+
+
+def trim_append_eos_pad(tokens: tf.Tensor, length: int) -> tf.Tensor:
+    """[T] or [N, T] ids (0 = padding) -> [length] or [N, length], each non-empty row ending with EOS."""
+    if tokens.shape.rank == 1:
+        return trim_append_eos_pad(tokens[None], length)[0]
+    rows = tf.RaggedTensor.from_tensor(tokens, padding=0)[:, : length - 1]
+    eos = tf.where(rows.row_lengths() > 0, EOS_ID, 0)
+    eos = tf.RaggedTensor.from_tensor(tf.cast(eos, rows.dtype)[:, None], padding=0)
+    return tf.concat([rows, eos], axis=1).to_tensor(shape=[None, length])
+
+
+class _RetrievalConverter(seqio.FeatureConverter):
+    """Base: subclasses list their token features as (task name, model name)."""
+
+    TOKEN_FEATURES: tuple[tuple[str, str], ...] = ()
+    PASSTHROUGH: tuple[str, ...] = ()
+    PACKING_FEATURE_DTYPE = None
+
+    def __init__(self, pack: bool = False, **kwargs):
+        if pack:
+            raise ValueError("retrieval examples are never packed: packing would mix in-batch negatives")
+        super().__init__(pack=False, **kwargs)
+
+    def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+        def fn(ex):
+            out = {model: trim_append_eos_pad(ex[task], task_feature_lengths[task])
+                   for task, model in self.TOKEN_FEATURES}
+            out.update({name: ex[name] for name in self.PASSTHROUGH})
+            return out
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
+        return {model: task_feature_lengths[task] for task, model in self.TOKEN_FEATURES}
+
+
+class DualEncoderFeatureConverter(_RetrievalConverter):
+    TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32)}
+    MODEL_FEATURES = {"left_encoder_input_tokens": Spec(dtype=tf.int32),
+                      "right_encoder_input_tokens": Spec(dtype=tf.int32)}
+    TOKEN_FEATURES = (("inputs", "left_encoder_input_tokens"), ("targets", "right_encoder_input_tokens"))
+
+
+class HardNegativeFeatureConverter(_RetrievalConverter):
+    TASK_FEATURES = {**DualEncoderFeatureConverter.TASK_FEATURES,
+                     "negative_targets": Spec(dtype=tf.int32, rank=2)}
+    MODEL_FEATURES = {**DualEncoderFeatureConverter.MODEL_FEATURES,
+                      "right_negative_encoder_input_tokens": Spec(dtype=tf.int32, rank=2)}
+    TOKEN_FEATURES = DualEncoderFeatureConverter.TOKEN_FEATURES + (
+        ("negative_targets", "right_negative_encoder_input_tokens"),)
+
+
+class DistillationFeatureConverter(_RetrievalConverter):
+    TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "passages": Spec(dtype=tf.int32, rank=2),
+                     "teacher_scores": Spec(dtype=tf.float32), "passage_languages": Spec(dtype=tf.int32)}
+    MODEL_FEATURES = {"left_encoder_input_tokens": Spec(dtype=tf.int32),
+                      "right_encoder_input_tokens": Spec(dtype=tf.int32, rank=2),
+                      "teacher_scores": Spec(dtype=tf.float32), "passage_languages": Spec(dtype=tf.int32)}
+    TOKEN_FEATURES = (("inputs", "left_encoder_input_tokens"), ("passages", "right_encoder_input_tokens"))
+    PASSTHROUGH = ("teacher_scores", "passage_languages")

@@ -1,0 +1,188 @@
+"""Task and mixture registration: mC4 span pairs, SWIM-IR pairs, hard negatives, translated distillation.
+
+Every `register_*` function adds seqio Tasks (replacing any of the same name) and returns their names,
+so a gin file or a user script can register data and select it with `MIXTURE_OR_TASK_NAME`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import seqio
+import tensorflow as tf
+
+from polyret.seqio_tasks import examples as ex
+from polyret.seqio_tasks import preprocessors
+from polyret.seqio_tasks.files import open_text
+
+_STR = tf.TensorSpec([], tf.string)
+_STRS = tf.TensorSpec([None], tf.string)
+
+
+def _token_feature(vocabulary: seqio.Vocabulary, rank: int = 1) -> seqio.Feature:
+    return seqio.Feature(vocabulary, add_eos=True, rank=rank)
+
+
+def _value_feature(dtype: tf.DType) -> seqio.Feature:
+    return seqio.Feature(seqio.PassThroughVocabulary(size=0), add_eos=False, dtype=dtype, rank=1)
+
+
+def _generator_source(make_examples: Callable[[], Iterator[dict[str, Any]]], signature: Mapping[str, tf.TensorSpec],
+                      splits: Sequence[str] = ("train",)) -> seqio.FunctionDataSource:
+    """A seqio source over a Python generator; seqio shards its examples per host (every n-th example)."""
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        def gen():
+            for example in make_examples():
+                yield {k: example[k] for k in signature}
+        return tf.data.Dataset.from_generator(gen, output_signature=dict(signature))
+
+    return seqio.FunctionDataSource(dataset_fn, splits=splits, caching_permitted=False)
+
+
+def _add_task(name: str, **kwargs) -> str:
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(name, seqio.Task, **kwargs)
+    return name
+
+
+def add_mixture(name: str, tasks_and_rates: Sequence[tuple[str, float]]) -> str:
+    if name in seqio.MixtureRegistry.names():
+        seqio.MixtureRegistry.remove(name)
+    seqio.MixtureRegistry.add(name, list(tasks_and_rates))
+    return name
+
+
+def temperature_rates(sizes: Mapping[str, float], alpha: float = 0.3) -> dict[str, float]:
+    """Sampling rates proportional to size ** alpha, normalised (alpha=1: proportional, 0: uniform)."""
+    weights = {k: float(v) ** alpha for k, v in sizes.items()}
+    total = sum(weights.values())
+    return {k: w / total for k, w in weights.items()}
+
+
+def _count_lines(path: str | os.PathLike) -> int:
+    with open_text(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+# ---------------------------------------------------------------------------------------- mC4 span pairs
+
+def _span_pair_preprocessors(min_span_length: int) -> list:
+    return [seqio.preprocessors.rekey({"text": "text"}), preprocessors.tokenize,
+            functools.partial(preprocessors.span_pairs, min_span_length=min_span_length)]
+
+
+def _span_pair_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
+    return {"text": _token_feature(vocabulary), "inputs": _token_feature(vocabulary),
+            "targets": _token_feature(vocabulary)}
+
+
+def register_mc4_tasks(languages: Sequence[str], vocabulary: seqio.Vocabulary, sizes: Mapping[str, float] | None = None,
+                       alpha: float = 0.3, tfds_name: str = "c4/multilingual:3.1.0", tfds_data_dir: str | None = None,
+                       prefix: str = "mc4_span_pairs", min_span_length: int = 8) -> list[str]:
+    """One span-pair task per mC4 language (TFDS `c4/multilingual`, split = language code) and a mixture
+    `prefix` over them with temperature-scaled rates. `sizes` default to the TFDS split sizes."""
+    names = []
+    for lang in languages:
+        source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
+                                      splits={"train": lang, "validation": f"{lang}-validation"})
+        names.append(_add_task(f"{prefix}_{lang}", source=source, output_features=_span_pair_features(vocabulary),
+                               preprocessors=_span_pair_preprocessors(min_span_length)))
+    if sizes is None:
+        import tensorflow_datasets as tfds
+        info = tfds.builder(tfds_name, data_dir=tfds_data_dir).info
+        sizes = {lang: info.splits[lang].num_examples for lang in languages}
+    rates = temperature_rates(sizes, alpha)
+    add_mixture(prefix, [(f"{prefix}_{lang}", rates[lang]) for lang in languages])
+    return names
+
+
+def register_text_span_task(name: str, files: Sequence[str | os.PathLike], vocabulary: seqio.Vocabulary,
+                            min_span_length: int = 8) -> str:
+    """Span pairs from local documents: JSONL with a `text` field, or plain text with one document a line."""
+    source = _generator_source(lambda: ex.text_documents(files), {"text": _STR})
+    return _add_task(name, source=source, output_features=_span_pair_features(vocabulary),
+                     preprocessors=_span_pair_preprocessors(min_span_length))
+
+
+# ------------------------------------------------------------------------------------------ SWIM-IR pairs
+
+def register_swim_ir_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary,
+                          with_negatives: bool = False, skip_bad: bool = False) -> str:
+    signature = {"inputs": _STR, "targets": _STR, "query_id": _STR, "language": _STR}
+    features = {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary)}
+    if with_negatives:
+        signature["negative_targets"] = _STRS
+        features["negative_targets"] = _token_feature(vocabulary, rank=2)
+    source = _generator_source(lambda: ex.swim_ir_examples(path, skip_bad=skip_bad), signature)
+    return _add_task(name, source=source, output_features=features, preprocessors=[preprocessors.tokenize])
+
+
+def register_swim_ir_tasks(files: Mapping[tuple[str, str], str | os.PathLike], vocabulary: seqio.Vocabulary,
+                           prefix: str = "swim_ir") -> list[str]:
+    """`files[(section, lang)]` (section: "cross_lingual" | "monolingual") -> tasks `{prefix}_{section}_{lang}`,
+    mixtures `{prefix}_{section}` and `{prefix}` with rates proportional to the number of pairs."""
+    names, by_section = [], {}
+    for (section, lang), path in sorted(files.items()):
+        name = register_swim_ir_task(f"{prefix}_{section}_{lang}", path, vocabulary)
+        names.append(name)
+        by_section.setdefault(section, []).append((name, _count_lines(path)))
+    for section, rates in by_section.items():
+        add_mixture(f"{prefix}_{section}", rates)
+    add_mixture(prefix, [r for rates in by_section.values() for r in rates])
+    return names
+
+
+# ----------------------------------------------------------------------------------------- hard negatives
+
+def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary,
+                                num_negatives: int, seed: int = 0) -> str:
+    signature = {"inputs": _STR, "targets": _STR, "negative_targets": _STRS}
+    source = _generator_source(lambda: ex.hard_negative_examples(path, num_negatives, seed), signature)
+    features = {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary),
+                "negative_targets": _token_feature(vocabulary, rank=2)}
+    return _add_task(name, source=source, output_features=features, preprocessors=[preprocessors.tokenize])
+
+
+# ------------------------------------------------------------------------------- translated distillation
+
+def register_distillation_task(name: str, score_file: str | os.PathLike, queries_file: str | os.PathLike,
+                               collections: Mapping[str, str | os.PathLike], vocabulary: seqio.Vocabulary,
+                               num_passages: int = 6, top_n: int = 50, sampling: str = "random",
+                               strategy: str = "mix_passages", seed: int = 0) -> str:
+    """MTD task; see `examples.distillation_examples`. `passage_languages` index sorted(collections)."""
+    signature = {"inputs": _STR, "query_id": _STR, "passages": _STRS, "passage_ids": _STRS,
+                 "teacher_scores": tf.TensorSpec([None], tf.float32),
+                 "passage_languages": tf.TensorSpec([None], tf.int32)}
+    make = lambda: ex.distillation_examples(score_file, queries_file, dict(collections), num_passages, top_n,
+                                            sampling, strategy, seed)
+    features = {"inputs": _token_feature(vocabulary), "passages": _token_feature(vocabulary, rank=2),
+                "teacher_scores": _value_feature(tf.float32), "passage_languages": _value_feature(tf.int32)}
+    return _add_task(name, source=_generator_source(make, signature), output_features=features,
+                     preprocessors=[preprocessors.tokenize])
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], batch_size: int,
+                    feature_converter: seqio.FeatureConverter, split: str = "train", shuffle: bool = True,
+                    seed: int | None = 0, shard_info: seqio.ShardInfo | None = None,
+                    single_language_batches: bool = False, num_epochs: int | None = None) -> tf.data.Dataset:
+    """Batches of model features. With `single_language_batches`, every batch comes from one task of the
+    mixture (SWIM-X's last 100K pre-training steps), tasks drawn by the mixture's rates; otherwise
+    examples of all tasks are mixed within a batch."""
+    get = functools.partial(seqio.get_dataset, task_feature_lengths=task_feature_lengths, dataset_split=split,
+                            shuffle=shuffle, seed=seed, shard_info=shard_info, feature_converter=feature_converter,
+                            num_epochs=num_epochs)
+    if not single_language_batches:
+        return get(mixture_or_task_name).batch(batch_size, drop_remainder=True)
+    mixture = seqio.get_mixture_or_task(mixture_or_task_name)
+    tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
+    rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
+    batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
+    return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
+                                                stop_on_empty_dataset=False)
