@@ -6,6 +6,8 @@
   passages          -> right_encoder_input_tokens           [K, L_psg]   (distillation)
   teacher_scores, passage_languages pass through            [K]
 Sequences longer than their length are cut to length - 1 and end with EOS (as seqio's append_eos_after_trim).
+seqio's own validation checks every feature's first dimension against one length, which [N, L] features
+cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ class _RetrievalConverter(seqio.FeatureConverter):
         if pack:
             raise ValueError("retrieval examples are never packed: packing would mix in-batch negatives")
         super().__init__(pack=False, **kwargs)
+
+    def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
+        spec = ds.element_spec
+        for name, want in self.TASK_FEATURES.items():
+            if name not in spec:
+                raise ValueError(f"{type(self).__name__}: the task has no feature {name!r} (it has {sorted(spec)})")
+            if spec[name].dtype != want.dtype or spec[name].shape.rank != want.rank:
+                raise ValueError(f"{type(self).__name__}: feature {name!r} is {spec[name].dtype.name} of rank "
+                                 f"{spec[name].shape.rank}, expected {want.dtype.name} of rank {want.rank}")
+        for task, _ in self.TOKEN_FEATURES:
+            if task not in task_feature_lengths:
+                raise ValueError(f"TASK_FEATURE_LENGTHS has no length for {task!r}")
+        return self._convert_features(ds, task_feature_lengths)
 
     def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         def fn(ex):

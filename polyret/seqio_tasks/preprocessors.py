@@ -8,19 +8,31 @@ import seqio
 import tensorflow as tf
 
 
-def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
+             also: Mapping[str, str] | None = None) -> tf.data.Dataset:
     """Tokenise every string feature named in output_features; lists of strings become [N, max_len]
-    int32 (0-padded; an empty string is an all-zero row)."""
+    int32 (0-padded; an empty string is an all-zero row). `also` maps further fields to the output
+    feature whose vocabulary tokenises them (e.g. {"text": "targets"} before cutting spans)."""
+    vocabularies = {name: feature.vocabulary for name, feature in output_features.items()}
+    vocabularies.update({field: output_features[like].vocabulary for field, like in (also or {}).items()})
 
     def fn(example):
         out = dict(example)
-        for name, feature in output_features.items():
+        for name, vocabulary in vocabularies.items():
             if name in example and example[name].dtype == tf.string:
-                ids = feature.vocabulary.encode_tf(example[name])
-                out[name] = tf.cast(ids.to_tensor() if isinstance(ids, tf.RaggedTensor) else ids, tf.int32)
+                out[name] = _encode(vocabulary, example[name])
         return out
 
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _encode(vocabulary: seqio.Vocabulary, text: tf.Tensor) -> tf.Tensor:
+    if text.shape.rank == 0:
+        return tf.cast(vocabulary.encode_tf(text), tf.int32)
+    # Row by row: some vocabularies (bytes) cannot encode a batch of strings of different lengths.
+    rows = tf.map_fn(lambda s: tf.cast(vocabulary.encode_tf(s), tf.int32), text,
+                     fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
+    return rows.to_tensor()
 
 
 def span_pairs(dataset: tf.data.Dataset, sequence_length: Mapping[str, int], min_span_length: int = 8

@@ -46,7 +46,7 @@ def _generator_source(make_examples: Callable[[], Iterator[dict[str, Any]]], sig
 def _add_task(name: str, **kwargs) -> str:
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
-    seqio.TaskRegistry.add(name, seqio.Task, **kwargs)
+    seqio.TaskRegistry.add(name, **kwargs)
     return name
 
 
@@ -72,13 +72,13 @@ def _count_lines(path: str | os.PathLike) -> int:
 # ---------------------------------------------------------------------------------------- mC4 span pairs
 
 def _span_pair_preprocessors(min_span_length: int) -> list:
-    return [seqio.preprocessors.rekey({"text": "text"}), preprocessors.tokenize,
+    return [functools.partial(seqio.preprocessors.rekey, key_map={"text": "text"}),
+            functools.partial(preprocessors.tokenize, also={"text": "targets"}),
             functools.partial(preprocessors.span_pairs, min_span_length=min_span_length)]
 
 
 def _span_pair_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
-    return {"text": _token_feature(vocabulary), "inputs": _token_feature(vocabulary),
-            "targets": _token_feature(vocabulary)}
+    return {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary)}
 
 
 def register_mc4_tasks(languages: Sequence[str], vocabulary: seqio.Vocabulary, sizes: Mapping[str, float] | None = None,
