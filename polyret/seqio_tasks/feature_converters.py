@@ -25,7 +25,9 @@ Spec = seqio.FeatureConverter.FeatureSpec
 def trim_append_eos_pad(tokens: tf.Tensor, length: int) -> tf.Tensor:
     """[T] or [N, T] ids (0 = padding) -> [length] or [N, length], each non-empty row ending with EOS."""
     if tokens.shape.rank == 1:
-        return trim_append_eos_pad(tokens[None], length)[0]
+        tokens = tokens[: length - 1]
+        tokens = tf.concat([tokens, tf.fill([tf.minimum(tf.size(tokens), 1)], tf.cast(EOS_ID, tokens.dtype))], 0)
+        return tf.reshape(tf.pad(tokens, [[0, length - tf.size(tokens)]]), [length])
     rows = tf.RaggedTensor.from_tensor(tokens, padding=0)[:, : length - 1]
     eos = tf.where(rows.row_lengths() > 0, EOS_ID, 0)
     eos = tf.RaggedTensor.from_tensor(tf.cast(eos, rows.dtype)[:, None], padding=0)

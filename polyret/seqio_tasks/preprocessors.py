@@ -9,21 +9,36 @@ import tensorflow as tf
 
 
 def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
-             also: Mapping[str, str] | None = None) -> tf.data.Dataset:
+             also: Mapping[str, str] | None = None, batch_size: int = 256) -> tf.data.Dataset:
     """Tokenise every string feature named in output_features; lists of strings become [N, max_len]
     int32 (0-padded; an empty string is an all-zero row). `also` maps further fields to the output
-    feature whose vocabulary tokenises them (e.g. {"text": "targets"} before cutting spans)."""
+    feature whose vocabulary tokenises them (e.g. {"text": "targets"} before cutting spans).
+
+    Single strings are tokenised a batch at a time when the vocabulary allows it (SentencePiece does,
+    several times faster than one by one); the order of examples is kept.
+    """
     vocabularies = {name: feature.vocabulary for name, feature in output_features.items()}
     vocabularies.update({field: output_features[like].vocabulary for field, like in (also or {}).items()})
+    spec = dataset.element_spec
+    strings = {k: v for k, v in vocabularies.items() if k in spec and spec[k].dtype == tf.string}
+    batched = {k: v for k, v in strings.items()
+               if spec[k].shape.rank == 0 and isinstance(v, seqio.SentencePieceVocabulary)}
 
-    def fn(example):
+    def encode_batch(example):
         out = dict(example)
-        for name, vocabulary in vocabularies.items():
-            if name in example and example[name].dtype == tf.string:
-                out[name] = _encode(vocabulary, example[name])
+        for name in batched:
+            out[name] = tf.cast(batched[name].encode_tf(example[name]), tf.int32)
         return out
 
-    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    def encode_rest(example):
+        out = dict(example)
+        for name in strings.keys() - batched.keys():
+            out[name] = _encode(strings[name], example[name])
+        return out
+
+    if batched:
+        dataset = dataset.batch(batch_size).map(encode_batch, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return dataset.map(encode_rest, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _encode(vocabulary: seqio.Vocabulary, text: tf.Tensor) -> tf.Tensor:

@@ -30,15 +30,36 @@ def _value_feature(dtype: tf.DType) -> seqio.Feature:
     return seqio.Feature(seqio.PassThroughVocabulary(size=0), add_eos=False, dtype=dtype, rank=1)
 
 
+def _stack(values: list, spec: tf.TensorSpec) -> np.ndarray:
+    """Stack one feature of a chunk of examples; lists of strings are padded with "" (= padding rows)."""
+    if spec.shape.rank == 0:
+        return np.array(values, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+    width = max((len(v) for v in values), default=0)
+    fill = "" if spec.dtype == tf.string else 0
+    return np.array([list(v) + [fill] * (width - len(v)) for v in values],
+                    dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype).reshape(len(values), width)
+
+
 def _generator_source(make_examples: Callable[[], Iterator[dict[str, Any]]], signature: Mapping[str, tf.TensorSpec],
-                      splits: Sequence[str] = ("train",)) -> seqio.FunctionDataSource:
-    """A seqio source over a Python generator; seqio shards its examples per host (every n-th example)."""
+                      splits: Sequence[str] = ("train",), chunk_size: int = 512) -> seqio.FunctionDataSource:
+    """A seqio source over a Python generator; seqio shards its examples per host (every n-th example).
+
+    Examples cross into TensorFlow in chunks (then unbatched): one crossing per example costs ~0.5 ms.
+    """
+    chunk_signature = {k: tf.TensorSpec([None, *v.shape], v.dtype) for k, v in signature.items()}
+
+    def chunks() -> Iterator[dict[str, np.ndarray]]:
+        buffer: list[dict[str, Any]] = []
+        for example in make_examples():
+            buffer.append(example)
+            if len(buffer) == chunk_size:
+                yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
+                buffer = []
+        if buffer:
+            yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
 
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-        def gen():
-            for example in make_examples():
-                yield {k: example[k] for k in signature}
-        return tf.data.Dataset.from_generator(gen, output_signature=dict(signature))
+        return tf.data.Dataset.from_generator(chunks, output_signature=chunk_signature).unbatch()
 
     return seqio.FunctionDataSource(dataset_fn, splits=splits, caching_permitted=False)
 
