@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from polyret.seqio_tasks import examples as ex
 from polyret.seqio_tasks import preprocessors
-from polyret.seqio_tasks.files import open_text
+from polyret.formats import open_text
 
 _STR = tf.TensorSpec([], tf.string)
 _STRS = tf.TensorSpec([None], tf.string)

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.feature_converters import (DistillationFeatureConverter, DualEncoderFeatureConverter,
                                                     HardNegativeFeatureConverter)
-from polyret.seqio_tasks.files import DataError
+from polyret.formats import DataError
 from polyret.seqio_tasks.templates import write_template_dataset
 from polyret.seqio_tasks.vocab import punctuation_token_ids, train_sentencepiece
 
@@ -75,7 +75,7 @@ def test_swim_ir_bad_input_names_file_line_field(tmp_path, line, message):
     with pytest.raises(Exception, match=f"{path}:2: {message}"):
         _examples("t_bad")
     from polyret.seqio_tasks.examples import swim_ir_examples
-    from polyret.seqio_tasks.files import SkipCounter
+    from polyret.formats import SkipCounter
     skipped = SkipCounter()
     assert len(list(swim_ir_examples(path, skip_bad=True, skipped=skipped))) == 1 and sum(skipped.values()) == 1
 

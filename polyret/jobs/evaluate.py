@@ -1,0 +1,108 @@
+"""Evaluate a checkpoint (or precomputed embeddings) on a corpus: ScaNN search, metrics, run files.
+
+  python -m polyret.jobs.evaluate --checkpoint CKPT --corpus corpus.jsonl --queries queries.jsonl \
+      --qrels qrels.txt --output_dir eval/ [--bm25] [--metrics nDCG@10,RR@10,R@100]
+  python -m polyret.jobs.evaluate --query_embeddings q.npy --query_ids q.ids \
+      --corpus_embeddings c.npy --corpus_ids c.ids --corpus ... --queries ... --qrels ... --output_dir ...
+  XOR-Retrieve: --answers answers.jsonl ({"id", "lang", "answers": [...]}) adds R@2kt and R@5kt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from polyret.retrieval import metrics as M
+from polyret.retrieval import pipeline as P
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="polyret evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="polyret checkpoint folder (dual encoder or ColBERT)")
+    p.add_argument("--query_embeddings", help="precomputed query vectors (.npy) instead of --checkpoint")
+    p.add_argument("--query_ids", help="ids of --query_embeddings, one a line")
+    p.add_argument("--corpus_embeddings", help="precomputed corpus vectors (.npy, or a folder of encode shards)")
+    p.add_argument("--corpus_ids", help="ids of --corpus_embeddings (.npy), one a line")
+    p.add_argument("--corpus", required=True, help="JSONL {_id|docid, title, text} or TSV id<TAB>text")
+    p.add_argument("--queries", required=True, help="JSONL {_id, text[, lang]} or TSV")
+    p.add_argument("--qrels", help="TREC qrels")
+    p.add_argument("--answers", help="XOR-Retrieve answers JSONL {id, lang, answers}")
+    p.add_argument("--metrics", default=",".join(M.DEFAULT_METRICS))
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--k", type=int, default=100, help="documents retrieved per query")
+    p.add_argument("--bm25", action="store_true", help="also run the BM25 baseline (bm25s)")
+    p.add_argument("--query_max_length", type=int, default=64)
+    p.add_argument("--passage_max_length", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
+    args = p.parse_args(argv)
+    if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
+        p.error("give --checkpoint, or --query_embeddings and --corpus_embeddings")
+    if not args.qrels and not args.answers:
+        p.error("give --qrels or --answers")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.time()
+    corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
+    languages = P.read_query_languages(args.queries)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    M.parse_metrics(metrics)  # fail on a bad name before any work
+    runs, extra = {}, {}
+    if args.checkpoint:
+        from polyret.retrieval.encode import TowerEncoder
+        encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size)
+        if encoder.is_colbert:
+            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length,
+                                               args.passage_max_length)
+        else:
+            doc_ids = list(corpus)
+            doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", args.passage_max_length,
+                                         progress=True, desc="encoding passages")
+            query_ids = list(queries)
+            query_vectors = encoder.encode([queries[q] for q in query_ids], "left", args.query_max_length,
+                                           progress=True, desc="encoding queries")
+            runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
+    else:
+        from polyret.retrieval.encode import load_embeddings
+        query_ids, query_vectors = load_embeddings(args.query_embeddings, args.query_ids)
+        doc_ids, doc_vectors = load_embeddings(args.corpus_embeddings, args.corpus_ids)
+        unknown = set(doc_ids) - set(corpus)
+        if unknown:
+            raise ValueError(f"{args.corpus_ids or args.corpus_embeddings}: id {sorted(unknown)[0]!r} is not in "
+                             f"{args.corpus}")
+        runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
+    if "dense" in runs:
+        extra["scann"] = {"brute_force": index.brute_force, **index.params, "recall@10_vs_brute_force": recall}
+        if args.save_index:
+            index.save(f"{args.output_dir}/index")
+    if args.bm25:
+        from polyret.retrieval.bm25 import bm25_search
+        runs["bm25"] = bm25_search(corpus, queries, k=args.k)
+    tables = {}
+    for name, run in runs.items():
+        if args.qrels:
+            tables[name] = M.evaluate(qrels, run, metrics, languages or None)
+        if args.answers:
+            from polyret.formats import iter_jsonl
+            rows = [obj for _, obj in iter_jsonl(args.answers, {"id": (str, int), "lang": str, "answers": list})]
+            answers = {str(r["id"]): r["answers"] for r in rows}
+            langs = {str(r["id"]): r["lang"] for r in rows}
+            ranked = {q: [corpus[d] for d, _ in sorted(docs.items(), key=lambda kv: -kv[1])]
+                      for q, docs in run.items()}
+            for kt in (2000, 5000):
+                tables[f"{name} XOR R@{kt // 1000}kt"] = {
+                    g: {f"R@{kt // 1000}kt": v} for g, v in M.xor_recall_at_k_tokens(ranked, answers, langs, kt).items()}
+    extra["seconds"] = round(time.time() - start, 1)
+    print(P.write_outputs(args.output_dir, runs, tables, extra))
+    print(f"\nwrote run files, metrics.json and metrics.md to {args.output_dir} ({extra['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Mine hard negatives for training queries with a checkpoint (or BM25) and write the hard-negative JSONL.
+
+  python -m polyret.jobs.mine_negatives --checkpoint CKPT --corpus corpus.jsonl --queries train_queries.jsonl \
+      --qrels train_qrels.txt --output negatives.jsonl [--num_negatives 7 --rank_start 3 --rank_end 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from polyret.retrieval import pipeline as P
+from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="polyret mine_negatives", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="dual-encoder checkpoint that retrieves the candidates")
+    src.add_argument("--bm25", action="store_true", help="retrieve the candidates with BM25")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--queries", required=True)
+    p.add_argument("--qrels", required=True, help="positives of the training queries")
+    p.add_argument("--output", required=True, help="hard-negative JSONL to write")
+    p.add_argument("--depth", type=int, default=100, help="documents retrieved per query")
+    p.add_argument("--num_negatives", type=int, default=7)
+    p.add_argument("--rank_start", type=int, default=0)
+    p.add_argument("--rank_end", type=int, default=100)
+    p.add_argument("--margin", type=float, default=None, help="drop candidates scoring within this of the positive")
+    p.add_argument("--relative_threshold", type=lambda v: None if v.lower() == "none" else float(v), default=0.95,
+                   help="drop candidates scoring above this fraction of the positive's score ('none': off)")
+    p.add_argument("--query_max_length", type=int, default=64)
+    p.add_argument("--passage_max_length", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
+    positive_scores = None
+    if args.bm25:
+        from polyret.retrieval.bm25 import bm25_search
+        run = bm25_search(corpus, queries, k=args.depth)
+    else:
+        import numpy as np
+        from polyret.retrieval.encode import TowerEncoder
+        encoder = TowerEncoder.from_checkpoint(args.checkpoint)
+        if encoder.is_colbert:
+            raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
+        doc_ids, query_ids = list(corpus), [q for q in queries if q in qrels]
+        doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", args.passage_max_length, progress=True)
+        query_vectors = encoder.encode([queries[q] for q in query_ids], "left", args.query_max_length, progress=True)
+        run, _, _ = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.depth, measure_recall=False)
+        row = {d: i for i, d in enumerate(doc_ids)}
+        positive_scores = {q: max(float(v @ doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)
+                           for q, v in zip(query_ids, query_vectors) if any(r > 0 for r in qrels[q].values())}
+    rows, dropped = mine_hard_negatives(run, qrels, queries, corpus, args.num_negatives, args.rank_start,
+                                        args.rank_end, args.margin, args.relative_threshold, positive_scores, args.seed)
+    write_jsonl(rows, args.output)
+    print(f"wrote {len(rows)} queries with hard negatives to {args.output}; dropped: {dropped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

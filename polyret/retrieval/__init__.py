@@ -1,0 +1,1 @@
+"""Corpus encoding, ScaNN search, late interaction, metrics, run files and hard-negative mining."""

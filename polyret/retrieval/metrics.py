@@ -1,0 +1,105 @@
+"""Retrieval metrics through ir_measures (pytrec_eval underneath), per language and macro-averaged, and
+XOR-Retrieve Recall@k-tokens, which trec_eval does not have and is therefore written here by hand.
+
+Queries that have relevance judgements but no retrieved documents score 0 (trec_eval's `-c`), so a
+system cannot look better by returning nothing for hard queries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterable, Mapping, Sequence
+
+import ir_measures
+
+from polyret.retrieval.runs import Run
+
+DEFAULT_METRICS = ("nDCG@10", "nDCG@20", "RR@10", "R@100", "R@1000", "AP")
+
+
+def parse_metrics(names: Iterable[str]) -> list:
+    out = []
+    for name in names:
+        try:
+            out.append(ir_measures.parse_measure(name))
+        except Exception as e:
+            raise ValueError(f"unknown metric {name!r} (ir_measures syntax, e.g. nDCG@10, RR@10, R@100, AP)") from e
+    return out
+
+
+def _strict_trec_order(docs: Mapping[str, float]) -> dict[str, float]:
+    """Replace scores by rank-based ones in trec_eval's order (score descending, then document id
+    descending), so every ir_measures provider (pytrec_eval for most measures, another for RR@k) breaks
+    ties the same way."""
+    ranked = sorted(docs.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    return {doc: float(len(ranked) - i) for i, (doc, _) in enumerate(ranked)}
+
+
+def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS
+              ) -> dict[str, dict[str, float]]:
+    """{metric: {qid: value}} for every judged query (0 where the run has nothing for it)."""
+    measures = parse_metrics(metrics)
+    judged = {q: dict(d) for q, d in qrels.items() if d}
+    values = {str(m): {q: 0.0 for q in judged} for m in measures}
+    run = {q: _strict_trec_order(docs) for q, docs in run.items() if q in judged and docs}
+    for result in ir_measures.iter_calc(measures, judged, run):
+        values[str(result.measure)][result.query_id] = float(result.value)
+    return values
+
+
+def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS,
+             query_languages: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """-> {group: {metric: mean}}: group "all" (every judged query), each language, and "macro"
+    (mean over languages) when `query_languages` {qid: lang} is given."""
+    values = per_query(qrels, run, metrics)
+    qids = sorted(next(iter(values.values())).keys()) if values else []
+    groups: dict[str, list[str]] = {"all": qids}
+    if query_languages:
+        by_lang = defaultdict(list)
+        for q in qids:
+            by_lang[query_languages.get(q, "unknown")].append(q)
+        groups.update(sorted(by_lang.items()))
+    table = {g: {m: (sum(v[q] for q in members) / len(members) if members else 0.0) for m, v in values.items()}
+             for g, members in groups.items()}
+    if query_languages:
+        langs = [g for g in groups if g != "all"]
+        table["macro"] = {m: sum(table[l][m] for l in langs) / len(langs) for m in values}
+    return table
+
+
+def xor_recall_at_k_tokens(ranked_texts: Mapping[str, Sequence[str]], answers: Mapping[str, Sequence[str]],
+                           query_languages: Mapping[str, str], k_tokens: int) -> dict[str, float]:
+    """XOR-Retrieve R@kt: a query is a hit if any gold answer string occurs in the first k_tokens tokens
+    (NLTK word_tokenize) of its retrieved passages joined in rank order; yes/no answers are dropped
+    (queries left without answers are not counted); macro average over languages -> {lang..., "macro"}."""
+    from nltk.tokenize import word_tokenize
+
+    counts, hits = defaultdict(int), defaultdict(int)
+    for qid, texts in ranked_texts.items():
+        if qid not in answers:
+            continue
+        span_answers = [a for a in answers[qid] if a not in ("yes", "no")]
+        if not span_answers:
+            continue
+        lang = query_languages[qid]
+        counts[lang] += 1
+        tokens: list[str] = []
+        for text in texts:
+            tokens += word_tokenize(text, preserve_line=True)  # preserve_line: no punkt data needed
+            if len(tokens) >= k_tokens:
+                break
+        context = " ".join(tokens[:k_tokens])
+        hits[lang] += any(a in context for a in span_answers)
+    table = {lang: hits[lang] / counts[lang] for lang in sorted(counts)}
+    table["macro"] = sum(table.values()) / len(table) if table else 0.0
+    return table
+
+
+def format_table(table: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    """Markdown table: one row per group, one column per metric."""
+    groups = list(table)
+    metrics = list(next(iter(table.values())).keys()) if table else []
+    lines = ([f"### {title}", ""] if title else []) + ["| group | " + " | ".join(metrics) + " |",
+                                                        "|---|" + "---:|" * len(metrics)]
+    lines += [f"| {g} | " + " | ".join(f"{table[g][m]:.4f}" for m in metrics) + " |" for g in groups]
+    return "\n".join(lines)

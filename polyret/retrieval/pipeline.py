@@ -1,0 +1,106 @@
+"""Evaluation pipeline: check inputs, encode (or take precomputed vectors), search, score, write outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from polyret.formats import DataError, iter_jsonl, read_id_text, read_qrels
+from polyret.retrieval import metrics as M
+from polyret.retrieval.encode import TowerEncoder
+from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_against_brute_force
+from polyret.retrieval.late_interaction import LateInteractionIndex
+from polyret.retrieval.runs import Run, run_from_topk, write_trec_run
+
+
+def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str], corpus_ids,
+                     qrels_path: str | os.PathLike) -> None:
+    """Every judged query and document must exist; otherwise metrics would silently be wrong."""
+    corpus_ids = set(corpus_ids)
+    for qid, docs in qrels.items():
+        if qid not in queries:
+            raise DataError(qrels_path, None, f"query id {qid!r} is not in the queries file")
+        for doc in docs:
+            if doc not in corpus_ids:
+                raise DataError(qrels_path, None, f"document id {doc!r} (query {qid!r}) is not in the corpus")
+
+
+def read_query_languages(path: str | os.PathLike, field: str = "lang") -> dict[str, str]:
+    """{qid: language} from a queries JSONL that has a language field (empty for TSV or no field)."""
+    if ".jsonl" not in str(path):
+        return {}
+    out = {}
+    for _, obj in iter_jsonl(path):
+        qid = str(obj.get("_id", obj.get("id", obj.get("qid"))))
+        if field in obj:
+            out[qid] = str(obj[field])
+    return out
+
+
+def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: Sequence[str],
+                 doc_vectors: np.ndarray, k: int, config: ScannConfig | None = None,
+                 measure_recall: bool = True) -> tuple[Run, ScannIndex, float | None]:
+    """ScaNN search -> (run, index, recall@10 of the index against brute force on these queries)."""
+    if query_vectors.shape[1] != doc_vectors.shape[1]:
+        raise ValueError(f"embedding dimension mismatch: queries {query_vectors.shape[1]}, "
+                         f"corpus {doc_vectors.shape[1]}")
+    index = ScannIndex.build(list(doc_ids), doc_vectors, k=k, config=config)
+    rows, scores = index.search(query_vectors, k)
+    recall = None
+    if measure_recall and not index.brute_force:
+        exact, _ = brute_force_topk(query_vectors[:1000], doc_vectors, 10)
+        recall = recall_against_brute_force(rows[:1000], exact, 10)
+    return run_from_topk(list(query_ids), list(doc_ids), rows, scores), index, recall
+
+
+def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
+                   query_max_length: int, passage_max_length: int, window: int = 180, stride: int = 90) -> Run:
+    """ColBERT: documents split into windows (MaxP), token-level candidates, exact MaxSim."""
+    from polyret.retrieval.late_interaction import maxp, split_windows
+
+    doc_ids = list(corpus)
+    token_ids = encoder.tokenizer.encode([corpus[d] for d in doc_ids], max_length=10 ** 9)
+    window_ids, window_doc = [], []
+    for doc, ids in zip(doc_ids, token_ids):
+        body = ids[:-1]  # windows of the text; each window gets its own EOS
+        for w in split_windows(body, window - 1, stride):
+            window_ids.append(w + [1])
+            window_doc.append(doc)
+    window_vectors = encoder.encode_ids(window_ids, "right", max(len(w) for w in window_ids), progress=True,
+                                        desc="encoding passages")
+    index = LateInteractionIndex([str(i) for i in range(len(window_ids))], window_vectors)
+    query_ids = list(queries)
+    query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length)
+    run: Run = {}
+    for qid, qv in tqdm(list(zip(query_ids, query_vectors)), desc="MaxSim search", unit="query"):
+        hits = index.search(qv, k=k * 4)
+        best = maxp(np.array([s for _, s in hits]), [window_doc[int(i)] for i, _ in hits])
+        run[qid] = dict(sorted(best.items(), key=lambda kv: -kv[1])[:k])
+    return run
+
+
+def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables: Mapping[str, dict],
+                  extra: dict | None = None) -> str:
+    """Run files, metrics.json and metrics.md under output_dir; returns the markdown."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, run in runs.items():
+        write_trec_run(run, out / f"{name}.trec", tag=name)
+    (out / "metrics.json").write_text(json.dumps({"metrics": tables, **(extra or {})}, indent=2))
+    markdown = "\n\n".join(M.format_table(table, name) for name, table in tables.items())
+    (out / "metrics.md").write_text(markdown + "\n")
+    return markdown
+
+
+def load_eval_inputs(corpus_path, queries_path, qrels_path):
+    corpus = read_id_text(corpus_path)
+    queries = read_id_text(queries_path, with_title=False)
+    qrels = read_qrels(qrels_path) if qrels_path else {}
+    if qrels_path:
+        check_judgements(qrels, queries, corpus.keys(), qrels_path)
+    return corpus, queries, qrels

@@ -1,0 +1,46 @@
+"""TREC run files (`qid Q0 docid rank score tag`) and the in-memory run: {qid: {docid: score}}."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from polyret.formats import DataError, open_text
+
+Run = dict[str, dict[str, float]]
+
+
+def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "polyret") -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for qid, docs in run.items():
+            ranked = sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))
+            for rank, (docid, score) in enumerate(ranked, 1):
+                f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_trec_run(path: str | os.PathLike) -> Run:
+    run: Run = {}
+    with open_text(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataError(path, line_no, f"expected 6 columns `qid Q0 docid rank score tag`, got {len(parts)}")
+            try:
+                score = float(parts[4])
+            except ValueError:
+                raise DataError(path, line_no, f"score {parts[4]!r} is not a number") from None
+            run.setdefault(parts[0], {})[parts[2]] = score
+    return run
+
+
+def run_from_topk(query_ids: list[str], doc_ids: list[str], rows, scores) -> Run:
+    """Search output (row indices and scores per query) -> Run."""
+    return {qid: {doc_ids[int(r)]: float(s) for r, s in zip(row, score) if r >= 0}
+            for qid, row, score in zip(query_ids, rows, scores)}
