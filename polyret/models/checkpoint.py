@@ -21,12 +21,14 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from polyret.models.towers import ModelConfig, check_param_shapes, model_config_from_dict, model_config_to_dict
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 SPM_FILE = "spiece.model"
+LORA_BASE_FILE = "lora_base.json"
 
 
 @contextlib.contextmanager
@@ -58,24 +60,52 @@ def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,
     return Path(output_dir)
 
 
-def load_model(checkpoint_dir: str | os.PathLike) -> tuple[Any, ModelConfig, Path | None]:
-    """-> (params as numpy, model config, path of the SentencePiece model or None)."""
-    checkpoint_dir = Path(checkpoint_dir)
-    config_file = checkpoint_dir / CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: missing; is {checkpoint_dir} a polyret checkpoint folder?")
-    try:
-        config = model_config_from_dict(json.loads(config_file.read_text()))
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{config_file}: not a valid model config: {e}") from e
-    params_dir = checkpoint_dir / PARAMS_DIR
-    if not params_dir.is_dir():
-        raise FileNotFoundError(f"{params_dir}: missing parameter folder")
+def _restore_params(params_dir: Path) -> Any:
     try:
         params = ocp.StandardCheckpointer().restore(params_dir.absolute())
     except Exception as e:  # orbax raises several types for damaged folders
         raise ValueError(f"{params_dir}: cannot read parameters: {e}") from e
-    params = jax.tree_util.tree_map(np.asarray, params)
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def _locate(checkpoint_dir: Path) -> tuple[Path, Path]:
+    """-> (folder with model_config.json, parameter folder) for a polyret checkpoint, a training
+    MODEL_DIR (its latest step) or one step folder MODEL_DIR/checkpoints/<step>."""
+    if (checkpoint_dir / PARAMS_DIR).is_dir() and (checkpoint_dir / CONFIG_FILE).is_file():
+        return checkpoint_dir, checkpoint_dir / PARAMS_DIR
+    steps_dir = checkpoint_dir / "checkpoints"
+    if steps_dir.is_dir() and (checkpoint_dir / CONFIG_FILE).is_file():
+        steps = sorted(int(p.name) for p in steps_dir.iterdir() if p.name.isdigit() and (p / PARAMS_DIR).is_dir())
+        if not steps:
+            raise FileNotFoundError(f"{steps_dir}: no finished checkpoint yet")
+        return checkpoint_dir, steps_dir / str(steps[-1]) / PARAMS_DIR
+    if checkpoint_dir.name.isdigit() and (checkpoint_dir.parent.parent / CONFIG_FILE).is_file():
+        return checkpoint_dir.parent.parent, checkpoint_dir / PARAMS_DIR
+    raise FileNotFoundError(f"{checkpoint_dir / CONFIG_FILE}: missing; is {checkpoint_dir} a polyret checkpoint "
+                            "folder or a training MODEL_DIR?")
+
+
+def load_model(checkpoint_dir: str | os.PathLike) -> tuple[Any, ModelConfig, Path | None]:
+    """-> (params as numpy, model config, path of the SentencePiece model or None).
+
+    Accepts a polyret checkpoint folder, a training MODEL_DIR (latest step) or a step folder. A LoRA
+    run stores only what it trained: those leaves are laid over the base named in `lora_base.json`.
+    """
+    root, params_dir = _locate(Path(checkpoint_dir))
+    config_file = root / CONFIG_FILE
+    try:
+        config = model_config_from_dict(json.loads(config_file.read_text()))
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{config_file}: not a valid model config: {e}") from e
+    if not params_dir.is_dir():
+        raise FileNotFoundError(f"{params_dir}: missing parameter folder")
+    params = _restore_params(params_dir)
+    base_file = root / LORA_BASE_FILE
+    if base_file.is_file():
+        base, _, _ = load_model(json.loads(base_file.read_text())["base_checkpoint"])
+        flat = traverse_util.flatten_dict(base)
+        flat.update(traverse_util.flatten_dict(params))
+        params = traverse_util.unflatten_dict(flat)
     check_param_shapes(params, config, str(params_dir))
-    spm = checkpoint_dir / SPM_FILE
+    spm = root / SPM_FILE
     return params, config, (spm if spm.is_file() else None)

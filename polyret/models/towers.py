@@ -217,9 +217,16 @@ def init_params(cfg: ModelConfig, rng: jax.Array, length: int = 8) -> tuple[Any,
     return nn.unbox(variables)["params"], nn.get_partition_spec(variables)["params"]
 
 
+def abstract_params(cfg: ModelConfig) -> tuple[Any, Any]:
+    """-> (ShapeDtypeStruct tree, logical PartitionSpec tree) of the parameters, nothing allocated."""
+    tokens = jnp.ones((1, 8), jnp.int32)
+    boxed = jax.eval_shape(lambda rng: build_model(cfg).init(rng, tokens, tokens), jax.random.PRNGKey(0))
+    return nn.unbox(boxed)["params"], nn.get_partition_spec(boxed)["params"]
+
+
 def expected_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """'/'-joined parameter path -> shape, without allocating the parameters."""
-    shapes = jax.eval_shape(lambda rng: init_params(cfg, rng)[0], jax.random.PRNGKey(0))
+    shapes = abstract_params(cfg)[0]
     return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
 
 

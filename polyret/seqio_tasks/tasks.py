@@ -10,6 +10,7 @@ import functools
 import os
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import gin
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -207,3 +208,23 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
     batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
     return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
                                                 stop_on_empty_dataset=False)
+
+
+# ------------------------------------------------------------------------------------- gin data set-ups
+
+@gin.configurable
+def mc4_data_setup(languages: Sequence[str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
+                   alpha: float = 0.3, tfds_data_dir: str | None = None) -> None:
+    """Register the mC4 span-pair tasks and the mixture `mc4_span_pairs` (for `train.data_setup`)."""
+    from polyret.seqio_tasks.vocab import get_vocabulary
+    register_mc4_tasks(languages, get_vocabulary(vocabulary_path), alpha=alpha, tfds_data_dir=tfds_data_dir)
+
+
+@gin.configurable
+def mtd_data_setup(name: str = gin.REQUIRED, score_file: str = gin.REQUIRED, queries_file: str = gin.REQUIRED,
+                   collections: Mapping[str, str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
+                   num_passages: int = 6, top_n: int = 50, strategy: str = "mix_passages", seed: int = 0) -> None:
+    """Register one Translate-Distill task (for `train.data_setup`)."""
+    from polyret.seqio_tasks.vocab import get_vocabulary
+    register_distillation_task(name, score_file, queries_file, collections, get_vocabulary(vocabulary_path),
+                               num_passages=num_passages, top_n=top_n, strategy=strategy, seed=seed)

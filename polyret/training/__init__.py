@@ -1,0 +1,1 @@
+"""Mesh and partitioning, optimizers, objectives, GradCache, checkpoints, input pipeline and the train loop."""
