@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import gin
@@ -44,8 +43,8 @@ def initialize_distributed(args: argparse.Namespace) -> None:
     if not (args.multihost or args.coordinator_address):
         return
     import jax
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU hosts need a collectives backend (no effect on TPU/GPU); must be set before the backend starts.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
                                process_id=args.process_id)
 

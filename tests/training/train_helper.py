@@ -1,0 +1,33 @@
+"""Run the train job's gin parsing + train() in this process and dump losses and parameters to an .npz.
+
+  python tests/training/train_helper.py OUT.npz [train job flags...]
+Used by the tests to run training in subprocesses (simulated devices, two hosts, SIGKILL)."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+
+def main() -> None:
+    out, argv = sys.argv[1], sys.argv[2:]
+    from polyret.jobs import train as train_job
+    args, bindings = train_job.parse_flags(argv)
+    train_job.initialize_distributed(args)
+    import jax
+    import polyret.training.trainer as trainer
+    from flax import traverse_util
+    train_job.parse_gin(args.gin_file, bindings, [])
+    result = trainer.train(progress=False)
+    if jax.process_index() == 0:
+        flat = {}
+        for key, value in traverse_util.flatten_dict(result.params).items():
+            flat["/".join(key)] = np.asarray(value if value.is_fully_addressable else value.addressable_data(0))
+        np.savez(out, losses=np.array(result.losses), devices=jax.device_count(), processes=jax.process_count(),
+                 **flat)
+
+
+if __name__ == "__main__":
+    main()
