@@ -11,11 +11,7 @@ from pathlib import Path
 
 import pytest
 
-# shared/fixtures sits beside the checkout; POLYRET_FIXTURES overrides, /work/shared is this workplace's copy.
-_CANDIDATES = [os.environ.get("POLYRET_FIXTURES", ""), Path(__file__).resolve().parents[2] / "shared" / "fixtures",
-               "/work/shared/fixtures"]
-FIXTURES = next((Path(c) for c in _CANDIDATES if c and Path(c).is_dir()), Path(_CANDIDATES[1]))
-T5X_FIXTURE = FIXTURES / "t5x_retrieval_de_t5_tiny" / "checkpoint_1000"
+from shared_paths import FIXTURES, T5X_FIXTURE  # noqa: F401
 
 SAMPLE_TEXT = [
     "the quick brown fox jumps over the lazy dog",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import gin
@@ -49,8 +50,18 @@ def initialize_distributed(args: argparse.Namespace) -> None:
                                process_id=args.process_id)
 
 
+def resolve_gin_file(name: str, search_paths: list[str]) -> str:
+    """A gin file as given, or found under a search path or polyret's own gin_configs/."""
+    for folder in ["", *search_paths, str(GIN_CONFIGS_DIR)]:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return os.path.abspath(candidate)
+    raise IOError(f"gin file {name!r} not found (looked in ., {', '.join(search_paths + [str(GIN_CONFIGS_DIR)])})")
+
+
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str]) -> None:
-    for path in [str(GIN_CONFIGS_DIR)] + search_paths:
+    files = [resolve_gin_file(f, search_paths) for f in files]
+    for path in search_paths + [str(GIN_CONFIGS_DIR)]:
         gin.add_config_file_search_path(path)
     # gin logs an error for every search-path miss before it finds a file; a real miss still raises.
     root = logging.getLogger()
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train()
     except ConfigError as e:
-        print(f"polyret train: {e}", file=sys.stderr)
+        print(f"polyret train: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 

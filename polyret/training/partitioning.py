@@ -21,6 +21,10 @@ BATCH_AXES = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, Any]]
 
+
+class ConfigError(ValueError):
+    """A configuration mistake found before compilation; the message says what to change."""
+
 DATA_PARALLEL_RULES: Rules = ()
 FSDP_RULES: Rules = (("embed", "fsdp"),)
 TENSOR_PARALLEL_RULES: Rules = (("mlp", "model"), ("joined_kv", "model"), ("heads", "model"), ("vocab", "model"))
@@ -31,7 +35,7 @@ def logical_axis_rules(preset: str = "data_parallel", extra: Rules = ()) -> tupl
     presets = {"data_parallel": DATA_PARALLEL_RULES, "fsdp": FSDP_RULES, "tensor_parallel": TENSOR_PARALLEL_RULES,
                "fsdp_tensor_parallel": FSDP_RULES + TENSOR_PARALLEL_RULES}
     if preset not in presets:
-        raise ValueError(f"logical_axis_rules.preset {preset!r} is not one of {sorted(presets)}")
+        raise ConfigError(f"logical_axis_rules.preset {preset!r} is not one of {sorted(presets)}")
     # Activations: batch over the batch axes; everything not named stays replicated.
     return tuple(extra) + tuple(presets[preset]) + (("batch", BATCH_AXES),)
 
@@ -43,15 +47,15 @@ def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1, devices: Sequence
     sizes = {"data": data, "fsdp": fsdp, "model": model}
     unknown = [k for k, v in sizes.items() if v == -1]
     if len(unknown) > 1:
-        raise ValueError(f"create_mesh: only one axis may be -1, got {sizes}")
+        raise ConfigError(f"create_mesh: only one axis may be -1, got {sizes}")
     known = int(np.prod([v for v in sizes.values() if v != -1]))
     if unknown:
         if len(devices) % known:
-            raise ValueError(f"create_mesh: {len(devices)} devices cannot be split into {sizes}; set the sizes so "
+            raise ConfigError(f"create_mesh: {len(devices)} devices cannot be split into {sizes}; set the sizes so "
                              f"their product divides {len(devices)}")
         sizes[unknown[0]] = len(devices) // known
     if int(np.prod(list(sizes.values()))) != len(devices):
-        raise ValueError(f"create_mesh: mesh {sizes} needs {int(np.prod(list(sizes.values())))} devices but there "
+        raise ConfigError(f"create_mesh: mesh {sizes} needs {int(np.prod(list(sizes.values())))} devices but there "
                          f"are {len(devices)}; change create_mesh.data/fsdp/model")
     return Mesh(np.array(devices).reshape([sizes[a] for a in MESH_AXES]), MESH_AXES)
 

@@ -31,14 +31,11 @@ from polyret.models.towers import (ColBERTConfig, ModelConfig, abstract_params, 
 from polyret.seqio_tasks import feature_converters as fc
 from polyret.seqio_tasks import tasks as seqio_tasks
 from polyret.training import partitioning as part
+from polyret.training.partitioning import ConfigError
 from polyret.training.checkpoints import TrainCheckpointer, abstract_like
 from polyret.training.grad_cache import grad_cache_loss_and_grads
 from polyret.training.objectives import Objective, compute_loss
 from polyret.training.optimizers import learning_rate_schedule, lora_trainable, make_optimizer
-
-
-class ConfigError(ValueError):
-    """A configuration mistake found before compilation; the message says what to change."""
 
 
 @dataclasses.dataclass

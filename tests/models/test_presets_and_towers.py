@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import T5X_FIXTURE
+from shared_paths import T5X_FIXTURE
 from polyret import GIN_CONFIGS_DIR
 from polyret.models.checkpoint import load_model, save_model
 from polyret.models.conversion import import_checkpoint
@@ -53,7 +53,7 @@ def test_preset_shapes_match_transformers(name):
 def test_model_gin_files_parse(gin_file):
     gin.clear_config()
     try:
-        gin.parse_config_file(str(GIN_CONFIGS_DIR / "models" / gin_file))
+        gin.parse_config_file(str(GIN_CONFIGS_DIR / "models" / gin_file))  # its own imports only
         if gin_file == "colbert.gin":
             return
         gin.parse_config_file(str(GIN_CONFIGS_DIR / "models" / "colbert.gin"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from conftest import T5X_FIXTURE
+from shared_paths import T5X_FIXTURE
 from polyret.jobs import export_hf as export_job
 from polyret.jobs import import_checkpoint as import_job
 from polyret.models.checkpoint import load_model

@@ -6,7 +6,7 @@ import socket
 import numpy as np
 import pytest
 
-from conftest import load_result, run_training
+from training_helpers import load_result, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_eight_devices_match_one(tmp_path, data_dir, single_device, partitioning
 
 def test_two_processes_match_one(tmp_path, data_dir):
     import subprocess, sys, os
-    from conftest import HELPER, ROOT
+    from training_helpers import HELPER, ROOT
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]

@@ -1,0 +1,121 @@
+"""Kill-and-resume (SIGKILL after a checkpoint) ends where an uninterrupted run ends; configuration
+mistakes fail with one line before compilation; the paper runs carry the papers' settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+
+from training_helpers import HELPER, ROOT, load_result, run_training
+from polyret import GIN_CONFIGS_DIR
+
+
+def _flags(model_dir, data_dir, steps=8):
+    return ["--gin_file=runs/tiny/swimx_xor.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.DATA_DIR='{data_dir}'",
+            f"--gin.TRAIN_STEPS={steps}", "--gin.train.checkpoint_every=2", "--gin.t5_config.dropout_rate=0.1"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
+    run_training(tmp_path / "full.npz", _flags(tmp_path / "full", data_dir))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    model_dir = tmp_path / "killed"
+    # A slow-down hook is not needed: poll for the step-4 checkpoint and kill at once.
+    proc = subprocess.Popen([sys.executable, str(HELPER), str(tmp_path / "x.npz")] + _flags(model_dir, data_dir, 400),
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (model_dir / "checkpoints" / "4" / "commit_success.txt").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before its step-4 checkpoint"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    steps = sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert 4 in steps and max(steps) < 400
+    run_training(tmp_path / "resumed.npz", _flags(model_dir, data_dir, 8))
+    full_losses, full = load_result(tmp_path / "full.npz")
+    resumed_losses, resumed = load_result(tmp_path / "resumed.npz")
+    np.testing.assert_allclose(resumed_losses, full_losses[-len(resumed_losses):], rtol=1e-5)
+    for key in full:
+        np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--gin.no_such_fn.x=3"], "gin configuration error: No configurable matching 'no_such_fn'"),
+    (["--gin.create_mesh.data=3"], "create_mesh: mesh {'data': 3, 'fsdp': 1, 'model': 1} needs 3 devices but there are 2"),
+    (["--gin.BATCH_SIZE=15"], "batch size 15 is not divisible by the 2 batch shards"),
+    (["--gin.t5_config.vocab_size=256"], "uses a vocabulary of 500 ids but the model embeds only 256"),
+])
+def test_configuration_errors_are_one_line_before_compiling(tmp_path, data_dir, flags, message):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-m", "polyret.jobs.train", "--gin_file=runs/tiny/swimx_xor.gin",
+                           f"--gin.MODEL_DIR='{tmp_path}/m'", f"--gin.DATA_DIR='{data_dir}'"] + flags,
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("polyret train: ") and message in last, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "m" / "checkpoints").exists()
+
+
+# Values from DESIGN.md ("Papers' settings").
+PAPER_SETTINGS = {
+    "swimx_xor.gin": {"train.batch_size": 4096, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3,
+                      "pooling": "mean", "projection_dim": 768, "l2_norm": True, "logit_scale": 100.0,
+                      "bidirectional": True, "preset": "mt5_base"},
+    "swimx_miracl.gin": {"train.batch_size": 4096, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3},
+    "swimx_xtreme_up.gin": {"train.batch_size": 1024, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3},
+    "swimx_mc4_pretrain.gin": {"train.batch_size": 8192, "lr": 1e-3, "steps": 500000, "single": False},
+    "swimx_mc4_pretrain_single_language.gin": {"train.batch_size": 8192, "lr": 1e-3, "steps": 600000,
+                                               "single": True},
+    "mtd_colbert.gin": {"lengths": {"inputs": 32, "passages": 180}, "colbert_dim": 128, "passages": 6, "top_n": 50,
+                        "kind": "kl_distillation", "optimizer": "adamw", "lr": 5e-6, "schedule": "constant",
+                        "steps": 200000, "train.batch_size": 64, "strategy": "mix_passages"},
+    "mtd_colbert_mix_entries.gin": {"passages": 6, "strategy": "mix_entries", "lr": 5e-6},
+    "mtd_colbert_round_robin.gin": {"passages": 2, "strategy": "round_robin", "lr": 5e-6},
+}
+
+
+@pytest.mark.parametrize("run", sorted(PAPER_SETTINGS))
+def test_paper_runs_carry_the_papers_settings(run):
+    import polyret.training.trainer  # noqa: F401
+    import polyret.seqio_tasks.template_tasks  # noqa: F401
+    gin.clear_config()
+    gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
+    try:
+        gin.parse_config_files_and_bindings([str(GIN_CONFIGS_DIR / "runs" / run)], [], finalize_config=False)
+        q = gin.query_parameter
+        expected = PAPER_SETTINGS[run]
+        checks = {
+            "train.batch_size": lambda: q("%BATCH_SIZE"),
+            "lengths": lambda: q("%TASK_FEATURE_LENGTHS"),
+            "lr": lambda: q("learning_rate_schedule.base_learning_rate"),
+            "pooling": lambda: q("DualEncoderConfig.pooling"),
+            "projection_dim": lambda: q("DualEncoderConfig.projection_dim"),
+            "l2_norm": lambda: q("DualEncoderConfig.l2_norm"),
+            "logit_scale": lambda: q("DualEncoderConfig.logit_scale"),
+            "bidirectional": lambda: q("Objective.bidirectional"),
+            "preset": lambda: q("t5_config.preset"),
+            "steps": lambda: q("%TRAIN_STEPS"),
+            "single": lambda: q("train.single_language_batches"),
+            "colbert_dim": lambda: q("ColBERTConfig.projection_dim"),
+            "passages": lambda: q("%MTD_PASSAGES"),
+            "top_n": lambda: q("mtd_data_setup.top_n"),
+            "kind": lambda: q("Objective.kind"),
+            "optimizer": lambda: q("make_optimizer.optimizer").selector.split(".")[-1],
+            "schedule": lambda: q("learning_rate_schedule.schedule"),
+            "strategy": lambda: q("%MTD_STRATEGY"),
+        }
+        for name, value in expected.items():
+            assert checks[name]() == value, (run, name)
+        if run.startswith("mtd"):
+            assert q("ColBERTConfig.query_length") == 32
+    finally:
+        gin.clear_config()
