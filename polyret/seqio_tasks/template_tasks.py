@@ -4,8 +4,8 @@
 they are missing, then registers:
   template_pairs             SWIM-IR-style pairs, monolingual + cross-lingual, every language
   template_hard_negatives    pairs with 3 hard negatives (same person, other attribute; other person)
-  template_mtd_<strategy>    translated distillation: English queries, passages in every language, teacher
-                             scores from the judgements (relevant 10, same person 5, others 0) plus noise
+  template_mtd_<strategy>    translated distillation: English queries, passages in every language, scores
+                             from `teacher_score` plus noise, over the person's 3 facts and 9 other documents
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ from polyret.seqio_tasks import tasks
 from polyret.seqio_tasks.examples import MIXING_STRATEGIES
 from polyret.seqio_tasks.templates import LANGUAGES, write_template_dataset
 from polyret.seqio_tasks.vocab import train_sentencepiece
+
+
+def teacher_score(query_id: str, passage_id: str) -> float:
+    """The template teacher: 10 for the answer, 5 for the person's other facts, 2 for the same fact about
+    someone else, 0 otherwise (query ids `q-<person>-<attribute>-<lang>`, passage ids `<person>-<attribute>`)."""
+    person, attribute = query_id.split("-")[1:3]
+    other_person, other_attribute = passage_id.split("-")[:2]
+    if other_person == person:
+        return 10.0 if other_attribute == attribute else 5.0
+    return 2.0 if other_attribute == attribute else 0.0
 
 
 def _write_mtd_files(root: Path, languages: tuple[str, ...], seed: int) -> dict:
@@ -44,9 +54,8 @@ def _write_mtd_files(root: Path, languages: tuple[str, ...], seed: int) -> dict:
         for q in queries:
             person, attribute = q["_id"].split("-")[1:3]
             same = [p for p in pids if p.startswith(person + "-")]
-            others = list(rng.choice([p for p in pids if p not in same], 20, replace=False))
-            scored = [[p, (10.0 if p == f"{person}-{attribute}" else 5.0) + float(rng.normal(0, 0.5))] for p in same]
-            scored += [[p, float(rng.normal(0, 0.5))] for p in others]
+            others = list(rng.choice([p for p in pids if p not in same], 9, replace=False))
+            scored = [[p, teacher_score(q["_id"], p) + float(rng.normal(0, 0.3))] for p in same + others]
             f.write(json.dumps([q["_id"]] + scored) + "\n")
     return _write_mtd_files(root, languages, seed)
 
@@ -75,7 +84,7 @@ def template_data_setup(data_dir: str | os.PathLike = gin.REQUIRED, num_entities
         tasks.register_distillation_task(f"template_mtd_{strategy}", mtd["score_file"], mtd["queries"],
                                          mtd["collections"], vocab,
                                          num_passages=2 if strategy == "round_robin" else num_passages,
-                                         top_n=50, strategy=strategy, seed=seed)
+                                         top_n=12, strategy=strategy, seed=seed)
     return spm
 
 
