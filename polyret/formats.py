@@ -116,21 +116,27 @@ def read_id_text(path: str | os.PathLike, id_fields: tuple[str, ...] = ("_id", "
     return out
 
 
-def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """TREC qrels `qid 0 docid relevance` -> {qid: {docid: relevance}}."""
-    qrels: dict[str, dict[str, int]] = {}
+def iter_columns(path: str | os.PathLike, columns: int, layout: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of a whitespace-separated file whose lines all have `columns` fields."""
     with open_text(path) as f:
         for line_no, line in enumerate(f, 1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 4:
-                raise DataError(path, line_no, f"expected 4 columns `qid 0 docid relevance`, got {len(parts)}")
-            try:
-                rel = int(parts[3])
-            except ValueError:
-                raise DataError(path, line_no, f"relevance {parts[3]!r} is not an integer") from None
-            qrels.setdefault(parts[0], {})[parts[2]] = rel
+            if len(parts) != columns:
+                raise DataError(path, line_no, f"expected {columns} columns `{layout}`, got {len(parts)}")
+            yield line_no, parts
+
+
+def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """TREC qrels `qid 0 docid relevance` -> {qid: {docid: relevance}}."""
+    qrels: dict[str, dict[str, int]] = {}
+    for line_no, parts in iter_columns(path, 4, "qid 0 docid relevance"):
+        try:
+            rel = int(parts[3])
+        except ValueError:
+            raise DataError(path, line_no, f"relevance {parts[3]!r} is not an integer") from None
+        qrels.setdefault(parts[0], {})[parts[2]] = rel
     return qrels
 
 

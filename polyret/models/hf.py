@@ -20,10 +20,9 @@ from safetensors.numpy import load_file, save_file
 
 from polyret.models.checkpoint import atomic_output_dir
 from polyret.models.lora import has_lora, merge_lora
-from polyret.models.t5 import T5Config
+from polyret.models.t5 import ACTIVATIONS, T5Config
 from polyret.models.towers import DualEncoderConfig, ModelConfig
 
-_FEED_FORWARD = {"relu": "relu", "gated-gelu": "gated-gelu", "gated-relu": "gated-relu"}
 
 
 def hf_name_map(cfg: T5Config) -> list[tuple[str, str, bool]]:
@@ -48,13 +47,13 @@ def hf_name_map(cfg: T5Config) -> list[tuple[str, str, bool]]:
 
 def t5_config_from_hf(config: dict[str, Any], source: str = "config.json") -> T5Config:
     feed_forward = config.get("feed_forward_proj", "relu")
-    if feed_forward not in _FEED_FORWARD:
-        raise ValueError(f"{source}: feed_forward_proj {feed_forward!r} is not supported (one of {list(_FEED_FORWARD)})")
+    if feed_forward not in ACTIVATIONS:
+        raise ValueError(f"{source}: feed_forward_proj {feed_forward!r} is not supported (one of {list(ACTIVATIONS)})")
     try:
         return T5Config(
             vocab_size=config["vocab_size"], d_model=config["d_model"], num_heads=config["num_heads"],
             d_kv=config["d_kv"], d_ff=config["d_ff"], num_layers=config["num_layers"],
-            activation=_FEED_FORWARD[feed_forward], dropout_rate=config.get("dropout_rate", 0.1),
+            activation=feed_forward, dropout_rate=config.get("dropout_rate", 0.1),
             relative_attention_num_buckets=config.get("relative_attention_num_buckets", 32),
             relative_attention_max_distance=config.get("relative_attention_max_distance", 128),
             layer_norm_epsilon=config.get("layer_norm_epsilon", 1e-6))

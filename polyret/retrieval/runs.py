@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from polyret.formats import DataError, open_text
+from polyret.formats import DataError, iter_columns
 
 Run = dict[str, dict[str, float]]
 
@@ -25,18 +25,12 @@ def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "polyret") -> P
 
 def read_trec_run(path: str | os.PathLike) -> Run:
     run: Run = {}
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataError(path, line_no, f"expected 6 columns `qid Q0 docid rank score tag`, got {len(parts)}")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise DataError(path, line_no, f"score {parts[4]!r} is not a number") from None
-            run.setdefault(parts[0], {})[parts[2]] = score
+    for line_no, parts in iter_columns(path, 6, "qid Q0 docid rank score tag"):
+        try:
+            score = float(parts[4])
+        except ValueError:
+            raise DataError(path, line_no, f"score {parts[4]!r} is not a number") from None
+        run.setdefault(parts[0], {})[parts[2]] = score
     return run
 
 

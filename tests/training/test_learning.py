@@ -31,13 +31,18 @@ def _recall_at_10(encoder, data_dir, lang):
     return float(np.mean([any(doc_ids[j] in qrels[qid] for j in row) for qid, row in zip(query_ids, top)]))
 
 
-def test_contrastive_training_lifts_recall(tmp_path, data_dir):
-    run_training(tmp_path / "out.npz", ["--gin_file=runs/tiny/swimx_miracl.gin", f"--gin.MODEL_DIR='{tmp_path}/m'",
-                                        f"--gin.DATA_DIR='{data_dir}'", "--gin.TRAIN_STEPS=300", "--gin.BATCH_SIZE=32",
-                                        "--gin.train.checkpoint_every=300"])
+def _trained_and_untrained(tmp_path, data_dir, run, steps, batch):
+    """Train a tiny run; -> (encoder of its final checkpoint, encoder of a fresh model of the same config)."""
+    run_training(tmp_path / "out.npz", [f"--gin_file=runs/tiny/{run}.gin", f"--gin.MODEL_DIR='{tmp_path}/m'",
+                                        f"--gin.DATA_DIR='{data_dir}'", f"--gin.TRAIN_STEPS={steps}",
+                                        f"--gin.BATCH_SIZE={batch}", f"--gin.train.checkpoint_every={steps}"])
     params, config, spm = load_model(tmp_path / "m")
-    trained = TowerEncoder(params, config, Tokenizer(spm))
-    untrained = TowerEncoder(init_params(config, jax.random.PRNGKey(1))[0], config, Tokenizer(spm))
+    untrained = init_params(config, jax.random.PRNGKey(1))[0]
+    return TowerEncoder(params, config, Tokenizer(spm)), TowerEncoder(untrained, config, Tokenizer(spm))
+
+
+def test_contrastive_training_lifts_recall(tmp_path, data_dir):
+    trained, untrained = _trained_and_untrained(tmp_path, data_dir, "swimx_miracl", 300, 32)
     report = {}
     for lang in ("en", "de", "ja", "ar"):
         report[lang] = (_recall_at_10(untrained, data_dir, lang), _recall_at_10(trained, data_dir, lang))
@@ -47,12 +52,7 @@ def test_contrastive_training_lifts_recall(tmp_path, data_dir):
 
 
 def test_distillation_raises_rank_correlation_with_teacher(tmp_path, data_dir):
-    run_training(tmp_path / "out.npz", ["--gin_file=runs/tiny/mtd_colbert.gin", f"--gin.MODEL_DIR='{tmp_path}/m'",
-                                        f"--gin.DATA_DIR='{data_dir}'", "--gin.TRAIN_STEPS=800", "--gin.BATCH_SIZE=16",
-                                        "--gin.train.checkpoint_every=800"])
-    params, config, spm = load_model(tmp_path / "m")
-    trained = TowerEncoder(params, config, Tokenizer(spm))
-    untrained = TowerEncoder(init_params(config, jax.random.PRNGKey(1))[0], config, Tokenizer(spm))
+    trained, untrained = _trained_and_untrained(tmp_path, data_dir, "mtd_colbert", 800, 16)
     queries = read_id_text(data_dir / "queries" / "test" / "en.jsonl")
 
     def mean_spearman(encoder, lang):
