@@ -1,0 +1,204 @@
+"""The end-to-end demo on the embedded template data: train, evaluate against BM25 and an untrained model
+per language, mine hard negatives and train a second round, export to Hugging Face and reload it with
+sentence-transformers, and print one table. Every stage leaves its outputs in the work folder and is
+skipped when they are already there, so an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import gin
+import jax
+import numpy as np
+
+from polyret.formats import read_id_text, read_qrels
+from polyret.models.checkpoint import load_model, save_model
+from polyret.retrieval import metrics as M
+from polyret.retrieval.bm25 import bm25_search
+from polyret.retrieval.encode import TowerEncoder
+from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
+from polyret.retrieval.pipeline import dense_search
+from polyret.retrieval.runs import Run
+from polyret.retrieval.tokenize import Tokenizer
+
+METRICS = ("nDCG@10", "R@10")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSize:
+    num_entities: int = 200
+    round1_steps: int = 1500
+    round2_steps: int = 500
+    batch_size: int = 32
+
+
+SIZES = {"default": DemoSize(), "ci": DemoSize(num_entities=40, round1_steps=60, round2_steps=20, batch_size=16)}
+
+
+def _train(model_dir: Path, data_dir: Path, steps: int, batch: int, extra: list[str]) -> None:
+    from polyret.jobs.train import parse_gin
+    from polyret.training.trainer import train
+
+    gin.clear_config()
+    try:
+        parse_gin(["runs/demo.gin"], [f"MODEL_DIR='{model_dir}'", f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
+                                      f"BATCH_SIZE={batch}"] + extra, [])
+        train()
+    finally:
+        gin.clear_config()
+
+
+def _evaluate(encoder: TowerEncoder | None, data_dir: Path, lang: str, section: str) -> dict[str, float]:
+    corpus_lang = lang if section == "mono" else "en"
+    corpus = read_id_text(data_dir / "corpus" / f"{corpus_lang}.jsonl")
+    queries = read_id_text(data_dir / "queries" / "test" / f"{lang}.jsonl")
+    qrels = read_qrels(data_dir / "qrels" / "test" / f"{lang}.{section}.txt")
+    if encoder is None:
+        run = bm25_search(corpus, queries, k=100)
+    else:
+        doc_ids, query_ids = list(corpus), list(queries)
+        docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
+        qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
+        run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 100, measure_recall=False)
+    return M.evaluate(qrels, run, METRICS)["all"]
+
+
+def _mine(encoder: TowerEncoder, data_dir: Path, out_dir: Path, languages: list[str]) -> list[Path]:
+    files = []
+    for lang in languages:
+        corpus = read_id_text(data_dir / "corpus" / f"{lang}.jsonl")
+        queries = read_id_text(data_dir / "queries" / "train" / f"{lang}.jsonl")
+        qrels = read_qrels(data_dir / "qrels" / "train" / f"{lang}.mono.txt")
+        doc_ids, query_ids = list(corpus), list(queries)
+        docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
+        qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
+        run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 30, measure_recall=False)
+        rows, _ = mine_hard_negatives(run, qrels, queries, corpus, num_negatives=3, rank_start=0, rank_end=30,
+                                      relative_threshold=None, margin=None)
+        files.append(write_jsonl(rows, out_dir / f"mined_{lang}.jsonl"))
+    return files
+
+
+def _cached(path: Path, compute) -> Any:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.write_text(json.dumps(value, indent=2))
+    return value
+
+
+def _st_rankings_match(hf_dir: Path, encoder: TowerEncoder, data_dir: Path, lang: str) -> float:
+    """Fraction of demo queries whose top-10 from the exported sentence-transformers model equals the JAX one."""
+    from sentence_transformers import SentenceTransformer
+
+    corpus = read_id_text(data_dir / "corpus" / f"{lang}.jsonl")
+    queries = read_id_text(data_dir / "queries" / "test" / f"{lang}.jsonl")
+    st = SentenceTransformer(str(hf_dir), device="cpu")
+    doc_ids, texts = list(corpus), list(queries.values())
+    ours = encoder.encode(texts, "left", 32) @ encoder.encode([corpus[d] for d in doc_ids], "right", 48).T
+    theirs = st.encode(texts, convert_to_numpy=True) @ st.encode([corpus[d] for d in doc_ids], convert_to_numpy=True).T
+    same = [list(np.argsort(-a, kind="stable")[:10]) == list(np.argsort(-b, kind="stable")[:10])
+            for a, b in zip(ours, theirs)]
+    return float(np.mean(same))
+
+
+def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, ...] | None = None) -> dict:
+    start = time.time()
+    work = Path(workdir).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    cfg = SIZES[size]
+    data_dir = work / "data"
+    from polyret.seqio_tasks.template_tasks import template_data_setup
+    from polyret.seqio_tasks.templates import LANGUAGES
+    spm = template_data_setup(data_dir, num_entities=cfg.num_entities)
+    languages = list(languages or LANGUAGES)
+
+    print(f"[1/6] training round 1 ({cfg.round1_steps} steps) -> {work / 'round1'}")
+    _train(work / "round1", data_dir, cfg.round1_steps, cfg.batch_size,
+           [f"template_data_setup.num_entities={cfg.num_entities}"])
+    params, config, _ = load_model(work / "round1")
+    untrained_dir = work / "untrained"
+    if not untrained_dir.exists():
+        from polyret.models.towers import init_params
+        save_model(untrained_dir, init_params(config, jax.random.PRNGKey(123))[0], config, spm)
+
+    print("[2/6] mining hard negatives with round 1")
+    round1 = TowerEncoder(params, config, Tokenizer(spm))
+    mined_dir = work / "mined"
+    if not (mined_dir / f"mined_{languages[-1]}.jsonl").exists():
+        mined_dir.mkdir(exist_ok=True)
+        _mine(round1, data_dir, mined_dir, languages)
+
+    print(f"[3/6] training round 2 on mined negatives ({cfg.round2_steps} steps) -> {work / 'round2'}")
+    _train(work / "round2", data_dir, cfg.round2_steps, cfg.batch_size,
+           [f"template_data_setup.num_entities={cfg.num_entities}", f"MINED_DIR='{mined_dir}'",
+            f"INITIAL_CHECKPOINT_PATH='{work / 'round1'}'", "MIXTURE_OR_TASK_NAME='demo_mined'",
+            "train.data_setup=@demo_round2_setup",
+            f"TASK_FEATURE_LENGTHS={{'inputs': 32, 'targets': 48, 'negative_targets': 48}}"])
+
+    print("[4/6] evaluating (ScaNN for the dense models, bm25s for BM25)")
+    systems = {"untrained": TowerEncoder.from_checkpoint(untrained_dir), "BM25": None, "round 1": round1,
+               "round 2 (+mined negatives)": TowerEncoder.from_checkpoint(work / "round2")}
+    cache = work / "eval_cache"
+    cache.mkdir(exist_ok=True)
+    results = {}
+    for section in ("mono", "xling"):
+        for lang in languages:
+            if section == "xling" and lang == "en":
+                continue
+            for name, encoder in systems.items():
+                key = f"{section}/{lang}/{name}"
+                file = cache / (key.replace("/", "_").replace(" ", "_").replace("(", "").replace(")", "") + ".json")
+                results[key] = _cached(file, lambda: _evaluate(encoder, data_dir, lang, section))
+
+    print("[5/6] exporting round 2 to Hugging Face and reloading it with sentence-transformers")
+    hf_dir = work / "hf_export"
+    if not (hf_dir / "modules.json").exists():
+        from polyret.models.hf import export_hf
+        round2_params, round2_config, _ = load_model(work / "round2")
+        export_hf(round2_params, round2_config, hf_dir, tokenizer=spm, max_seq_length=48)
+    agreement = {lang: _st_rankings_match(hf_dir, systems["round 2 (+mined negatives)"], data_dir, lang)
+                 for lang in languages[:3]}
+
+    print("[6/6] results (held-out people; mono: query and corpus in the language; xling: corpus in English)")
+    table = format_demo_table(results, languages)
+    print(table)
+    print(f"\nexported model reloaded with sentence-transformers: same top-10 as JAX for "
+          + ", ".join(f"{l} {v:.0%}" for l, v in agreement.items()) + " of the queries")
+    artefacts = {"data": data_dir, "round 1": work / "round1", "round 2": work / "round2", "untrained": untrained_dir,
+                 "mined negatives": mined_dir, "Hugging Face export": hf_dir, "table": work / "results.md"}
+    (work / "results.md").write_text(table + "\n")
+    (work / "results.json").write_text(json.dumps({"metrics": results, "st_agreement": agreement}, indent=2))
+    print("\nartefacts:\n" + "\n".join(f"  {k:20s} {v}" for k, v in artefacts.items()))
+    print(f"total time {time.time() - start:.0f} s")
+    return {"metrics": results, "st_agreement": agreement}
+
+
+def format_demo_table(results: dict, languages: list[str]) -> str:
+    systems = ["untrained", "BM25", "round 1", "round 2 (+mined negatives)"]
+    lines = ["| section | lang | " + " | ".join(f"{s} {m}" for s in systems for m in METRICS) + " |",
+             "|---|---|" + "---:|" * (len(systems) * len(METRICS))]
+    for section in ("mono", "xling"):
+        for lang in languages:
+            if section == "xling" and lang == "en":
+                continue
+            cells = [f"{results[f'{section}/{lang}/{s}'][m]:.3f}" for s in systems for m in METRICS]
+            lines.append(f"| {section} | {lang} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@gin.configurable
+def demo_round2_setup(mined_dir: str = gin.REQUIRED, data_dir: str = gin.REQUIRED) -> None:
+    """Round 2's data: the mined hard-negative files as one mixture `demo_mined`."""
+    import seqio
+    from polyret.seqio_tasks import tasks
+
+    vocab = seqio.SentencePieceVocabulary(str(Path(data_dir) / "spm.model"))
+    names = [tasks.register_hard_negative_task(f"demo_mined_{p.stem}", p, vocab, num_negatives=3)
+             for p in sorted(Path(mined_dir).glob("mined_*.jsonl"))]
+    tasks.add_mixture("demo_mined", [(n, 1.0) for n in names])
