@@ -69,18 +69,23 @@ def _evaluate(encoder: TowerEncoder | None, data_dir: Path, lang: str, section: 
 
 
 def _mine(encoder: TowerEncoder, data_dir: Path, out_dir: Path, languages: list[str]) -> list[Path]:
+    """Hard negatives for the training queries of every language, monolingual and cross-lingual (so that
+    round 2 keeps both skills)."""
     files = []
-    for lang in languages:
-        corpus = read_id_text(data_dir / "corpus" / f"{lang}.jsonl")
-        queries = read_id_text(data_dir / "queries" / "train" / f"{lang}.jsonl")
-        qrels = read_qrels(data_dir / "qrels" / "train" / f"{lang}.mono.txt")
-        doc_ids, query_ids = list(corpus), list(queries)
-        docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
-        qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
-        run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 30, measure_recall=False)
-        rows, _ = mine_hard_negatives(run, qrels, queries, corpus, num_negatives=3, rank_start=0, rank_end=30,
-                                      relative_threshold=None, margin=None)
-        files.append(write_jsonl(rows, out_dir / f"mined_{lang}.jsonl"))
+    for section in ("mono", "xling"):
+        for lang in languages:
+            if section == "xling" and lang == "en":
+                continue
+            corpus = read_id_text(data_dir / "corpus" / f"{lang if section == 'mono' else 'en'}.jsonl")
+            queries = read_id_text(data_dir / "queries" / "train" / f"{lang}.jsonl")
+            qrels = read_qrels(data_dir / "qrels" / "train" / f"{lang}.{section}.txt")
+            doc_ids, query_ids = list(corpus), list(queries)
+            docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
+            qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
+            run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 30, measure_recall=False)
+            rows, _ = mine_hard_negatives(run, qrels, queries, corpus, num_negatives=3, rank_start=0, rank_end=30,
+                                          relative_threshold=None, margin=None)
+            files.append(write_jsonl(rows, out_dir / f"mined_{section}_{lang}.jsonl"))
     return files
 
 
@@ -130,9 +135,10 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     print("[2/6] mining hard negatives with round 1")
     round1 = TowerEncoder(params, config, Tokenizer(spm))
     mined_dir = work / "mined"
-    if not (mined_dir / f"mined_{languages[-1]}.jsonl").exists():
+    if not (mined_dir / "DONE").exists():
         mined_dir.mkdir(exist_ok=True)
         _mine(round1, data_dir, mined_dir, languages)
+        (mined_dir / "DONE").write_text("mined with round 1\n")
 
     print(f"[3/6] training round 2 on mined negatives ({cfg.round2_steps} steps) -> {work / 'round2'}")
     _train(work / "round2", data_dir, cfg.round2_steps, cfg.batch_size,
