@@ -85,7 +85,6 @@ def main() -> None:
         return hnsw.search(qq, k)[1]
     results["FAISS HNSW32"] = (build, faiss.serialize_index(hnsw).nbytes,
                                sweep("HNSW", hnsw_search, [8, 16, 32, 64, 128, 256], exact, q))
-    del hnsw
 
     start = time.perf_counter()
     nlist = int(4 * np.sqrt(args.n))

@@ -23,7 +23,6 @@ from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
 from polyret.retrieval.pipeline import dense_search
-from polyret.retrieval.runs import Run
 from polyret.retrieval.tokenize import Tokenizer
 
 METRICS = ("nDCG@10", "R@10")
@@ -145,7 +144,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
            [f"template_data_setup.num_entities={cfg.num_entities}", f"MINED_DIR='{mined_dir}'",
             f"INITIAL_CHECKPOINT_PATH='{work / 'round1'}'", "MIXTURE_OR_TASK_NAME='demo_mined'",
             "train.data_setup=@demo_round2_setup",
-            f"TASK_FEATURE_LENGTHS={{'inputs': 32, 'targets': 48, 'negative_targets': 48}}"])
+            "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 48, 'negative_targets': 48}"])
 
     print("[4/6] evaluating (ScaNN for the dense models, bm25s for BM25)")
     systems = {"untrained": TowerEncoder.from_checkpoint(untrained_dir), "BM25": None, "round 1": round1,
@@ -174,7 +173,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     print("[6/6] results (held-out people; mono: query and corpus in the language; xling: corpus in English)")
     table = format_demo_table(results, languages)
     print(table)
-    print(f"\nexported model reloaded with sentence-transformers: same top-10 as JAX for "
+    print("\nexported model reloaded with sentence-transformers: same top-10 as JAX for "
           + ", ".join(f"{l} {v:.0%}" for l, v in agreement.items()) + " of the queries")
     artefacts = {"data": data_dir, "round 1": work / "round1", "round 2": work / "round2", "untrained": untrained_dir,
                  "mined negatives": mined_dir, "Hugging Face export": hf_dir, "table": work / "results.md"}

@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.retrieval.bm25 import bm25_search
         run = bm25_search(corpus, queries, k=args.depth)
     else:
-        import numpy as np
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint)
         if encoder.is_colbert:

@@ -128,7 +128,7 @@ def _split_lora(params: Any) -> Any:
     return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] in (LORA_A, LORA_B)})
 
 
-@gin.configurable(denylist=["steps_override"])
+@gin.configurable
 def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRED,
           task_feature_lengths: Mapping[str, int] = gin.REQUIRED, train_steps: int = gin.REQUIRED,
           model_config: ModelConfig = gin.REQUIRED, batch_size: int = 32, objective: Objective = Objective(),
@@ -136,13 +136,12 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
           grad_cache_chunks: int = 0, checkpoint_every: int = 1000, keep_checkpoints: int | None = 3,
           async_checkpointing: bool = True, log_every: int = 10, seed: int = 0, shuffle: bool = True,
           single_language_batches: bool = False, data_setup: Callable[[], Any] | None = None,
-          steps_override: int | None = None, progress: bool = True) -> TrainResult:
+          progress: bool = True) -> TrainResult:
     """Train `model_config` on `mixture_or_task_name` for `train_steps` steps; resumes from MODEL_DIR.
 
     `initial_checkpoint_path`: parameters to start from (polyret checkpoint, e.g. from import_checkpoint);
     heads it lacks are created fresh. With LoRA in the model config, only the adapters and fresh heads
     train and only they are checkpointed (the base is referenced by path).
-    `steps_override` stops early at that step (tests use it to simulate interruptions).
     """
     start_time = time.time()
     model_dir = Path(model_dir).absolute()
@@ -210,15 +209,14 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
     from clu import metric_writers
     writer = metric_writers.create_default_writer(str(model_dir / "tensorboard"),
                                                   just_logging=jax.process_index() > 0)
-    last_step = min(train_steps, steps_override or train_steps)
     losses: list[float] = []
-    bar = tqdm(total=last_step, initial=start_step, desc="training", unit="step",
+    bar = tqdm(total=train_steps, initial=start_step, desc="training", unit="step",
                disable=not progress or jax.process_index() > 0)
     window_start, window_examples, window_tokens = time.time(), 0, 0
     step = start_step
     iterator = dataset.as_numpy_iterator()
     with mesh:
-        while step < last_step:
+        while step < train_steps:
             local = next(iterator)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
             params, opt_state, metrics = step_fn(params, opt_state, batch, jnp.int32(step))
@@ -232,8 +230,8 @@ def train(model_dir: str = gin.REQUIRED, mixture_or_task_name: str = gin.REQUIRE
             losses.append(loss)
             window_examples += batch_size
             window_tokens += sum(int(np.count_nonzero(v)) for k, v in local.items() if k.endswith("tokens"))
-            checkpointer.save(step, _split_lora(params) if lora else params, opt_state, force=step == last_step)
-            if step % log_every == 0 or step == last_step:
+            checkpointer.save(step, _split_lora(params) if lora else params, opt_state, force=step == train_steps)
+            if step % log_every == 0 or step == train_steps:
                 elapsed = max(time.time() - window_start, 1e-9)
                 scalars = {k: float(v) for k, v in metrics.items()}
                 scalars.update(examples_per_second=window_examples / elapsed,

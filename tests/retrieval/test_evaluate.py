@@ -2,7 +2,6 @@
 model; ColBERT evaluation; mining; bad input."""
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -7,13 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.feature_converters import (DistillationFeatureConverter, DualEncoderFeatureConverter,
                                                     HardNegativeFeatureConverter)
-from polyret.formats import DataError
 from polyret.seqio_tasks.templates import write_template_dataset
 from polyret.seqio_tasks.vocab import punctuation_token_ids, train_sentencepiece
 

@@ -2,9 +2,6 @@
 every tiny recipe variant trains (in this process, 2 steps each)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import gin
 import jax
@@ -13,11 +10,10 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from polyret import GIN_CONFIGS_DIR
 from polyret.models.checkpoint import load_model, save_model
 from polyret.models.t5 import PRESETS
 from polyret.models.towers import DualEncoderConfig, init_params
-from training_helpers import ROOT, run_training
+from training_helpers import run_training
 
 
 def test_lora_run_checkpoints_only_adapters_and_keeps_base(tmp_path, data_dir):

@@ -1,7 +1,6 @@
 """Kill-and-resume (SIGKILL after a checkpoint) ends where an uninterrupted run ends; configuration
 mistakes fail with one line before compilation; the paper runs carry the papers' settings."""
 
-import json
 import os
 import signal
 import subprocess
