@@ -34,7 +34,8 @@ def parse_args(argv):
     p.add_argument("--k", type=int, default=100, help="documents retrieved per query")
     p.add_argument("--bm25", action="store_true", help="also run the BM25 baseline (bm25s)")
     p.add_argument("--query_max_length", type=int, default=64)
-    p.add_argument("--passage_max_length", type=int, default=256)
+    p.add_argument("--passage_max_length", type=int, default=256,
+                   help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
     args = p.parse_args(argv)
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size)
         if encoder.is_colbert:
-            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length,
-                                               args.passage_max_length)
+            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length)
         else:
             doc_ids = list(corpus)
             doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", args.passage_max_length,

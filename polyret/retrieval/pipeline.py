@@ -59,8 +59,9 @@ def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: S
 
 
 def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
-                   query_max_length: int, passage_max_length: int, window: int = 180, stride: int = 90) -> Run:
-    """ColBERT: documents split into windows (MaxP), token-level candidates, exact MaxSim."""
+                   query_max_length: int, window: int = 180, stride: int = 90) -> Run:
+    """ColBERT: documents split into `window`-token windows with `stride` (MaxP), token-level candidates,
+    exact MaxSim."""
     from polyret.retrieval.late_interaction import maxp, split_windows
 
     doc_ids = list(corpus)

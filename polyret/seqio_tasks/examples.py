@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from polyret.formats import DataError, SkipCounter, iter_jsonl, iter_teacher_scores, read_id_text
+from polyret.formats import DataError, SkipCounter, iter_jsonl, iter_teacher_scores, open_text, read_id_text
 from polyret.seqio_tasks.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")
@@ -155,7 +155,6 @@ def text_documents(paths: Sequence[str | os.PathLike], text_field: str = "text")
                 if obj[text_field].strip():
                     yield {"text": obj[text_field]}
         else:
-            from polyret.formats import open_text
             with open_text(path) as f:
                 for line in f:
                     if line.strip():
