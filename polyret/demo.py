@@ -22,7 +22,7 @@ from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
-from polyret.retrieval.pipeline import dense_search
+from polyret.retrieval.pipeline import encode_and_search
 from polyret.retrieval.tokenize import Tokenizer
 
 METRICS = ("nDCG@10", "R@10")
@@ -60,10 +60,7 @@ def _evaluate(encoder: TowerEncoder | None, data_dir: Path, lang: str, section: 
     if encoder is None:
         run = bm25_search(corpus, queries, k=100)
     else:
-        doc_ids, query_ids = list(corpus), list(queries)
-        docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
-        qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
-        run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 100, measure_recall=False)
+        run = encode_and_search(encoder, corpus, queries, 100, 32, 48, measure_recall=False).run
     return M.evaluate(qrels, run, METRICS)["all"]
 
 
@@ -78,10 +75,7 @@ def _mine(encoder: TowerEncoder, data_dir: Path, out_dir: Path, languages: list[
             corpus = read_id_text(data_dir / "corpus" / f"{lang if section == 'mono' else 'en'}.jsonl")
             queries = read_id_text(data_dir / "queries" / "train" / f"{lang}.jsonl")
             qrels = read_qrels(data_dir / "qrels" / "train" / f"{lang}.{section}.txt")
-            doc_ids, query_ids = list(corpus), list(queries)
-            docs = encoder.encode([corpus[d] for d in doc_ids], "right", 48)
-            qs = encoder.encode([queries[q] for q in query_ids], "left", 32)
-            run, _, _ = dense_search(query_ids, qs, doc_ids, docs, 30, measure_recall=False)
+            run = encode_and_search(encoder, corpus, queries, 30, 32, 48, measure_recall=False).run
             rows, _ = mine_hard_negatives(run, qrels, queries, corpus, num_negatives=3, rank_start=0, rank_end=30,
                                           relative_threshold=None, margin=None)
             files.append(write_jsonl(rows, out_dir / f"mined_{section}_{lang}.jsonl"))

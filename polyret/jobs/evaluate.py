@@ -60,13 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         if encoder.is_colbert:
             runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length)
         else:
-            doc_ids = list(corpus)
-            doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", args.passage_max_length,
-                                         progress=True, desc="encoding passages")
-            query_ids = list(queries)
-            query_vectors = encoder.encode([queries[q] for q in query_ids], "left", args.query_max_length,
-                                           progress=True, desc="encoding queries")
-            runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
+            runs["dense"], index, recall, *_ = P.encode_and_search(
+                encoder, corpus, queries, args.k, args.query_max_length, args.passage_max_length, progress=True)
     else:
         from polyret.retrieval.encode import load_embeddings
         query_ids, query_vectors = load_embeddings(args.query_embeddings, args.query_ids)

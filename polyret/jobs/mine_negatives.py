@@ -44,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         encoder = TowerEncoder.from_checkpoint(args.checkpoint)
         if encoder.is_colbert:
             raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
-        doc_ids, query_ids = list(corpus), [q for q in queries if q in qrels]
-        doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", args.passage_max_length, progress=True)
-        query_vectors = encoder.encode([queries[q] for q in query_ids], "left", args.query_max_length, progress=True)
-        run, _, _ = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.depth, measure_recall=False)
-        row = {d: i for i, d in enumerate(doc_ids)}
-        positive_scores = {q: max(float(v @ doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)
-                           for q, v in zip(query_ids, query_vectors) if any(r > 0 for r in qrels[q].values())}
+        judged = {q: queries[q] for q in queries if q in qrels}
+        found = P.encode_and_search(encoder, corpus, judged, args.depth, args.query_max_length,
+                                    args.passage_max_length, progress=True, measure_recall=False)
+        run = found.run
+        row = {d: i for i, d in enumerate(found.doc_ids)}
+        positive_scores = {q: max(float(v @ found.doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)
+                           for q, v in zip(found.query_ids, found.query_vectors) if any(r > 0 for r in qrels[q].values())}
     rows, dropped = mine_hard_negatives(run, qrels, queries, corpus, args.num_negatives, args.rank_start,
                                         args.rank_end, args.margin, args.relative_threshold, positive_scores, args.seed)
     write_jsonl(rows, args.output)

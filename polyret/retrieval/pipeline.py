@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -56,6 +56,29 @@ def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: S
         exact, _ = brute_force_topk(query_vectors[:1000], doc_vectors, 10)
         recall = recall_against_brute_force(rows[:1000], exact, 10)
     return run_from_topk(list(query_ids), list(doc_ids), rows, scores), index, recall
+
+
+class DenseResult(NamedTuple):
+    run: Run
+    index: ScannIndex
+    recall: float | None
+    doc_ids: list[str]
+    doc_vectors: np.ndarray
+    query_ids: list[str]
+    query_vectors: np.ndarray
+
+
+def encode_and_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
+                      query_max_length: int, passage_max_length: int, progress: bool = False,
+                      measure_recall: bool = True) -> DenseResult:
+    """Encode a corpus and queries with a dual encoder, then search them with ScaNN."""
+    doc_ids, query_ids = list(corpus), list(queries)
+    doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", passage_max_length, progress,
+                                 "encoding passages")
+    query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length, progress,
+                                   "encoding queries")
+    run, index, recall = dense_search(query_ids, query_vectors, doc_ids, doc_vectors, k, measure_recall=measure_recall)
+    return DenseResult(run, index, recall, doc_ids, doc_vectors, query_ids, query_vectors)
 
 
 def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
