@@ -35,7 +35,7 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
         projection = load_st_projection(hf_path)
         if projection is not None:
             params["projection_layer"] = {"kernel": projection}
-        dual = dual_encoder_config_from_hf(hf_path, encoder)
+        dual = dual_encoder_config_from_hf(hf_path, encoder, projection)
         source = str(hf_path)
     if tower == "dual_encoder":
         config: ModelConfig = DualEncoderConfig(

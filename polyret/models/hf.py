@@ -218,18 +218,19 @@ def export_hf(params: dict[str, Any], model_cfg: ModelConfig, output_dir: str | 
     return Path(output_dir)
 
 
-def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: T5Config) -> DualEncoderConfig:
-    """Read pooling / projection / normalisation back from a sentence-transformers layout if present."""
+def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: T5Config,
+                                projection: np.ndarray | None) -> DualEncoderConfig:
+    """Read pooling and normalisation back from a sentence-transformers layout if present; `projection` is
+    its Dense kernel (`load_st_projection`), or None."""
     folder = Path(folder)
     modules_file = folder / "modules.json"
-    pooling, l2_norm, projection_dim = "mean", True, None
+    pooling, l2_norm = "mean", True
     if modules_file.is_file():
         types = [m["type"] for m in json.loads(modules_file.read_text())]
         l2_norm = any(t.endswith("Normalize") for t in types)
         pool_file = folder / "1_Pooling/config.json"
         if pool_file.is_file():
             pooling = "first" if json.loads(pool_file.read_text()).get("pooling_mode") == "cls" else "mean"
-        projection = load_st_projection(folder)
-        projection_dim = None if projection is None else int(projection.shape[1])
+    projection_dim = None if projection is None else int(projection.shape[1])
     return DualEncoderConfig(encoder=encoder, pooling=pooling, l2_norm=l2_norm, projection_dim=projection_dim)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import gin
+import jax
 import optax
 from flax import traverse_util
 
@@ -59,14 +60,9 @@ def make_optimizer(learning_rate: optax.Schedule, optimizer: Callable[..., optax
     if max_grad_norm:
         tx = optax.chain(optax.clip_by_global_norm(max_grad_norm), tx)
     if trainable is not None:
-        labels = jax_tree_labels(trainable)
+        labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
         tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
     return tx
-
-
-def jax_tree_labels(trainable: Any) -> Any:
-    import jax
-    return jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
 
 
 def lora_trainable(params: Any, fresh_paths: set[tuple[str, ...]]) -> Any:
