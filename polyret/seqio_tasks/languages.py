@@ -1,4 +1,4 @@
-"""Language codes the data readers accept (ISO 639-1, plus the few 639-3 codes XTREME-UP uses)."""
+"""Language codes the data readers accept (ISO 639-1, plus the few 639-3 codes XTREME-UP uses) and names."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ yo za zh zu
 """.split())
 # Codes SWIM-IR / XTREME-UP / MIRACL / NeuCLIR use that are not two-letter ISO 639-1.
 EXTRA = {"fil", "yue", "zh-cn", "zh-tw", "zho", "fas", "rus", "bho", "brx", "gom", "mai", "mni", "sat", "doi",
-         "awa", "hne", "mag", "mwr", "raj", "ceb", "haw", "hmn", "ilo", "kri", "lus", "nso", "pcm", "sah"}
+         "awa", "gbm", "hne", "mag", "mwr", "raj", "ceb", "haw", "hmn", "ilo", "kri", "lus", "nso", "pcm", "sah"}
 KNOWN_LANGUAGES = ISO_639_1 | EXTRA
 
 
@@ -24,3 +24,38 @@ def check_language(code: str, path: str | os.PathLike, line: int | None, field: 
     if code.lower() not in KNOWN_LANGUAGES:
         raise DataError(path, line, f"field {field!r}: unknown language code {code!r}")
     return code
+
+
+# English names, as the SWIM-IR prompt files and prompts write them.
+LANGUAGE_NAMES = {
+    "af": "Afrikaans", "am": "Amharic", "ar": "Arabic", "as": "Assamese", "az": "Azerbaijani",
+    "be": "Belarusian", "bg": "Bulgarian", "bho": "Bhojpuri", "bn": "Bengali", "brx": "Boro", "ca": "Catalan",
+    "cs": "Czech", "cy": "Welsh", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
+    "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian", "fi": "Finnish", "fil": "Filipino",
+    "fr": "French", "ga": "Irish", "gbm": "Garhwali", "gom": "Konkani", "gu": "Gujarati", "ha": "Hausa",
+    "he": "Hebrew", "hi": "Hindi", "hne": "Chhattisgarhi", "hr": "Croatian", "hu": "Hungarian",
+    "hy": "Armenian", "id": "Indonesian", "ig": "Igbo", "is": "Icelandic", "it": "Italian", "ja": "Japanese",
+    "jv": "Javanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "kn": "Kannada", "ko": "Korean",
+    "ky": "Kyrgyz", "lo": "Lao", "lt": "Lithuanian", "lv": "Latvian", "mai": "Maithili", "mk": "Macedonian",
+    "ml": "Malayalam", "mn": "Mongolian", "mni": "Manipuri", "mr": "Marathi", "ms": "Malay", "my": "Burmese",
+    "mwr": "Marwari", "ne": "Nepali", "nl": "Dutch", "no": "Norwegian", "or": "Odia", "pa": "Punjabi",
+    "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sa": "Sanskrit",
+    "sd": "Sindhi", "si": "Sinhala", "sk": "Slovak", "sl": "Slovenian", "so": "Somali", "sq": "Albanian",
+    "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai",
+    "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese",
+    "xh": "Xhosa", "yo": "Yoruba", "zh": "Chinese", "zu": "Zulu",
+}
+_CODES_BY_NAME = {name.lower(): code for code, name in LANGUAGE_NAMES.items()} | {"farsi": "fa"}
+
+
+def language_name(code: str) -> str:
+    """English name of a language code (the code itself when we have no name for it)."""
+    return LANGUAGE_NAMES.get(code.lower(), code)
+
+
+def language_code(name_or_code: str) -> str | None:
+    """`German`, `German (MT)`, `german` or `de` -> `de`; None when it names no language we know."""
+    text = name_or_code.split("(")[0].strip().lower()
+    if text in KNOWN_LANGUAGES:
+        return text
+    return _CODES_BY_NAME.get(text)

@@ -1,0 +1,1 @@
+"""Synthetic training data: SAP query generation with LLMs, translation and teacher scores for MTD."""

@@ -1,0 +1,141 @@
+"""SAP query generation end to end on one machine: sample passages, prompt, parse, filter, write.
+
+`SapGenerator` turns one sampled passage plus the LLM's reply into a SWIM-IR record or a drop reason;
+the Beam pipeline (beam_sap.py) uses the same class, so both write the same records. `generate_sap`
+runs it in chunks with `ResumableFiles`: a killed run restarted with the same settings continues where
+it stopped and ends with the same file as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from tqdm import tqdm
+
+from polyret.seqio_tasks.languages import language_name
+from polyret.synthesis.exemplars import Exemplar, exemplars_for
+from polyret.synthesis.filters import FilterConfig, QueryFilter
+from polyret.synthesis.llm import Completion, Messages, Usage
+from polyret.synthesis.resumable import ResumableFiles
+from polyret.synthesis.sampling import sample_passages
+from polyret.synthesis.sap import ParseFailure, build_prompt, parse_reply
+
+MODES = ("cross_lingual", "monolingual")
+
+
+@dataclasses.dataclass
+class SapConfig:
+    languages: tuple[str, ...]
+    mode: str = "cross_lingual"  # cross_lingual: English passages; monolingual: passages in the language
+    passages_per_language: int = 1000
+    seed: int = 0
+    source_language: str = "en"  # the passages' language in cross-lingual mode
+    chunk_size: int = 64  # prompts between two checkpoints of the output
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not self.languages:
+            raise ValueError("no target languages")
+
+    def passage_language(self, query_language: str) -> str:
+        return self.source_language if self.mode == "cross_lingual" else query_language
+
+
+class SapGenerator:
+    """Prompt for a work item, and the record (or drop reason) its reply gives."""
+
+    def __init__(self, exemplars: Sequence[Exemplar], config: SapConfig, query_filter: QueryFilter,
+                 exemplar_path: str | os.PathLike = "exemplars"):
+        self.config = config
+        self.filter = query_filter
+        # Checked up front: a missing language fails before any request is made.
+        self.shots = {lang: exemplars_for(list(exemplars), lang, config.passage_language(lang), exemplar_path)
+                      for lang in config.languages}
+
+    def prompt(self, item: Mapping[str, Any]) -> Messages:
+        return build_prompt(self.shots[item["language"]], item["title"], item["text"], item["language"])
+
+    def record(self, item: Mapping[str, Any], completion: Completion) -> tuple[dict[str, Any] | None, str | None]:
+        """(SWIM-IR record, None) or (None, drop reason). Duplicates are the caller's last check."""
+        if completion.error is not None:
+            return None, "llm_error"
+        try:
+            summary, query = parse_reply(completion.text)
+        except ParseFailure as e:
+            return None, e.reason
+        lang = item["language"]
+        reason = self.filter.reject_reason(query, item["text"], lang)
+        if reason is not None:
+            return None, reason
+        return {"_id": f"{item['passage_id']}-{lang}", "lang": language_name(lang), "code": lang,
+                "query": query, "title": item["title"], "text": item["text"], "summary": summary,
+                "passage_id": item["passage_id"]}, None
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[Exemplar], backend: Any,
+                 config: SapConfig, output: str | os.PathLike, filter_config: FilterConfig | None = None,
+                 safety: Callable[[str], bool] | None = None, fingerprint: Mapping[str, Any] | None = None,
+                 exemplar_path: str | os.PathLike = "exemplars") -> dict[str, Any]:
+    """Writes SWIM-IR JSONL to `output` (+ `.rejected.jsonl` with raw replies of dropped items, and a
+    `.state.json`); returns the run summary. Resumes a run killed earlier with the same settings."""
+    output = Path(output)
+    generator = SapGenerator(exemplars, config, QueryFilter(filter_config, safety), exemplar_path)
+    items = sample_passages(corpora, config.languages, config.passages_per_language, config.seed)
+    settings = {"config": dataclasses.asdict(config), "corpora": {k: os.fspath(v) for k, v in corpora.items()},
+                "filter": dataclasses.asdict(filter_config or FilterConfig()), **(fingerprint or {})}
+    files = ResumableFiles({"records": output, "rejected": output.with_name(output.name + ".rejected.jsonl")},
+                           output.with_name(output.name + ".state.json"), settings)
+    progress = {"done": 0, "kept": 0, "dropped": {}, "usage": {}, "seconds": 0.0, **files.progress}
+    if files.complete:
+        logging.info("%s is complete (%d records); nothing to do", output, progress["kept"])
+        return progress
+    generator.filter.mark_seen((r["query"], r["code"]) for r in map(json.loads, files.lines("records")))
+    dropped, usage = collections.Counter(progress["dropped"]), Usage(**progress["usage"])
+    start, seconds = time.monotonic(), progress["seconds"]
+    with tqdm(total=len(items), initial=progress["done"], desc="SAP", unit="passage") as bar:
+        for begin in range(progress["done"], len(items), config.chunk_size):
+            chunk = items[begin:begin + config.chunk_size]
+            before = dataclasses.replace(backend.usage)
+            completions = backend.generate([generator.prompt(item) for item in chunk])
+            kept, rejected = [], []
+            for item, completion in zip(chunk, completions):
+                record, reason = generator.record(item, completion)
+                if record is not None and generator.filter.is_duplicate(record["query"], record["code"]):
+                    record, reason = None, "duplicate"
+                if record is None:
+                    dropped[reason] += 1
+                    rejected.append(_json({"passage_id": item["passage_id"], "code": item["language"],
+                                           "reason": reason, "reply": completion.text, "error": completion.error}))
+                else:
+                    kept.append(_json(record))
+            usage.add(Usage(**{f: getattr(backend.usage, f) - getattr(before, f)
+                               for f in dataclasses.asdict(before)}))
+            progress = {"done": begin + len(chunk), "kept": progress["kept"] + len(kept), "dropped": dict(dropped),
+                        "usage": dataclasses.asdict(usage), "seconds": seconds + time.monotonic() - start}
+            files.append({"records": kept, "rejected": rejected}, progress)
+            bar.update(len(chunk))
+            bar.set_postfix(kept=progress["kept"], dropped=sum(dropped.values()))
+    files.finish()
+    logging.info("SAP: %s", summary_line(progress))
+    return progress
+
+
+def summary_line(progress: Mapping[str, Any]) -> str:
+    usage = progress.get("usage", {})
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(progress.get("dropped", {}).items())) or "none"
+    return (f"{progress['done']} passages, {progress['kept']} queries kept, dropped: {dropped}; "
+            f"{usage.get('requests', 0)} requests ({usage.get('retries', 0)} retries), "
+            f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion tokens; "
+            f"{progress.get('seconds', 0.0):.1f} s")
