@@ -8,12 +8,14 @@ the corpus is read in — so the plain and the Beam pipeline pick exactly the sa
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import heapq
+import json
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
-from polyret.formats import DataError, iter_jsonl, open_text
+from polyret.formats import DataError, open_text
 
 
 def sample_key(seed: int, language: str, passage_id: str) -> int:
@@ -21,29 +23,51 @@ def sample_key(seed: int, language: str, passage_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def iter_passages(path: str | os.PathLike) -> Iterator[dict[str, str]]:
-    """Passages of a corpus: JSONL `{"_id"|"docid"|"id", "title", "text"}` or TSV `id<TAB>text` /
-    `id<TAB>title<TAB>text`. A passage without an id or text is an error naming file and line."""
-    name = os.fspath(path)
-    if ".jsonl" in name or name.endswith(".json"):
-        for line_no, obj in iter_jsonl(path):
-            pid = next((obj[f] for f in ("_id", "docid", "id", "pid") if f in obj), None)
-            if pid is None or not str(pid).strip():
-                raise DataError(path, line_no, "no passage id (field '_id', 'docid', 'id' or 'pid')")
-            text = obj.get("text")
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(path, line_no, f"field 'text' is {'missing' if text is None else 'empty'} "
-                                               f"(passage {pid!r})")
-            yield {"passage_id": str(pid), "title": str(obj.get("title") or ""), "text": text}
-        return
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if not line.strip():
-                continue
-            if len(parts) not in (2, 3) or not parts[-1].strip():
-                raise DataError(path, line_no, "expected `id<TAB>text` or `id<TAB>title<TAB>text` with text")
-            yield {"passage_id": parts[0], "title": parts[1] if len(parts) == 3 else "", "text": parts[-1]}
+def corpus_files(pattern: str | os.PathLike) -> list[str]:
+    """A corpus path, or a glob pattern over its shards (`corpus-*.jsonl`), as a sorted list of files."""
+    pattern = os.fspath(pattern)
+    if not any(ch in pattern for ch in "*?["):
+        return [pattern]
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise DataError(pattern, None, "no files match this pattern")
+    return files
+
+
+def parse_passage(path: str, line_no: int, line: str) -> dict[str, str] | None:
+    """One corpus line -> `{passage_id, title, text}` (None for a blank line). JSONL
+    `{"_id"|"docid"|"id", "title", "text"}` or TSV `id<TAB>text` / `id<TAB>title<TAB>text`.
+    A passage without an id or text is an error naming file and line."""
+    if not line.strip():
+        return None
+    if ".jsonl" in path or path.endswith(".json"):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
+        pid = next((obj[f] for f in ("_id", "docid", "id", "pid") if f in obj), None)
+        if pid is None or not str(pid).strip():
+            raise DataError(path, line_no, "no passage id (field '_id', 'docid', 'id' or 'pid')")
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, line_no, f"field 'text' is {'missing' if text is None else 'empty'} "
+                                           f"(passage {pid!r})")
+        return {"passage_id": str(pid), "title": str(obj.get("title") or ""), "text": text}
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) not in (2, 3) or not parts[-1].strip():
+        raise DataError(path, line_no, "expected `id<TAB>text` or `id<TAB>title<TAB>text` with text")
+    return {"passage_id": parts[0], "title": parts[1] if len(parts) == 3 else "", "text": parts[-1]}
+
+
+def iter_passages(pattern: str | os.PathLike) -> Iterator[dict[str, str]]:
+    """Passages of a corpus (a file or a glob over shards), in file and line order."""
+    for path in corpus_files(pattern):
+        with open_text(path) as f:
+            for line_no, line in enumerate(f, 1):
+                if (passage := parse_passage(path, line_no, line)) is not None:
+                    yield passage
 
 
 def sample_passages(corpora: Mapping[str, str | os.PathLike], languages: Sequence[str],

@@ -32,8 +32,10 @@ def completion(text: str, prompt_tokens: int = 10, completion_tokens: int = 5) -
 
 
 class ChatServer:
-    def __init__(self, script: Callable[[dict[str, Any], int], Reply]):
+    def __init__(self, script: Callable[[dict[str, Any], int], Reply], client_timeout_s: float = float("inf")):
         self.script = script
+        # A reply slower than the client's timeout stops counting as in flight when the client gives up.
+        self.client_timeout_s = client_timeout_s
         self.requests: list[dict[str, Any]] = []
         self.attempts: dict[str, int] = {}
         self.in_flight = 0
@@ -56,9 +58,19 @@ class ChatServer:
                     server.attempts[key] = attempt + 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                counted = True
                 try:
                     reply = server.script(body, attempt)
-                    time.sleep(reply.delay_s)
+                    if reply.delay_s > server.client_timeout_s:
+                        time.sleep(server.client_timeout_s)
+                        with server._lock:
+                            server.in_flight -= 1
+                        counted = False
+                        time.sleep(reply.delay_s - server.client_timeout_s)
+                    else:
+                        time.sleep(reply.delay_s)
+                    if reply.status == 0:  # drop the connection without answering
+                        return
                     data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
                     data = data.encode()
                     self.send_response(reply.status)
@@ -71,8 +83,9 @@ class ChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    if counted:
+                        with server._lock:
+                            server.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -1,0 +1,91 @@
+"""Make Multilingual Translate-Distill training data: teacher scores and translated collections.
+
+  python -m polyret.jobs.prepare_distill --queries train_queries.tsv --collection collection.tsv \
+      --run bm25_top100.trec --top_n 50 --teacher /models/ms-marco-MiniLM-L-6-v2 \
+      --languages fa,ru,zh --translator /models/nllb-200-distilled-600M \
+      --target_tokens fa=pes_Arab,ru=rus_Cyrl,zh=zho_Hans --source_token eng_Latn --output_dir mtd_data
+
+writes `scores.jsonl.gz` (hltcoe layout) and `collection.<lang>.tsv` (row-aligned translations) and prints
+the gin bindings for runs/mtd_colbert.gin. `--teacher_type` picks cross_encoder / bi_encoder (default:
+detected from the folder); `--teacher_llm` scores with an LLM instead; `--translator_llm` translates
+with an LLM (both through --base_url / --model of an OpenAI-compatible server). Killed runs resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from polyret.formats import DataError
+from polyret.synthesis.distill import (TEACHER_KINDS, LLMTeacher, LLMTranslator, Seq2SeqTranslator,
+                                       SentenceTransformersTeacher, prepare_distill)
+from polyret.synthesis.llm import BackendConfig, LLMUnreachable
+
+
+def _pairs(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(",") if item)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="polyret prepare_distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--queries", required=True, help="training queries (TSV id<TAB>text or JSONL)")
+    p.add_argument("--collection", required=True, help="English passages (TSV or JSONL)")
+    p.add_argument("--run", required=True, help="TREC run with candidate passages per query")
+    p.add_argument("--top_n", type=int, default=50, help="candidates per query to score")
+    p.add_argument("--output_dir", required=True)
+    teacher = p.add_mutually_exclusive_group(required=True)
+    teacher.add_argument("--teacher", help="sentence-transformers cross-encoder or bi-encoder folder")
+    teacher.add_argument("--teacher_llm", action="store_true", help="score with the LLM at --base_url/--model")
+    p.add_argument("--teacher_type", choices=TEACHER_KINDS, default="auto")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--languages", default="", help="comma-separated languages to translate the collection into")
+    p.add_argument("--translator", default=None, help="Hugging Face seq2seq translation model folder")
+    p.add_argument("--translator_llm", action="store_true", help="translate with the LLM at --base_url/--model")
+    p.add_argument("--target_tokens", default="", help="LANG=TOKEN,... forced first decoder token (NLLB, M2M)")
+    p.add_argument("--source_token", default=None, help="tokenizer src_lang (NLLB eng_Latn, M2M en)")
+    p.add_argument("--prefix", default="", help="input prefix; {language} is replaced by the target's name")
+    p.add_argument("--model", default=None, help="LLM name for --teacher_llm / --translator_llm")
+    p.add_argument("--base_url", default=None)
+    p.add_argument("--api_key_env", default="OPENAI_API_KEY")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--device", default=None)
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        languages = [lang for lang in args.languages.split(",") if lang]
+        backend = None
+        if args.teacher_llm or args.translator_llm:
+            backend = BackendConfig(model=args.model or "", base_url=args.base_url, api_key_env=args.api_key_env,
+                                    max_concurrency=args.concurrency).build()
+        scorer = (LLMTeacher(backend) if args.teacher_llm else
+                  SentenceTransformersTeacher(args.teacher, args.teacher_type, args.batch_size, args.device))
+        translator = None
+        if args.translator_llm:
+            translator = LLMTranslator(backend)
+        elif args.translator:
+            translator = Seq2SeqTranslator(args.translator, _pairs(args.target_tokens), args.source_token,
+                                           args.prefix, device=args.device or "cpu")
+        elif languages:
+            raise ValueError("--languages needs --translator or --translator_llm")
+        fingerprint = {"teacher": args.teacher or f"llm:{args.model}", "translator": args.translator
+                       or (f"llm:{args.model}" if args.translator_llm else None)}
+        out = prepare_distill(args.queries, args.collection, args.run, args.output_dir, scorer, args.top_n,
+                              languages, translator, fingerprint=fingerprint)
+    except LLMUnreachable as e:
+        print(f"prepare_distill: {e}\nEverything written so far is kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 1
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"prepare_distill: {e}", file=sys.stderr)
+        return 2
+    print("MTD data ready; bind with runs/mtd_colbert.gin:\n"
+          f"  --gin.MTD_SCORE_FILE=\"'{out['score_file']}'\" --gin.MTD_QUERIES=\"'{out['queries']}'\" "
+          f"--gin.MTD_COLLECTIONS=\"{json.dumps(out['collections'])}\"")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
