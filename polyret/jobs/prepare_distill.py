@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("MTD data ready; bind with runs/mtd_colbert.gin:\n"
           f"  --gin.MTD_SCORE_FILE=\"'{out['score_file']}'\" --gin.MTD_QUERIES=\"'{out['queries']}'\" "
-          f"--gin.MTD_COLLECTIONS=\"{json.dumps(out['collections'])}\"")
+          f"--gin.MTD_COLLECTIONS='{json.dumps(out['collections'])}'")
     return 0
 
 

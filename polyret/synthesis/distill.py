@@ -104,12 +104,6 @@ def score_candidates(queries: Mapping[str, str], passages: Mapping[str, str],
     """Writes the hltcoe score file (gzipped JSONL `["qid", ["pid", score], ...]`, pairs in candidate
     order). Pairs the teacher could not score (NaN) are left out and counted."""
     output = Path(output)
-    for qid, pids in candidates.items():
-        if qid not in queries:
-            raise DataError("run file", None, f"query id {qid!r} is not in the queries file")
-        missing = next((pid for pid in pids if pid not in passages), None)
-        if missing is not None:
-            raise DataError("run file", None, f"passage id {missing!r} (query {qid!r}) is not in the collection")
     files = ResumableFiles({"scores": output}, output.with_name(output.name + ".state.json"),
                            {"task": "teacher_scores", "queries": len(candidates), **(fingerprint or {})})
     progress = {"done": 0, "pairs": 0, "unscored": 0, **files.progress}
@@ -240,6 +234,12 @@ def prepare_distill(queries_file: str | os.PathLike, collection_file: str | os.P
     output_dir = Path(output_dir)
     queries, collection = read_id_text(queries_file), read_id_text(collection_file)
     candidates = candidates_from_run(run_file, top_n)
+    for qid, pids in candidates.items():
+        if qid not in queries:
+            raise DataError(run_file, None, f"query id {qid!r} is not in {queries_file}")
+        missing = next((pid for pid in pids if pid not in collection), None)
+        if missing is not None:
+            raise DataError(run_file, None, f"passage id {missing!r} (query {qid!r}) is not in the collection")
     scores = output_dir / "scores.jsonl.gz"
     score_candidates(queries, collection, candidates, teacher, scores,
                      fingerprint={"run_file": os.fspath(run_file), "top_n": top_n, **(fingerprint or {})})
