@@ -45,6 +45,9 @@ class ChatServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait for ACKs
+
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
@@ -70,6 +73,7 @@ class ChatServer:
                     else:
                         time.sleep(reply.delay_s)
                     if reply.status == 0:  # drop the connection without answering
+                        self.close_connection = True
                         return
                     data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
                     data = data.encode()
@@ -87,7 +91,10 @@ class ChatServer:
                         with server._lock:
                             server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the default backlog of 5 resets connections under load
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

@@ -1,0 +1,64 @@
+"""LLM request throughput: polyret's OpenAIBackend (async, bounded concurrency) vs the openai SDK used the
+usual ways (a plain loop, and a thread pool), against the same localhost chat-completions server that
+answers every request after a fixed delay (a stand-in for model latency; no real LLM is reachable here).
+
+  python benchmarks/llm_client.py [--requests 400 --latency 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "synthesis"))
+
+import openai
+
+from chat_server import ChatServer, Reply, completion
+from polyret.synthesis.llm import BackendConfig
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--requests", type=int, default=400)
+    p.add_argument("--latency", type=float, default=0.05, help="seconds the server waits before each reply")
+    args = p.parse_args()
+    prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(args.requests)]
+    reply = lambda body, attempt: Reply(body=completion("Summary.\nQuery: q?"), delay_s=args.latency)
+    with ChatServer(reply) as server:
+        results = {}
+
+        def sdk_call(client, messages):
+            return client.chat.completions.create(model="m", messages=messages).choices[0].message.content
+
+        client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+        n = min(args.requests, 50)  # the sequential loop is slow; time a slice
+        start = time.perf_counter()
+        for m in prompts[:n]:
+            sdk_call(client, m)
+        results["openai SDK, sequential loop"] = n / (time.perf_counter() - start)
+        for workers in (8, 32):
+            start = time.perf_counter()
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda m: sdk_call(client, m), prompts))
+            results[f"openai SDK, {workers} threads"] = args.requests / (time.perf_counter() - start)
+        for concurrency in (1, 8, 32, 64):
+            backend = BackendConfig(model="m", base_url=server.base_url, max_concurrency=concurrency).build()
+            subset = prompts[:n] if concurrency == 1 else prompts
+            start = time.perf_counter()
+            out = backend.generate(subset)
+            assert all(c.error is None for c in out)
+            results[f"polyret OpenAIBackend, concurrency {concurrency}"] = len(subset) / (time.perf_counter() - start)
+    base = results["openai SDK, sequential loop"]
+    print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms")
+    print(f"{'client':45s} {'requests/s':>11s} {'vs loop':>8s}")
+    for name, rate in results.items():
+        print(f"{name:45s} {rate:11.1f} {rate / base:7.1f}x")
+    print(f"ideal at concurrency c: c / latency = {1 / args.latency:.0f} x c requests/s")
+
+
+if __name__ == "__main__":
+    main()
