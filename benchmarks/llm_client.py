@@ -8,6 +8,7 @@ answers every request after a fixed delay (a stand-in for model latency; no real
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,20 +22,31 @@ from chat_server import ChatServer, Reply, completion
 from polyret.synthesis.llm import BackendConfig
 
 
+def _serve(latency: float, urls: multiprocessing.Queue) -> None:
+    """The server runs in its own process, so it does not share the client's GIL."""
+    reply = lambda body, attempt: Reply(body=completion("Summary.\nQuery: q?"), delay_s=latency)
+    with ChatServer(reply) as server:
+        urls.put(server.base_url)
+        time.sleep(3600)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--latency", type=float, default=0.05, help="seconds the server waits before each reply")
     args = p.parse_args()
     prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(args.requests)]
-    reply = lambda body, attempt: Reply(body=completion("Summary.\nQuery: q?"), delay_s=args.latency)
-    with ChatServer(reply) as server:
-        results = {}
+    urls: multiprocessing.Queue = multiprocessing.Queue()
+    server_process = multiprocessing.Process(target=_serve, args=(args.latency, urls), daemon=True)
+    server_process.start()
+    base_url = urls.get(timeout=30)
+    results = {}
+    try:
 
         def sdk_call(client, messages):
             return client.chat.completions.create(model="m", messages=messages).choices[0].message.content
 
-        client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+        client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
         n = min(args.requests, 50)  # the sequential loop is slow; time a slice
         start = time.perf_counter()
         for m in prompts[:n]:
@@ -46,12 +58,14 @@ def main() -> None:
                 list(pool.map(lambda m: sdk_call(client, m), prompts))
             results[f"openai SDK, {workers} threads"] = args.requests / (time.perf_counter() - start)
         for concurrency in (1, 8, 32, 64):
-            backend = BackendConfig(model="m", base_url=server.base_url, max_concurrency=concurrency).build()
+            backend = BackendConfig(model="m", base_url=base_url, max_concurrency=concurrency).build()
             subset = prompts[:n] if concurrency == 1 else prompts
             start = time.perf_counter()
             out = backend.generate(subset)
             assert all(c.error is None for c in out)
             results[f"polyret OpenAIBackend, concurrency {concurrency}"] = len(subset) / (time.perf_counter() - start)
+    finally:
+        server_process.terminate()
     base = results["openai SDK, sequential loop"]
     print(f"{args.requests} requests, server latency {args.latency * 1000:.0f} ms")
     print(f"{'client':45s} {'requests/s':>11s} {'vs loop':>8s}")
