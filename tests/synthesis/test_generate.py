@@ -192,3 +192,36 @@ def test_bad_inputs_name_file_line_and_field(tmp_path, capsys):
     assert "no exemplars with 'en' passages and queries in 'sw'" in err and "add a column" in err
     # Nothing is written (and no request is made) when the inputs are bad.
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+
+def test_monolingual_mode_uses_exemplars_in_the_passage_language(tmp_path):
+    import csv
+    import re
+
+    with open(tmp_path / "miracl.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["S.No.", "Passage", "Summary", "Question", "Language"],
+                                 ["1.0", "Der Rhein fließt durch Basel.", "Der Rhein fließt durch Basel.",
+                                  "Durch welche Stadt fließt der Rhein?", "German"], ["", "", "", "", ""],
+                                 ["1.0", "Le Rhône traverse Lyon.", "", "Quelle ville le Rhône traverse-t-il ?",
+                                  "French"]])
+    (tmp_path / "dewiki.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": f"Ort {i}", "text": f"Der Ort Nummer {i} liegt an einem großen See."}) + "\n"
+        for i in range(3)), encoding="utf-8")
+
+    def reply(body, attempt):
+        number = re.findall(r"Ort Nummer (\d)", body["messages"][-1]["content"])[-1]
+        return Reply(body=completion(f"Der Ort liegt an einem See.\nQuery (German): An welchem Gewässer liegt "
+                                     f"der Ort mit der Nummer {number} eigentlich?"))
+
+    with ChatServer(reply) as server:
+        rc = job.main(["--mode", "monolingual", "--corpus", f"de={tmp_path / 'dewiki.jsonl'}", "--languages", "de",
+                       "--exemplars", str(tmp_path / "miracl.csv"), "--model", "m", "--base_url", server.base_url,
+                       "--langid_languages", "en,de,fr", "--output", str(tmp_path / "de.jsonl")])
+    assert rc == 0
+    user = server.requests[0]["messages"][-1]["content"]
+    assert "Durch welche Stadt fließt der Rhein?" in user and "Rhône" not in user and "Query (German):" in user
+    records = _read_jsonl(tmp_path / "de.jsonl")
+    assert sorted(r["passage_id"] for r in records) == ["d0", "d1", "d2"]
+    for r in records:
+        assert r["code"] == "de" and r["text"].startswith("Der Ort Nummer " + r["passage_id"][1])
+        assert r["query"].endswith(f"Nummer {r['passage_id'][1]} eigentlich?")
