@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--requests", type=int, default=400)
     p.add_argument("--latency", type=float, default=0.05, help="seconds the server waits before each reply")
+    p.add_argument("--repeats", type=int, default=3, help="runs per client; the median rate is reported")
     args = p.parse_args()
     prompts = [[{"role": "user", "content": f"prompt {i}"}] for i in range(args.requests)]
     urls: multiprocessing.Queue = multiprocessing.Queue()
@@ -46,24 +48,29 @@ def main() -> None:
         def sdk_call(client, messages):
             return client.chat.completions.create(model="m", messages=messages).choices[0].message.content
 
+        def rate(run, n: int) -> float:
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            return n / statistics.median(times)
+
         client = openai.OpenAI(base_url=base_url, api_key="EMPTY", max_retries=0)
-        n = min(args.requests, 50)  # the sequential loop is slow; time a slice
-        start = time.perf_counter()
-        for m in prompts[:n]:
-            sdk_call(client, m)
-        results["openai SDK, sequential loop"] = n / (time.perf_counter() - start)
+        n = min(args.requests, 50)  # the sequential loops are slow; time a slice
+        results["openai SDK, sequential loop"] = rate(lambda: [sdk_call(client, m) for m in prompts[:n]], n)
         for workers in (8, 32):
-            start = time.perf_counter()
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda m: sdk_call(client, m), prompts))
-            results[f"openai SDK, {workers} threads"] = args.requests / (time.perf_counter() - start)
+            def pooled():
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(lambda m: sdk_call(client, m), prompts))
+            results[f"openai SDK, {workers} threads"] = rate(pooled, args.requests)
         for concurrency in (1, 8, 32, 64):
             backend = BackendConfig(model="m", base_url=base_url, max_concurrency=concurrency).build()
             subset = prompts[:n] if concurrency == 1 else prompts
-            start = time.perf_counter()
-            out = backend.generate(subset)
-            assert all(c.error is None for c in out)
-            results[f"polyret OpenAIBackend, concurrency {concurrency}"] = len(subset) / (time.perf_counter() - start)
+            assert all(c.error is None for c in backend.generate(subset[:4]))  # warm: loop, client, connections
+            results[f"polyret OpenAIBackend, concurrency {concurrency}"] = rate(lambda: backend.generate(subset),
+                                                                                len(subset))
+            backend.close()
     finally:
         server_process.terminate()
     base = results["openai SDK, sequential loop"]

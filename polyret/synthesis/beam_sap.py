@@ -50,6 +50,9 @@ class _Generate(beam.DoFn):
         self.generator = SapGenerator(exemplars, config, QueryFilter(filter_config, safety), exemplar_path)
         self.backend = self.backend_config.build()
 
+    def teardown(self):
+        getattr(self.backend, "close", lambda: None)()
+
     def process(self, batch: list[dict[str, Any]]):
         completions = self.backend.generate([self.generator.prompt(item) for item in batch])
         for item, completion in zip(batch, completions):

@@ -96,28 +96,40 @@ class OpenAIBackend:
         self._openai = openai
         # Local servers need no key, but the SDK insists on one.
         self._api_key = os.environ.get(config.api_key_env) or "EMPTY"
-
-    def _client(self):
-        return self._openai.AsyncOpenAI(base_url=self.config.base_url, api_key=self._api_key,
-                                        timeout=self.config.timeout_s, max_retries=0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client = None
 
     def generate(self, prompts: Sequence[Messages]) -> list[Completion]:
-        return asyncio.run(self._generate_all(prompts))
+        # One event loop and one client for the backend's life: connections are reused across calls.
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(self._generate_all(prompts))
+
+    def close(self) -> None:
+        if self._loop is not None:
+            if self._client is not None:
+                self._loop.run_until_complete(self._client.close())
+            self._loop.close()
+            self._loop = self._client = None
 
     async def _generate_all(self, prompts: Sequence[Messages]) -> list[Completion]:
+        if self._client is None:
+            self._client = self._openai.AsyncOpenAI(base_url=self.config.base_url, api_key=self._api_key,
+                                                    timeout=self.config.timeout_s, max_retries=0)
         limit = asyncio.Semaphore(self.config.max_concurrency)
-        async with self._client() as client:
-            async def one(messages: Messages) -> Completion:
-                async with limit:
-                    return await self._complete(client, messages)
-            tasks = [asyncio.create_task(one(m)) for m in prompts]
-            try:
-                return list(await asyncio.gather(*tasks))
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+
+        async def one(messages: Messages) -> Completion:
+            async with limit:
+                return await self._complete(self._client, messages)
+
+        tasks = [asyncio.create_task(one(m)) for m in prompts]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def _backoff(self, attempt: int, error: Exception) -> float:
         headers = getattr(getattr(error, "response", None), "headers", None) or {}
