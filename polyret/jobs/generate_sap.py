@@ -23,11 +23,11 @@ import logging
 import shlex
 import sys
 
-from polyret.formats import DataError
+from polyret.jobs._errors import EXPECTED, report
 from polyret.synthesis.exemplars import DEFAULT_EXEMPLARS, read_exemplars
 from polyret.synthesis.filters import FilterConfig
 from polyret.synthesis.generate import MODES, SapConfig, generate_sap, summary_line
-from polyret.synthesis.llm import BackendConfig, LLMUnreachable
+from polyret.synthesis.llm import BackendConfig
 
 
 def _corpora(values: list[str], languages: list[str], mode: str) -> dict[str, str]:
@@ -110,13 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                        "max_tokens": args.max_tokens, "temperature": args.temperature}
         progress = generate_sap(corpora, exemplars, backend_config.build(), config, args.output, filters,
                                 safety, fingerprint, args.exemplars)
-    except LLMUnreachable as e:
-        print(f"generate_sap: {e}\nEverything written so far is kept; run the same command again to resume.",
-              file=sys.stderr)
-        return 1
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"generate_sap: {e}", file=sys.stderr)
-        return 2
+    except EXPECTED as e:
+        return report("generate_sap", e)
     print(f"SAP: {summary_line(progress)} -> {args.output}")
     return 0
 

@@ -18,10 +18,10 @@ import json
 import logging
 import sys
 
-from polyret.formats import DataError
+from polyret.jobs._errors import EXPECTED, report
 from polyret.synthesis.distill import (TEACHER_KINDS, LLMTeacher, LLMTranslator, Seq2SeqTranslator,
                                        SentenceTransformersTeacher, prepare_distill)
-from polyret.synthesis.llm import BackendConfig, LLMUnreachable
+from polyret.synthesis.llm import BackendConfig
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -74,13 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                        or (f"llm:{args.model}" if args.translator_llm else None)}
         out = prepare_distill(args.queries, args.collection, args.run, args.output_dir, scorer, args.top_n,
                               languages, translator, fingerprint=fingerprint)
-    except LLMUnreachable as e:
-        print(f"prepare_distill: {e}\nEverything written so far is kept; run the same command again to resume.",
-              file=sys.stderr)
-        return 1
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f"prepare_distill: {e}", file=sys.stderr)
-        return 2
+    except EXPECTED as e:
+        return report("prepare_distill", e)
     print("MTD data ready; bind with runs/mtd_colbert.gin:\n"
           f"  --gin.MTD_SCORE_FILE=\"'{out['score_file']}'\" --gin.MTD_QUERIES=\"'{out['queries']}'\" "
           f"--gin.MTD_COLLECTIONS='{json.dumps(out['collections'])}'")

@@ -142,3 +142,27 @@ def test_cross_encoder_teacher_matches_sentence_transformers(tmp_path):
     reference = CrossEncoder(str(folder), device="cpu")
     expected = [float(reference.predict([pair])[0]) for pair in pairs]  # one pair at a time, no padding
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_llm_translator_keeps_rows_aligned_when_a_request_fails(tmp_path):
+    from polyret.synthesis.distill import LLMTranslator, translate_collection
+    from polyret.synthesis.llm import BackendConfig
+
+    def translate(body, attempt):
+        text = body["messages"][-1]["content"]
+        assert "from English into German" in text
+        if "printing" in text.lower():
+            return Reply(400, {"error": {"message": "bad request"}})
+        return Reply(body=completion("DE:\t" + text.rsplit("\n\n", 1)[1] + "\n(translated)"))
+
+    with ChatServer(translate) as server:
+        translator = LLMTranslator(BackendConfig(model="mt", base_url=server.base_url).build())
+        summary = translate_collection(PASSAGES, "de", translator, tmp_path / "de.tsv", chunk_size=4)
+    rows = [line.split("\t") for line in (tmp_path / "de.tsv").read_text(encoding="utf-8").splitlines()]
+    assert [r[0] for r in rows] == list(PASSAGES) and all(len(r) == 2 for r in rows)
+    for pid, text in rows:
+        if "printing" in PASSAGES[pid].lower():
+            assert text == PASSAGES[pid]  # failed: the source text keeps the row
+        else:
+            assert text == f"DE: {PASSAGES[pid]} (translated)"  # one line, no tabs
+    assert summary["kept_source"] == 2

@@ -45,3 +45,28 @@ def test_local_seq2seq_translation_is_row_aligned_and_resumes(tmp_path, tiny_spm
     before = out.read_bytes()
     translate_collection(collection, "de", translator, out, chunk_size=3)
     assert out.read_bytes() == before
+
+
+def test_translation_interrupted_half_way_resumes_to_the_same_file(tmp_path, tiny_spm):
+    model = tiny_seq2seq(tiny_spm, tmp_path / "mt")
+    collection = {f"p{i}": f"the lazy dog number {i} sleeps" for i in range(9)}
+    translator = Seq2SeqTranslator(model, batch_size=2, max_length=6)
+    translate_collection(collection, "fr", translator, tmp_path / "whole.tsv", chunk_size=2)
+
+    class CrashesOnThirdChunk:
+        calls = 0
+
+        def translate(self, texts, language):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt  # the process is stopped half way
+            return translator.translate(texts, language)
+
+    try:
+        translate_collection(collection, "fr", CrashesOnThirdChunk(), tmp_path / "resumed.tsv", chunk_size=2)
+    except KeyboardInterrupt:
+        pass
+    assert len((tmp_path / "resumed.tsv").read_text().splitlines()) == 4
+    done = translate_collection(collection, "fr", translator, tmp_path / "resumed.tsv", chunk_size=2)
+    assert done["done"] == 9
+    assert (tmp_path / "resumed.tsv").read_bytes() == (tmp_path / "whole.tsv").read_bytes()
