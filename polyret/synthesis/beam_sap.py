@@ -1,7 +1,7 @@
 """SAP generation as an Apache Beam pipeline, for corpora of millions of passages.
 
 The same steps as `generate.generate_sap`, distributed: read the corpus shards, bottom-k sample per
-language (`Top.SmallestPerKey` over the same hash keys, so the same passages), generate in batches on
+language (the N smallest of the same hash keys, so the same passages), generate in batches on
 the workers (each builds its own LLM backend from the picklable `BackendConfig`), filter, drop
 duplicates per language keeping the passage with the smallest key (what the plain pipeline keeps), and
 write sharded JSONL. Counts of kept and dropped items come back as Beam metrics.
@@ -87,13 +87,18 @@ def run_beam_sap(corpora: Mapping[str, str], exemplars: Sequence[Exemplar], back
             languages_by_file.setdefault(match.path, []).append(lang)
     options = PipelineOptions(list(pipeline_args))
     with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline
-             | "Shards" >> beam.Create(sorted(languages_by_file.items()))
-             | "Read" >> beam.FlatMap(lambda shard: _read_shard(shard[0], shard[1], config.seed))
-             | "Sample" >> beam.combiners.Top.SmallestPerKey(config.passages_per_language,
-                                                            key=lambda e: e[:2])
-             | "Items" >> beam.FlatMap(lambda kv: [{"language": kv[0], "key": key, **passage}
-                                                   for key, _, passage in kv[1]])
+        keyed = (pipeline
+                 | "Shards" >> beam.Create(sorted(languages_by_file.items()))
+                 | "Read" >> beam.FlatMap(lambda shard: _read_shard(shard[0], shard[1], config.seed)))
+        # The N smallest keys per language, then the passages at or below the N-th: only (key, id) pairs
+        # go through the combiner, so a sample of millions of passages never sits on one worker.
+        cutoffs = (keyed
+                   | "Keys" >> beam.Map(lambda kv: (kv[0], kv[1][:2]))
+                   | "Smallest" >> beam.combiners.Top.SmallestPerKey(config.passages_per_language)
+                   | "Cutoff" >> beam.Map(lambda kv: (kv[0], max(kv[1]))))
+        _ = (keyed
+             | "Sample" >> beam.Filter(lambda kv, cut: kv[1][:2] <= cut[kv[0]], cut=beam.pvalue.AsDict(cutoffs))
+             | "Items" >> beam.Map(lambda kv: {"language": kv[0], "key": kv[1][0], **kv[1][2]})
              | "Spread" >> beam.Reshuffle()
              | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.chunk_size)
              | "Generate" >> beam.ParDo(_Generate(list(exemplars), config, filter_config, safety,
