@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     teacher.add_argument("--teacher_llm", action="store_true", help="score with the LLM at --base_url/--model")
     p.add_argument("--teacher_type", choices=TEACHER_KINDS, default="auto")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--languages", default="", help="comma-separated languages to translate the collection into")
+    p.add_argument("--languages", default="",
+                   help="comma-separated document languages; all but --source_language are translated into")
+    p.add_argument("--source_language", default="en", help="the collection's (and the teacher's) language")
     p.add_argument("--translator", default=None, help="Hugging Face seq2seq translation model folder")
     p.add_argument("--translator_llm", action="store_true", help="translate with the LLM at --base_url/--model")
     p.add_argument("--target_tokens", default="", help="LANG=TOKEN,... forced first decoder token (NLLB, M2M)")
@@ -68,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.translator:
             translator = Seq2SeqTranslator(args.translator, _pairs(args.target_tokens), args.source_token,
                                            args.prefix, device=args.device or "cpu")
-        elif languages:
+        elif set(languages) - {args.source_language}:
             raise ValueError("--languages needs --translator or --translator_llm")
         fingerprint = {"teacher": args.teacher or f"llm:{args.model}", "translator": args.translator
                        or (f"llm:{args.model}" if args.translator_llm else None)}
         out = prepare_distill(args.queries, args.collection, args.run, args.output_dir, scorer, args.top_n,
-                              languages, translator, fingerprint=fingerprint)
+                              languages, translator, args.source_language, fingerprint)
     except EXPECTED as e:
         return report("prepare_distill", e)
     print("MTD data ready; bind with runs/mtd_colbert.gin:\n"

