@@ -108,6 +108,7 @@ def exemplars_for(exemplars: list[Exemplar], query_language: str, passage_langua
     if not chosen:
         have = sorted({e.query_language for e in exemplars if e.passage_language == passage_language})
         raise DataError(path, None, f"no exemplars with {passage_language!r} passages and queries in "
-                                    f"{query_language!r}: add a column (or rows) for that language; the file "
-                                    f"has queries in {', '.join(have) or 'no language'} for {passage_language!r} passages")
+                                    f"{query_language!r}: add a column (or rows) for that language; the file has "
+                                    f"queries in {', '.join(have) or 'no language'} for {passage_language!r} "
+                                    "passages")
     return chosen

@@ -1,6 +1,5 @@
 """Teacher scores for Translate-Distill: the real MiniLM teacher, an LLM teacher, and the MTD task round trip."""
 
-import gzip
 import json
 
 import numpy as np

@@ -1,14 +1,12 @@
 """SAP generation against a real localhost HTTP server speaking the OpenAI chat-completions protocol."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from chat_server import ChatServer, Reply, completion
 from sap_helpers import OUTCOME, asked_about, good_query, passage_text, scripted, write_corpus
@@ -16,7 +14,7 @@ from polyret.jobs import generate_sap as job
 from polyret.synthesis.exemplars import read_exemplars
 from polyret.synthesis.filters import FilterConfig
 from polyret.synthesis.generate import SapConfig, generate_sap
-from polyret.synthesis.llm import BackendConfig, LLMUnreachable
+from polyret.synthesis.llm import BackendConfig
 from polyret.synthesis.sampling import sample_passages
 
 LANGS = ("de", "fr")
