@@ -120,8 +120,7 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
                                            "reason": reason, "reply": completion.text, "error": completion.error}))
                 else:
                     kept.append(_json(record))
-            usage.add(Usage(**{f: getattr(backend.usage, f) - getattr(before, f)
-                               for f in dataclasses.asdict(before)}))
+            usage.add(backend.usage.since(before))
             progress = {"done": begin + len(chunk), "kept": progress["kept"] + len(kept), "dropped": dict(dropped),
                         "usage": dataclasses.asdict(usage), "seconds": seconds + time.monotonic() - start}
             files.append({"records": kept, "rejected": rejected}, progress)

@@ -45,6 +45,10 @@ class Usage:
         for field in dataclasses.fields(self):
             setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
+    def since(self, earlier: "Usage") -> "Usage":
+        """What was counted after `earlier` (a copy of this counter taken before)."""
+        return Usage(**{f.name: getattr(self, f.name) - getattr(earlier, f.name) for f in dataclasses.fields(self)})
+
 
 @dataclasses.dataclass
 class BackendConfig:

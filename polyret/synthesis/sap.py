@@ -60,8 +60,7 @@ def parse_reply(reply: str) -> tuple[str, str]:
     if match is None:
         raise ParseFailure("no_query")
     summary = _SUMMARY_LABEL.sub("", reply[:match.start()], count=1)
-    lines = [line for line in reply[match.end():].split("\n")]
-    query = next((line for line in lines if line.strip()), "")
+    query = next((line for line in reply[match.end():].split("\n") if line.strip()), "")
     if _NEXT_BLOCK.match(query):  # the label was the last thing the model wrote
         query = ""
     query, summary = _clean(query), " ".join(_clean(summary).split())
