@@ -16,7 +16,7 @@ import gin
 import jax
 import numpy as np
 
-from polyret.formats import read_id_text, read_qrels
+from polyret.io.formats import read_id_text, read_qrels
 from polyret.models.checkpoint import load_model, save_model
 from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
@@ -40,7 +40,7 @@ SIZES = {"default": DemoSize(), "ci": DemoSize(num_entities=40, round1_steps=60,
 
 
 def _train(model_dir: Path, data_dir: Path, steps: int, batch: int, extra: list[str]) -> None:
-    from polyret.jobs.train import parse_gin
+    from polyret.jobs.common import parse_gin
     from polyret.training.trainer import train
 
     gin.clear_config()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from polyret.formats import DataError
+from polyret.io.formats import DataError
 from polyret.synthesis.llm import LLMUnreachable
 
 EXPECTED = (LLMUnreachable, DataError, ValueError, FileNotFoundError)

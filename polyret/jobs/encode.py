@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from polyret.formats import read_id_text
+from polyret.io.formats import read_id_text
 
 
 def main(argv: list[str] | None = None) -> int:

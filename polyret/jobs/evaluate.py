@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.qrels:
             tables[name] = M.evaluate(qrels, run, metrics, languages or None)
         if args.answers:
-            from polyret.formats import iter_jsonl
+            from polyret.io.formats import iter_jsonl
             rows = [obj for _, obj in iter_jsonl(args.answers, {"id": (str, int), "lang": str, "answers": list})]
             answers = {str(r["id"]): r["answers"] for r in rows}
             langs = {str(r["id"]): r["lang"] for r in rows}

@@ -25,9 +25,9 @@ import numpy as np
 from flax import linen as nn
 
 from polyret.models.lora import LoraConfig, LoraDense
+from polyret.tokens import PAD_ID
 
 ACTIVATIONS = ("relu", "gated-gelu", "gated-relu")
-PAD_ID = 0
 
 
 @gin.configurable

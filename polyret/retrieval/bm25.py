@@ -7,7 +7,7 @@ from typing import Mapping
 
 import numpy as np
 
-from polyret.retrieval.runs import Run
+from polyret.io.runs import Run
 
 # Words, or single CJK / kana characters (those scripts have no spaces between words).
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+", re.UNICODE)

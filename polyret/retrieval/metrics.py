@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 import ir_measures
 
-from polyret.retrieval.runs import Run
+from polyret.io.runs import Run
 
 DEFAULT_METRICS = ("nDCG@10", "nDCG@20", "RR@10", "R@100", "R@1000", "AP")
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from polyret.retrieval.runs import Run
+from polyret.io.runs import Run
 
 
 def mine_hard_negatives(run: Run, qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str],

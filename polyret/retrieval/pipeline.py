@@ -10,12 +10,13 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from polyret.formats import DataError, iter_jsonl, read_id_text, read_qrels
+from polyret.io.formats import DataError, iter_jsonl, read_id_text, read_qrels
 from polyret.retrieval import metrics as M
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_against_brute_force
 from polyret.retrieval.late_interaction import LateInteractionIndex
-from polyret.retrieval.runs import Run, run_from_topk, write_trec_run
+from polyret.retrieval.tokenize import EOS_ID
+from polyret.io.runs import Run, run_from_topk, write_trec_run
 
 
 def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str], corpus_ids,
@@ -93,7 +94,7 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     for doc, ids in zip(doc_ids, token_ids):
         body = ids[:-1]  # windows of the text; each window gets its own EOS
         for w in split_windows(body, window - 1, stride):
-            window_ids.append(w + [1])
+            window_ids.append(w + [EOS_ID])
             window_doc.append(doc)
     window_vectors = encoder.encode_ids(window_ids, "right", max(len(w) for w in window_ids), progress=True,
                                         desc="encoding passages")

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-EOS_ID = 1
+from polyret.tokens import T5_EOS_ID as EOS_ID
 
 
 class Tokenizer:

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from polyret.formats import DataError, SkipCounter, iter_jsonl, iter_teacher_scores, open_text, read_id_text
+from polyret.io.formats import DataError, SkipCounter, iter_jsonl, iter_teacher_scores, open_text, read_id_text
 from polyret.seqio_tasks.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")

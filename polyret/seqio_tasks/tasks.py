@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from polyret.seqio_tasks import examples as ex
 from polyret.seqio_tasks import preprocessors
-from polyret.formats import open_text
+from polyret.io.formats import open_text
 
 _STR = tf.TensorSpec([], tf.string)
 _STRS = tf.TensorSpec([None], tf.string)

@@ -10,7 +10,9 @@ from typing import Iterable
 import gin
 import seqio
 
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+from polyret.tokens import PAD_ID, T5_EOS_ID as EOS_ID
+
+UNK_ID = 2
 
 
 @gin.configurable

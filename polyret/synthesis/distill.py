@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from polyret.formats import DataError, read_id_text
-from polyret.retrieval.runs import read_trec_run
+from polyret.io.formats import DataError, read_id_text
+from polyret.io.runs import read_trec_run
 from polyret.seqio_tasks.languages import language_name
 from polyret.synthesis.resumable import ResumableFiles
 

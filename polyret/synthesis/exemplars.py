@@ -16,7 +16,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from polyret.formats import DataError
+from polyret.io.formats import DataError
 from polyret.seqio_tasks.languages import language_code
 
 DEFAULT_EXEMPLARS = Path(__file__).parent / "data" / "sap_exemplars.csv"

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
-from polyret.formats import DataError, open_text
+from polyret.io.formats import DataError, open_text
 
 
 def sample_key(seed: int, language: str, passage_id: str) -> int:

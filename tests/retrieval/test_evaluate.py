@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from polyret.formats import DataError, read_id_text, read_qrels
+from polyret.io.formats import DataError, read_id_text, read_qrels
 from polyret.jobs import encode as encode_job
 from polyret.jobs import evaluate as evaluate_job
 from polyret.jobs import mine_negatives as mine_job
 from polyret.retrieval.encode import TowerEncoder, load_embeddings
-from polyret.retrieval.runs import read_trec_run
+from polyret.io.runs import read_trec_run
 
 
 def _paths(data, lang="de", split="test"):

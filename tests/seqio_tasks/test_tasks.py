@@ -73,7 +73,7 @@ def test_swim_ir_bad_input_names_file_line_field(tmp_path, line, message):
     with pytest.raises(Exception, match=f"{path}:2: {message}"):
         _examples("t_bad")
     from polyret.seqio_tasks.examples import swim_ir_examples
-    from polyret.formats import SkipCounter
+    from polyret.io.formats import SkipCounter
     skipped = SkipCounter()
     assert len(list(swim_ir_examples(path, skip_bad=True, skipped=skipped))) == 1 and sum(skipped.values()) == 1
 

@@ -7,9 +7,9 @@ import pytest
 
 from chat_server import ChatServer, Reply, completion
 from hf_models import tiny_seq2seq
-from polyret.formats import iter_teacher_scores, read_id_text
+from polyret.io.formats import iter_teacher_scores, read_id_text
 from polyret.jobs import prepare_distill as job
-from polyret.retrieval.runs import write_trec_run
+from polyret.io.runs import write_trec_run
 from polyret.synthesis.distill import SentenceTransformersTeacher, candidates_from_run, teacher_kind
 
 QUERIES = {"q1": "how deep is lake baikal", "q2": "who built the first printing press",

@@ -4,7 +4,7 @@ import json
 
 from hf_models import tiny_causal_lm, tiny_seq2seq
 from sap_helpers import write_corpus
-from polyret.formats import read_id_text
+from polyret.io.formats import read_id_text
 from polyret.synthesis.distill import Seq2SeqTranslator, translate_collection
 from polyret.synthesis.exemplars import read_exemplars
 from polyret.synthesis.filters import FilterConfig

@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from polyret.formats import DataError
+from polyret.io.formats import DataError
 from polyret.synthesis.exemplars import exemplars_for, read_exemplars
 from polyret.synthesis.filters import FilterConfig, QueryFilter
 from polyret.synthesis.resumable import ResumableFiles

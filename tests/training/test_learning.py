@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from polyret.formats import read_id_text, read_qrels
+from polyret.io.formats import read_id_text, read_qrels
 from polyret.models.checkpoint import load_model
 from polyret.models.towers import init_params
 from polyret.retrieval.encode import TowerEncoder

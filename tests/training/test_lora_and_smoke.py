@@ -51,7 +51,7 @@ def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
 @pytest.mark.parametrize("run", ["swimx_mc4_pretrain", "swimx_xtreme_up", "mtd_colbert_mix_entries",
                                  "mtd_colbert_round_robin"])
 def test_tiny_variants_train(tmp_path, data_dir, run):
-    from polyret.jobs.train import parse_gin
+    from polyret.jobs.common import parse_gin
     from polyret.training.trainer import train
     gin.clear_config()
     try:

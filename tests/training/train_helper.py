@@ -13,13 +13,18 @@ import numpy as np
 
 def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
-    from polyret.jobs import train as train_job
-    args, bindings = train_job.parse_flags(argv)
-    train_job.initialize_distributed(args)
+    import argparse
+    from polyret.jobs import common
+    parser = argparse.ArgumentParser()
+    common.add_gin_flags(parser)
+    for flag in ("--coordinator_address", "--num_processes", "--process_id"):
+        parser.add_argument(flag, type=int if flag != "--coordinator_address" else str, default=None)
+    args, bindings = common.parse_args_with_gin(parser, argv)
+    common.initialize_distributed(False, args.coordinator_address, args.num_processes, args.process_id)
     import jax
     import polyret.training.trainer as trainer
     from flax import traverse_util
-    train_job.parse_gin(args.gin_file, bindings, [])
+    common.parse_gin(args.gin_file, bindings)
     result = trainer.train(progress=False)
     if jax.process_index() == 0:
         flat = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from polyret.formats import DataError, iter_columns
+from polyret.io.formats import DataError, iter_columns
 
 Run = dict[str, dict[str, float]]
 

@@ -1,0 +1,1 @@
+"""File formats in one place: corpora, queries, qrels and teacher scores (`formats`), TREC runs (`runs`)."""
