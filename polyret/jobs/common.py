@@ -52,6 +52,7 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | s
         search_paths = [p for p in search_paths.split(",") if p]
     search_paths = list(search_paths)
     files = [resolve_gin_file(f, search_paths) for f in files]
+    import polyret.retrieval.index  # noqa: F401  (ScannConfig: reachable from every job's --gin flags)
     for path in search_paths + [str(GIN_CONFIGS_DIR)]:
         gin.add_config_file_search_path(path)
     # gin logs an error for every search-path miss before it finds a file; a real miss still raises.

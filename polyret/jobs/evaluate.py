@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from polyret.jobs import common
 from polyret.retrieval import metrics as M
 from polyret.retrieval import pipeline as P
 
@@ -20,6 +21,7 @@ from polyret.retrieval import pipeline as P
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="polyret evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_gin_flags(p)
     p.add_argument("--checkpoint", help="polyret checkpoint folder (dual encoder or ColBERT)")
     p.add_argument("--query_embeddings", help="precomputed query vectors (.npy) instead of --checkpoint")
     p.add_argument("--query_ids", help="ids of --query_embeddings, one a line")
@@ -38,7 +40,7 @@ def parse_args(argv):
                    help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
-    args = p.parse_args(argv)
+    args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
         p.error("give --checkpoint, or --query_embeddings and --corpus_embeddings")
     if not args.qrels and not args.answers:
@@ -47,7 +49,12 @@ def parse_args(argv):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    return common.run_main("evaluate", lambda: evaluate(args))
+
+
+def evaluate(args) -> int:
+    common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
     start = time.time()
     corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
     languages = P.read_query_languages(args.queries)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from polyret.jobs import common
 from polyret.models import conversion
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="polyret import_checkpoint", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--t5x", help="T5X checkpoint folder (checkpoint_N)")
     src.add_argument("--hf", help="Hugging Face T5/mT5 folder (config.json + safetensors), sentence-transformers ok")
@@ -26,18 +28,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--projection_dim", type=int, default=None,
                    help="ColBERT projection size when the checkpoint has none (default 128)")
     p.add_argument("--spm_model", default=None, help="SentencePiece model to store with the checkpoint")
-    return p.parse_args(argv)
+    args, args.gin_bindings = common.parse_args_with_gin(p, argv)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    return common.run_main("import_checkpoint", lambda: import_checkpoint(args))
+
+
+def import_checkpoint(args) -> None:
+    common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
     params, config = conversion.import_checkpoint(
         t5x_path=args.t5x, hf_path=args.hf, tower=args.tower, pooling=args.pooling, l2_norm=not args.no_l2_norm,
         projection_dim=args.projection_dim)
     out = conversion.save_imported(params, config, args.output_dir, args.hf, args.spm_model)
     print(f"wrote {out} ({config.__class__.__name__}, {config.encoder.num_layers} layers, d_model "
           f"{config.encoder.d_model})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from polyret.jobs import common
 from polyret.retrieval import pipeline as P
 from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
 
@@ -16,6 +17,7 @@ from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="polyret mine_negatives", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="dual-encoder checkpoint that retrieves the candidates")
     src.add_argument("--bm25", action="store_true", help="retrieve the candidates with BM25")
@@ -33,29 +35,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--query_max_length", type=int, default=64)
     p.add_argument("--passage_max_length", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
-    positive_scores = None
-    if args.bm25:
-        from polyret.retrieval.bm25 import bm25_search
-        run = bm25_search(corpus, queries, k=args.depth)
-    else:
-        from polyret.retrieval.encode import TowerEncoder
-        encoder = TowerEncoder.from_checkpoint(args.checkpoint)
-        if encoder.is_colbert:
-            raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
-        judged = {q: queries[q] for q in queries if q in qrels}
-        found = P.encode_and_search(encoder, corpus, judged, args.depth, args.query_max_length,
-                                    args.passage_max_length, progress=True, measure_recall=False)
-        run = found.run
-        row = {d: i for i, d in enumerate(found.doc_ids)}
-        positive_scores = {q: max(float(v @ found.doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)
-                           for q, v in zip(found.query_ids, found.query_vectors) if any(r > 0 for r in qrels[q].values())}
-    rows, dropped = mine_hard_negatives(run, qrels, queries, corpus, args.num_negatives, args.rank_start,
-                                        args.rank_end, args.margin, args.relative_threshold, positive_scores, args.seed)
-    write_jsonl(rows, args.output)
-    print(f"wrote {len(rows)} queries with hard negatives to {args.output}; dropped: {dropped}")
-    return 0
+    args, bindings = common.parse_args_with_gin(p, argv)
+
+    def body() -> None:
+        common.parse_gin(args.gin_file, bindings, args.gin_search_paths)
+        corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
+        positive_scores = None
+        if args.bm25:
+            from polyret.retrieval.bm25 import bm25_search
+            run = bm25_search(corpus, queries, k=args.depth)
+        else:
+            from polyret.retrieval.encode import TowerEncoder
+            encoder = TowerEncoder.from_checkpoint(args.checkpoint)
+            if encoder.is_colbert:
+                raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
+            judged = {q: queries[q] for q in queries if q in qrels}
+            found = P.encode_and_search(encoder, corpus, judged, args.depth, args.query_max_length,
+                                        args.passage_max_length, progress=True, measure_recall=False)
+            run = found.run
+            row = {d: i for i, d in enumerate(found.doc_ids)}
+            positive_scores = {q: max(float(v @ found.doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)
+                               for q, v in zip(found.query_ids, found.query_vectors) if any(r > 0 for r in qrels[q].values())}
+        rows, dropped = mine_hard_negatives(run, qrels, queries, corpus, args.num_negatives, args.rank_start,
+                                            args.rank_end, args.margin, args.relative_threshold, positive_scores, args.seed)
+        write_jsonl(rows, args.output)
+        print(f"wrote {len(rows)} queries with hard negatives to {args.output}; dropped: {dropped}")
+
+    return common.run_main("mine_negatives", body)
 
 
 if __name__ == "__main__":
