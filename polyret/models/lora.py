@@ -40,7 +40,7 @@ class LoraConfig:
 
 
 class LoraDense(nn.Module):
-    """Bias-free dense layer with logical axes and an optional LoRA adapter."""
+    """Dense layer with logical axes and an optional LoRA adapter; bias-free unless `use_bias` (BERT family)."""
 
     features: int
     kernel_axes: tuple[str, str]
@@ -48,6 +48,7 @@ class LoraDense(nn.Module):
     lora: LoraConfig | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -64,6 +65,10 @@ class LoraDense(nn.Module):
                            (cfg.rank, self.features), self.param_dtype)
             h = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
             y = y + cfg.scale * jnp.dot(jnp.dot(h, a.astype(self.dtype)), b.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.kernel_axes[1],)),
+                              (self.features,), self.param_dtype)
+            y = y + bias.astype(self.dtype)
         return y
 
 
