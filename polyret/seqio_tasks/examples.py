@@ -34,14 +34,14 @@ def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
     fields = {"_id": (str, int), "lang": str, "code": str, "query": str, "title": str, "text": str}
     for line_no, obj in iter_jsonl(path, fields, nonempty=("query", "text"), skip_bad=skip_bad, skipped=skipped):
         try:
-            check_language(obj["code"], path, line_no, "code")
+            language = check_language(obj["code"], path, line_no, "code")
         except DataError:
             if not skip_bad:
                 raise
             skipped is not None and skipped.update(["unknown language code"])
             continue
         example = {"inputs": obj["query"], "targets": join_title(obj["title"], obj["text"]),
-                   "query_id": str(obj["_id"]), "language": obj["code"]}
+                   "query_id": str(obj["_id"]), "language": language}
         if "negatives" in obj:  # mined negatives carried in the same file
             example["negative_targets"] = [n if isinstance(n, str) else join_title(n.get("title"), n["text"])
                                            for n in obj["negatives"]]

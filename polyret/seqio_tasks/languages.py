@@ -20,10 +20,25 @@ EXTRA = {"fil", "yue", "zh-cn", "zh-tw", "zho", "fas", "rus", "bho", "brx", "gom
 KNOWN_LANGUAGES = ISO_639_1 | EXTRA
 
 
+# Non-standard codes found in published data -> the ISO code. `hn`: the SWIM-IR datacard's Hindi example;
+# `iw`, `in`, `ji`, `jw`: Java/Google's legacy codes for Hebrew, Indonesian, Yiddish, Javanese.
+LANGUAGE_ALIASES = {"hn": "hi", "iw": "he", "in": "id", "ji": "yi", "jw": "jv"}
+
+
 def check_language(code: str, path: str | os.PathLike, line: int | None, field: str) -> str:
-    if code.lower() not in KNOWN_LANGUAGES:
+    """The language code, with aliases such as `hn` mapped to their ISO code; unknown codes are a
+    DataError naming file:line:field."""
+    if not isinstance(code, str) or not code.strip():
+        raise DataError(path, line, f"field {field!r}: empty language code")
+    lowered = code.strip().lower()
+    if lowered in LANGUAGE_ALIASES:
+        return LANGUAGE_ALIASES[lowered]
+    if lowered not in KNOWN_LANGUAGES:
         raise DataError(path, line, f"field {field!r}: unknown language code {code!r}")
     return code
+
+
+normalize_language = check_language
 
 
 # English names, as the SWIM-IR prompt files and prompts write them.

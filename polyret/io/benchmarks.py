@@ -1,0 +1,253 @@
+"""Benchmarks as they are published, read into one shape: corpus, queries, qrels, query languages and
+(XOR-Retrieve) gold answers.
+
+`load_benchmark(spec)` takes
+- an ir_datasets id (`neuclir/1/fa/trec-2022`, `mmarco/v2/de/dev`, `mr-tydi/sw/test`, `hc4/fa/test`,
+  `msmarco-passage/dev/small`, `beir/scifact/test`, ...; `irds:` prefix optional): ir_datasets downloads
+  and caches the files (set IR_DATASETS_HOME to point it at a local copy);
+- a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv` with its header row);
+- a MIRACL language folder as released on the Hugging Face Hub (`miracl-v1.0-<lang>/` with
+  `topics/topics.miracl-v1.0-<lang>-<split>.tsv` and `qrels/qrels.miracl-v1.0-<lang>-<split>.tsv`), its
+  corpus (`miracl-corpus-v1.0-<lang>/docs-*.jsonl.gz` or parquet) beside it or in `corpus/`;
+- an XOR-Retrieve folder: the question file (`xor_*_retrieve*.jsonl`: `id, lang, question, answers`)
+  and the DPR passages `psgs_w100.tsv` (`id text title`, header row).
+Files given one by one (`load_files`) may be JSONL, TSV (with or without header) or parquet.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from polyret.io.formats import (DataError, iter_jsonl, iter_records, read_id_text, read_languages, read_qrels)
+
+
+class TitledCorpus(Mapping):
+    """{docid: "title text"} computed on access from separate titles and texts, so the passage text
+    alone (what XOR-Retrieve's R@kt reads) is kept without a second copy of the corpus."""
+
+    def __init__(self, texts: dict[str, str], titles: dict[str, str]):
+        self.texts, self.titles = texts, titles
+
+    def __getitem__(self, docid: str) -> str:
+        text = self.texts[docid]
+        title = self.titles.get(docid)
+        return f"{title} {text}" if title else text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.texts)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __contains__(self, docid: object) -> bool:
+        return docid in self.texts
+
+
+@dataclass
+class Benchmark:
+    name: str
+    corpus: TitledCorpus
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    query_languages: dict[str, str] = field(default_factory=dict)
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    source: dict[str, str] = field(default_factory=dict)  # what was read, for error messages and outputs
+
+    @property
+    def passage_texts(self) -> dict[str, str]:
+        return self.corpus.texts
+
+
+def read_corpus(paths: list[Path] | Path) -> TitledCorpus:
+    """One corpus from one or more files (shards); duplicate ids and empty texts are errors."""
+    texts: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        for line_no, r in iter_records(path, "corpus"):
+            docid = r["id"]
+            if not r["text"].strip():
+                raise DataError(path, line_no, f"field 'text' is empty (id {docid!r})")
+            if docid in texts:
+                raise DataError(path, line_no, f"duplicate id {docid!r} (first at {where[docid]})")
+            texts[docid] = r["text"]
+            where[docid] = f"{path}:{line_no}"
+            if r["title"]:
+                titles[docid] = r["title"]
+    if not texts:
+        raise DataError(paths if isinstance(paths, (str, Path)) else paths[0], None, "no records")
+    return TitledCorpus(texts, titles)
+
+
+def read_answers(path: str | os.PathLike) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """XOR-Retrieve question file (JSONL `id, lang, question, answers`) -> ({qid: answers}, {qid: lang})."""
+    from polyret.seqio_tasks.languages import check_language
+
+    answers, langs = {}, {}
+    for line_no, obj in iter_jsonl(path, {"id": (str, int), "lang": str, "answers": list}):
+        if not all(isinstance(a, str) for a in obj["answers"]):
+            raise DataError(path, line_no, "field 'answers': expected a list of strings")
+        answers[str(obj["id"])] = obj["answers"]
+        langs[str(obj["id"])] = check_language(obj["lang"], path, line_no, "lang")
+    return answers, langs
+
+
+def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str], corpus_ids,
+                     qrels_path: str | os.PathLike) -> None:
+    """Every judged query and document must exist; otherwise metrics would silently be wrong."""
+    for qid, docs in qrels.items():
+        if qid not in queries:
+            raise DataError(qrels_path, None, f"query id {qid!r} is not in the queries file")
+        for doc in docs:
+            if doc not in corpus_ids:
+                raise DataError(qrels_path, None, f"document id {doc!r} (query {qid!r}) is not in the corpus")
+
+
+def load_files(corpus: str | os.PathLike, queries: str | os.PathLike, qrels: str | os.PathLike | None = None,
+               answers: str | os.PathLike | None = None, name: str = "files") -> Benchmark:
+    """A benchmark from separate files: corpus and queries (JSONL / TSV / parquet), TREC or BEIR qrels,
+    XOR-Retrieve answers. Query languages come from the queries' language column, else the answers file."""
+    bench = Benchmark(name, read_corpus(Path(corpus)), read_id_text(queries, with_title=False),
+                      source={"corpus": os.fspath(corpus), "queries": os.fspath(queries)})
+    bench.query_languages = read_languages(queries)
+    if qrels:
+        bench.qrels = read_qrels(qrels)
+        bench.source["qrels"] = os.fspath(qrels)
+        check_judgements(bench.qrels, bench.queries, bench.corpus, qrels)
+    if answers:
+        bench.answers, langs = read_answers(answers)
+        bench.source["answers"] = os.fspath(answers)
+        for qid, lang in langs.items():
+            bench.query_languages.setdefault(qid, lang)
+    return bench
+
+
+# ------------------------------------------------------------------------------------------ local layouts
+
+def load_beir(folder: str | os.PathLike, split: str = "test") -> Benchmark:
+    folder = Path(folder)
+    qrels = folder / "qrels" / f"{split}.tsv"
+    if not qrels.is_file():
+        found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise DataError(qrels, None, f"no qrels for split {split!r} (found: {', '.join(found) or 'none'})")
+    bench = load_files(folder / "corpus.jsonl", folder / "queries.jsonl", qrels, name=f"beir:{folder.name}/{split}")
+    # BEIR's queries.jsonl lists every split's queries: keep the judged ones.
+    bench.queries = {q: t for q, t in bench.queries.items() if q in bench.qrels}
+    return bench
+
+
+_MIRACL_DIR = re.compile(r"^miracl-v1\.0-([a-z]+)$")
+
+
+def _miracl_corpus_files(folder: Path, lang: str) -> list[Path]:
+    for candidate in (folder / "corpus", folder.parent / f"miracl-corpus-v1.0-{lang}",
+                      folder.parent.parent / "miracl-corpus" / f"miracl-corpus-v1.0-{lang}"):
+        files = sorted(candidate.glob("docs-*.jsonl*")) + sorted(candidate.glob("*.parquet"))
+        if files:
+            return files
+    raise DataError(folder, None, f"no MIRACL corpus found (looked for docs-*.jsonl.gz in {folder / 'corpus'} "
+                                  f"and {folder.parent / f'miracl-corpus-v1.0-{lang}'})")
+
+
+def load_miracl(folder: str | os.PathLike, split: str = "dev") -> Benchmark:
+    """MIRACL as released: topics (`qid<TAB>query`, no header), qrels (`qid Q0 docid rel`), and the
+    corpus shards (`{"docid": "<article>#<passage>", "title", "text"}`)."""
+    from polyret.seqio_tasks.languages import check_language
+
+    folder = Path(folder)
+    m = _MIRACL_DIR.match(folder.name)
+    if not m:
+        raise DataError(folder, None, "a MIRACL folder is named miracl-v1.0-<lang>")
+    lang = check_language(m.group(1), folder, None, "folder name")
+    topics = folder / "topics" / f"topics.miracl-v1.0-{m.group(1)}-{split}.tsv"
+    qrels = folder / "qrels" / f"qrels.miracl-v1.0-{m.group(1)}-{split}.tsv"
+    bench = Benchmark(f"miracl:{m.group(1)}/{split}", read_corpus(_miracl_corpus_files(folder, m.group(1))),
+                      read_id_text(topics, with_title=False), source={"queries": str(topics)})
+    if qrels.is_file():  # test topics were released without qrels
+        bench.qrels = read_qrels(qrels)
+        bench.source["qrels"] = str(qrels)
+        check_judgements(bench.qrels, bench.queries, bench.corpus, qrels)
+    bench.query_languages = {q: lang for q in bench.queries}
+    return bench
+
+
+def load_xor(folder: str | os.PathLike, split: str = "dev") -> Benchmark:
+    """XOR-Retrieve: the question file of `split` (`xor_<split>_retrieve*.jsonl`) and `psgs_w100.tsv`."""
+    folder = Path(folder)
+    questions = sorted(folder.glob(f"xor_{split}_retrieve*.jsonl"))
+    if len(questions) != 1:
+        raise DataError(folder, None, f"expected one xor_{split}_retrieve*.jsonl, found {len(questions)}")
+    corpus = next((p for p in (folder / "psgs_w100.tsv", folder / "psgs_w100.tsv.gz") if p.is_file()), None)
+    if corpus is None:
+        raise DataError(folder, None, "psgs_w100.tsv (DPR's English Wikipedia passages) is missing")
+    return load_files(corpus, questions[0], answers=questions[0], name=f"xor:{split}")
+
+
+# ------------------------------------------------------------------------------------------- ir_datasets
+
+def load_ir_datasets(dataset_id: str, query_field: str | None = None) -> Benchmark:
+    """Any ir_datasets id with docs and queries. Query text: `query_field`, else the query's `text`, else
+    its `title` (TREC-style topics such as NeuCLIR and HC4). Document title kept apart from the text."""
+    import ir_datasets
+
+    try:
+        ds = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise DataError(dataset_id, None, "not an ir_datasets id (see ir-datasets.com) nor an existing path") from None
+    if not (ds.has_docs() and ds.has_queries()):
+        raise DataError(dataset_id, None, "this ir_datasets id has no documents or no queries; use a split such "
+                                          "as .../dev or .../test")
+    texts, titles = {}, {}
+    for doc in ds.docs_iter():
+        texts[doc.doc_id] = getattr(doc, "text", None) or doc.default_text()
+        if getattr(doc, "title", None):
+            titles[doc.doc_id] = doc.title
+    queries = {}
+    for q in ds.queries_iter():
+        fields = [query_field] if query_field else ["text", "title"]
+        text = next((getattr(q, f) for f in fields if getattr(q, f, None)), None)
+        if text is None:
+            raise DataError(dataset_id, None, f"query {q.query_id!r} has no {' or '.join(fields)} field")
+        queries[q.query_id] = text
+    bench = Benchmark(f"irds:{dataset_id}", TitledCorpus(texts, titles), queries, source={"ir_datasets": dataset_id})
+    if ds.has_qrels():
+        for qrel in ds.qrels_iter():
+            docs = bench.qrels.setdefault(qrel.query_id, {})
+            if qrel.doc_id in docs and docs[qrel.doc_id] != qrel.relevance:
+                raise DataError(dataset_id, None, f"qrels judge query {qrel.query_id!r} document {qrel.doc_id!r} "
+                                                  f"both {docs[qrel.doc_id]} and {qrel.relevance}")
+            docs[qrel.doc_id] = qrel.relevance
+        check_judgements(bench.qrels, queries, texts, dataset_id)
+    lang = ds.queries_lang() if hasattr(ds, "queries_lang") else None
+    if lang:
+        from polyret.seqio_tasks.languages import check_language
+        lang = check_language({"eng": "en", "fas": "fa", "rus": "ru", "zho": "zh"}.get(lang, lang), dataset_id,
+                              None, "queries_lang")
+        bench.query_languages = {q: lang for q in queries}
+    return bench
+
+
+# -------------------------------------------------------------------------------------------- dispatch
+
+def load_benchmark(spec: str, split: str | None = None) -> Benchmark:
+    """A benchmark from an ir_datasets id or a local folder (BEIR, MIRACL, XOR-Retrieve); see the module
+    docstring. `split` picks qrels/topics where a folder holds several (defaults: BEIR test, MIRACL dev,
+    XOR dev)."""
+    if spec.startswith("irds:"):
+        return load_ir_datasets(spec[len("irds:"):])
+    path = Path(spec)
+    if not path.exists():
+        return load_ir_datasets(spec)
+    if path.is_dir():
+        if (path / "corpus.jsonl").is_file() and (path / "qrels").is_dir():
+            return load_beir(path, split or "test")
+        if _MIRACL_DIR.match(path.name):
+            return load_miracl(path, split or "dev")
+        if any(path.glob("xor_*_retrieve*.jsonl")):
+            return load_xor(path, split or "dev")
+    raise DataError(path, None, "not a benchmark layout polyret knows (a BEIR folder, a MIRACL "
+                                "miracl-v1.0-<lang> folder, an XOR-Retrieve folder) nor an ir_datasets id")
