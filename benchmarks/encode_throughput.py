@@ -22,7 +22,8 @@ import numpy as np
 from polyret.models.checkpoint import save_model
 from polyret.models.hf import export_hf
 from polyret.models.t5 import T5Config
-from polyret.models.towers import DualEncoderConfig, init_params
+from polyret.models.retrieval_model import init_params
+from polyret.models.towers import DualEncoderConfig
 from polyret.retrieval.encode import TowerEncoder
 from polyret.seqio_tasks.templates import write_template_dataset
 from polyret.seqio_tasks.vocab import train_sentencepiece

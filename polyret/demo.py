@@ -122,7 +122,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     params, config, _ = load_model(work / "round1")
     untrained_dir = work / "untrained"
     if not untrained_dir.exists():
-        from polyret.models.towers import init_params
+        from polyret.models.retrieval_model import init_params
         save_model(untrained_dir, init_params(config, jax.random.PRNGKey(123))[0], config, spm)
 
     print("[2/6] mining hard negatives with round 1")
@@ -137,7 +137,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     _train(work / "round2", data_dir, cfg.round2_steps, cfg.batch_size,
            [f"template_data_setup.num_entities={cfg.num_entities}", f"MINED_DIR='{mined_dir}'",
             f"INITIAL_CHECKPOINT_PATH='{work / 'round1'}'", "MIXTURE_OR_TASK_NAME='demo_mined'",
-            "train.data_setup=@demo_round2_setup",
+            "DatasetConfig.setup=@demo_round2_setup",
             "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 48, 'negative_targets': 48}"])
 
     print("[4/6] evaluating (ScaNN for the dense models, bm25s for BM25)")

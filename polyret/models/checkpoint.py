@@ -1,6 +1,6 @@
 """polyret's model checkpoint folder: parameters (orbax) + model config + optional vocabulary.
 
-  DIR/model_config.json   {"kind": "dual_encoder" | "colbert", ...}   (see towers.model_config_to_dict)
+  DIR/model_config.json   {"kind": "dual_encoder" | "colbert", ...}   (see retrieval_model.model_config_to_dict)
   DIR/params/             orbax StandardCheckpointer tree of numpy/jax arrays
   DIR/spiece.model        the SentencePiece model, when the model has one
 
@@ -23,7 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
-from polyret.models.towers import ModelConfig, check_param_shapes, model_config_from_dict, model_config_to_dict
+from polyret.models.retrieval_model import check_param_shapes, model_config_from_dict, model_config_to_dict
+from polyret.models.towers import ModelConfig
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"

@@ -8,6 +8,7 @@ no bias) -> Normalize, giving the dual encoder's embeddings. Only numpy and safe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from safetensors.numpy import load_file, save_file
 from polyret.models.checkpoint import atomic_output_dir
 from polyret.models.lora import has_lora, merge_lora
 from polyret.models.t5 import ACTIVATIONS, T5Config
-from polyret.models.towers import DualEncoderConfig, ModelConfig
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig
 
 
 
@@ -164,12 +165,7 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling",
                     "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"})
     if projection is not None:
-        (out / "2_Dense").mkdir()
-        (out / "2_Dense/config.json").write_text(json.dumps({
-            "in_features": int(projection.shape[0]), "out_features": int(projection.shape[1]), "bias": False,
-            "activation_function": "torch.nn.modules.linear.Identity"}, indent=2))
-        save_file({"linear.weight": np.ascontiguousarray(projection.T.astype(np.float32))},
-                  str(out / "2_Dense/model.safetensors"))
+        _write_dense(out / "2_Dense", projection)
         modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.base.modules.dense.Dense"})
     if l2_norm:
         (out / "3_Normalize").mkdir()
@@ -181,40 +177,81 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
          "prompts": {}, "default_prompt_name": None}, indent=2))
 
 
-def _write_tower(out: Path, tower_params: dict[str, Any], model_cfg: ModelConfig, tokenizer,
-                 max_seq_length: int) -> None:
-    cfg = model_cfg.encoder
+def _write_encoder(out: Path, tower_params: dict[str, Any], cfg: T5Config, tokenizer) -> None:
     out.mkdir(parents=True, exist_ok=True)
     encoder = {"token_embedder": tower_params["token_embedder"], "encoder": tower_params["encoder"]}
     save_file(encoder_to_hf_tensors(encoder, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(hf_config_dict(cfg), indent=2))
     _write_tokenizer(out, tokenizer)
-    projection = tower_params.get("projection_layer", {}).get("kernel")
-    projection = None if projection is None else np.asarray(projection, np.float32)
-    if isinstance(model_cfg, DualEncoderConfig):
-        _write_sentence_transformer(out, cfg, model_cfg.pooling, projection, model_cfg.l2_norm, max_seq_length)
-    elif projection is not None:  # ColBERT: the per-token projection, applied to every token then L2-normalised
-        save_file({"linear.weight": np.ascontiguousarray(projection.T)}, str(out / "colbert_projection.safetensors"))
+
+
+def _projection_kernel(params: dict[str, Any]) -> np.ndarray | None:
+    kernel = params.get("projection_layer", {}).get("kernel")
+    return None if kernel is None else np.asarray(kernel, np.float32)
+
+
+def _merged(params: dict[str, Any], model_cfg: ModelConfig) -> dict[str, Any]:
+    if model_cfg.encoder.lora is not None and has_lora(params):
+        return merge_lora(params, model_cfg.encoder.lora)
+    return params
+
+
+def write_dual_encoder(params: dict[str, Any], model_cfg: DualEncoderConfig, out: Path, tokenizer,
+                       max_seq_length: int) -> None:
+    """HF encoder + sentence-transformers modules (Pooling, Dense, Normalize); separate towers go to
+    `query_encoder/` and `document_encoder/`. LoRA adapters are merged first."""
+    params = _merged(params, model_cfg)
+    projection = _projection_kernel(params)
+    towers = ({"": params} if model_cfg.shared_towers else
+              {"query_encoder": params["left_tower"], "document_encoder": params["right_tower"]})
+    for sub, tower_params in towers.items():
+        _write_encoder(out / sub, tower_params, model_cfg.encoder, tokenizer)
+        _write_sentence_transformer(out / sub, model_cfg.encoder, model_cfg.pooling, projection, model_cfg.l2_norm,
+                                    max_seq_length)
+
+
+def write_colbert(params: dict[str, Any], model_cfg: ColBERTConfig, out: Path, tokenizer,
+                  max_seq_length: int) -> None:
+    """HF encoder + the per-token projection as a sentence-transformers Dense module (no bias), the layout
+    PyLate loads as a ColBERT model; `polyret_colbert.json` keeps the settings PyLate has no field for."""
+    params = _merged(params, model_cfg)
+    _write_encoder(out, params, model_cfg.encoder, tokenizer)
+    projection = _projection_kernel(params)
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
+                                                               "do_lower_case": False}, indent=2))
+    _write_dense(out / "1_Dense", projection)
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "config_sentence_transformers.json").write_text(json.dumps({
+        "model_type": "ColBERT", "similarity_fn_name": "MaxSim", "query_length": model_cfg.query_length,
+        "document_length": max_seq_length, "query_prefix": "", "document_prefix": "",
+        "do_query_expansion": True, "attend_to_expansion_tokens": True, "skiplist_words": [],
+        "prompts": {}, "default_prompt_name": None}, indent=2))
+    (out / COLBERT_SETTINGS_FILE).write_text(json.dumps(
+        {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "encoder"}, indent=2))
+
+
+COLBERT_SETTINGS_FILE = "polyret_colbert.json"
+
+
+def _write_dense(folder: Path, kernel: np.ndarray) -> None:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "in_features": int(kernel.shape[0]), "out_features": int(kernel.shape[1]), "bias": False,
+        "activation_function": "torch.nn.modules.linear.Identity"}, indent=2))
+    save_file({"linear.weight": np.ascontiguousarray(kernel.T.astype(np.float32))}, str(folder / "model.safetensors"))
 
 
 def export_hf(params: dict[str, Any], model_cfg: ModelConfig, output_dir: str | os.PathLike,
               tokenizer: str | os.PathLike | None = None, max_seq_length: int = 512) -> Path:
-    """Write a Hugging Face (+ sentence-transformers) folder. LoRA adapters are merged first.
+    """Write the model's Hugging Face folder (its `RetrievalModel.export_hf` layout), atomically.
 
-    `tokenizer`: a SentencePiece model path, "byte" for ByT5, or None. Separate towers are written to
-    `output_dir/query_encoder` and `output_dir/document_encoder`.
+    `tokenizer`: a SentencePiece model path, "byte" for ByT5, or None.
     """
-    if model_cfg.encoder.lora is not None and has_lora(params):
-        params = merge_lora(params, model_cfg.encoder.lora)
+    from polyret.models.retrieval_model import build_model
     with atomic_output_dir(output_dir) as tmp:
-        if isinstance(model_cfg, DualEncoderConfig) and not model_cfg.shared_towers:
-            projection = {"projection_layer": params["projection_layer"]} if "projection_layer" in params else {}
-            _write_tower(tmp / "query_encoder", {**params["left_tower"], **projection}, model_cfg, tokenizer,
-                         max_seq_length)
-            _write_tower(tmp / "document_encoder", {**params["right_tower"], **projection}, model_cfg, tokenizer,
-                         max_seq_length)
-        else:
-            _write_tower(tmp, params, model_cfg, tokenizer, max_seq_length)
+        build_model(model_cfg).export_hf(params, tmp, tokenizer, max_seq_length)
     return Path(output_dir)
 
 

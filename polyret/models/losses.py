@@ -1,20 +1,39 @@
-"""Retrieval losses over score matrices, so they serve dual-encoder dot products and ColBERT MaxSim alike.
+"""Retrieval losses, one class each (as sentence-transformers does), for every RetrievalModel.
 
-- `contrastive_loss`: in-batch softmax cross-entropy, query->passage over in-batch positives plus
-  hard negatives, and optionally passage->query; label smoothing; duplicate positives masked.
-- `kl_distillation_loss`: KL(teacher || student) over each query's K passages (Translate-Distill).
-- `margin_mse_loss`: MSE between student and teacher margins (positive minus each negative).
-Scores come in already multiplied by the logit scale.
+A loss is called as `loss(model, params, batch, rng) -> (value, metrics)` and asks the model for
+representations (`model.represent`) and scores (`model.score` for every query against every passage,
+`model.score_paired` for each query's own K passages), so the same class serves dual encoders (dot
+products) and ColBERT (MaxSim). Each loss names the feature converter its batches need.
+
+  ContrastiveLoss      in-batch softmax (+ hard negatives), optionally bidirectional (SWIM-X, retrofitting)
+  KLDistillationLoss   KL(teacher || student) over each query's K passages (Multilingual Translate-Distill)
+  MarginMSELoss        MSE against teacher margins over K passages (positive first)
+  CachedLoss           GradCache around any in-batch loss: large batches under a memory cap, same gradients
+
+A new in-batch loss subclasses `InBatchLoss` and implements `from_representations`; nothing else changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, ClassVar
+
+import gin
 import jax
 import jax.numpy as jnp
+import seqio
+
+from polyret.seqio_tasks import feature_converters as fc
+from polyret.tokens import PAD_ID
 
 # Large finite stand-in for -inf: exp() underflows to exactly 0 and 0 * it stays 0 (no NaN).
 _MASKED = -1e9
 
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+# ----------------------------------------------------------------------------------------- score-level math
 
 def duplicate_positive_mask(passage_ids: jax.Array) -> jax.Array:
     """[B] ids -> [B, B] True where row i's in-batch 'negative' j is in fact the same passage."""
@@ -22,12 +41,18 @@ def duplicate_positive_mask(passage_ids: jax.Array) -> jax.Array:
     return same & ~jnp.eye(passage_ids.shape[0], dtype=bool)
 
 
+def token_hash(tokens: jax.Array) -> jax.Array:
+    """Cheap fingerprint of each token row [..., L] -> [...] (equal rows, equal hashes)."""
+    weights = (jnp.arange(tokens.shape[-1], dtype=jnp.uint32) * jnp.uint32(2654435761)) | jnp.uint32(1)
+    return jnp.sum(tokens.astype(jnp.uint32) * weights, axis=-1, dtype=jnp.uint32)
+
+
 def softmax_cross_entropy(scores: jax.Array, label_smoothing: float = 0.0,
                           exclude: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Rows of `scores` [B, C] whose positive is column i for row i -> (mean loss, accuracy).
 
     `exclude` [B, C] removes candidates from a row's softmax (never the positive). Label smoothing
-    spreads `label_smoothing` uniformly over the row's remaining candidates.
+    spreads `label_smoothing` uniformly over the row's remaining candidates. Computed in float32.
     """
     batch, num = scores.shape
     scores = scores.astype(jnp.float32)
@@ -46,15 +71,17 @@ def softmax_cross_entropy(scores: jax.Array, label_smoothing: float = 0.0,
 
 def contrastive_loss(positive_scores: jax.Array, negative_scores: jax.Array | None = None,
                      negative_valid: jax.Array | None = None, *, bidirectional: bool = True,
-                     label_smoothing: float = 0.0, duplicate_mask: jax.Array | None = None
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """In-batch softmax loss.
+                     bidirectional_reduction: str = "mean", label_smoothing: float = 0.0,
+                     duplicate_mask: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+    """In-batch softmax loss over scores already multiplied by the logit scale.
 
     positive_scores [B, B]: query i against the positive passage of every query j (positive on the diagonal).
     negative_scores [B, M]: every query against all M hard negatives of the batch (shared across the batch).
     negative_valid [M]: False for padded negatives. duplicate_mask [B, B]: see `duplicate_positive_mask`.
-    With `bidirectional`, the passage->query loss over the transposed in-batch scores is averaged in.
-    Returns (loss, {"loss_q2p", "loss_p2q", "accuracy"}).
+    With `bidirectional`, the passage->query loss over the transposed in-batch scores is added: averaged
+    with the query->passage loss ('mean', polyret's default: the loss stays on the one-direction scale) or
+    summed ('sum', as t5x_retrieval does; the gradient is twice as large, which Adafactor's update
+    clipping and relative step mostly absorb).
     """
     batch = positive_scores.shape[0]
     exclude = jnp.zeros((batch, batch), bool) if duplicate_mask is None else duplicate_mask
@@ -70,7 +97,8 @@ def contrastive_loss(positive_scores: jax.Array, negative_scores: jax.Array | No
     p2q_exclude = None if duplicate_mask is None else duplicate_mask.T
     loss_p2q, _ = softmax_cross_entropy(positive_scores.T, label_smoothing, p2q_exclude)
     metrics["loss_p2q"] = loss_p2q
-    return 0.5 * (loss_q2p + loss_p2q), metrics
+    total = loss_q2p + loss_p2q
+    return (0.5 * total if bidirectional_reduction == "mean" else total), metrics
 
 
 def kl_distillation_loss(student_scores: jax.Array, teacher_scores: jax.Array, teacher_temperature: float = 1.0,
@@ -93,3 +121,229 @@ def margin_mse_loss(student_scores: jax.Array, teacher_scores: jax.Array) -> jax
     student_margin = student_scores[:, :1] - student_scores[:, 1:]
     teacher_margin = teacher_scores[:, :1] - teacher_scores[:, 1:]
     return jnp.mean(jnp.square(student_margin.astype(jnp.float32) - teacher_margin.astype(jnp.float32)))
+
+
+# ------------------------------------------------------------------------------------------ loss classes
+
+class Loss:
+    """Base class. Subclasses set FEATURE_CONVERTER and implement `__call__`."""
+
+    FEATURE_CONVERTER: ClassVar[type[seqio.FeatureConverter]] = fc.DualEncoderFeatureConverter
+
+    def __call__(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None,
+                 deterministic: bool = False) -> tuple[jax.Array, Metrics]:
+        raise NotImplementedError
+
+    def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
+        """The converter for batches of `task` (its vocabulary's end id is appended to every sequence);
+        hard negatives ride along when the task has them."""
+        converter = self.FEATURE_CONVERTER
+        if converter is fc.DualEncoderFeatureConverter and "negative_targets" in task.output_features:
+            converter = fc.HardNegativeFeatureConverter
+        return converter(eos_id=task.output_features["inputs"].vocabulary.eos_id)
+
+    def value_and_grad(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None
+                       ) -> tuple[tuple[jax.Array, Metrics], Any]:
+        """((loss, metrics), grads w.r.t. params); CachedLoss overrides this."""
+        return jax.value_and_grad(lambda p: self(model, p, batch, rng), has_aux=True)(params)
+
+
+class InBatchLoss(Loss):
+    """A loss over the representations of the whole batch: queries, positives, optional hard negatives.
+
+    Subclasses implement `from_representations`; CachedLoss (GradCache) wraps any of them, because the
+    representations are the only place the batch meets itself.
+    """
+
+    def representations(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None,
+                        deterministic: bool = False) -> dict[str, Any]:
+        return {side: model.represent(params, batch[feature], SIDES[side], rng_for(rng, side), deterministic)
+                for side, feature in FEATURES.items() if feature in batch}
+
+    def from_representations(self, model: Any, params: Any, reps: dict[str, Any], batch: Batch
+                             ) -> tuple[jax.Array, Metrics]:
+        raise NotImplementedError
+
+    def __call__(self, model, params, batch, rng, deterministic=False):
+        return self.from_representations(model, params, self.representations(model, params, batch, rng,
+                                                                              deterministic), batch)
+
+
+# Batch features per representation, and which tower encodes them.
+FEATURES = {"queries": "left_encoder_input_tokens", "passages": "right_encoder_input_tokens",
+            "negatives": "right_negative_encoder_input_tokens"}
+SIDES = {"queries": "query", "passages": "document", "negatives": "document"}
+
+
+def rng_for(rng: jax.Array | None, side: str) -> jax.Array | None:
+    """A separate dropout key per representation, the same whether or not GradCache is used."""
+    return None if rng is None else jax.random.fold_in(rng, list(FEATURES).index(side))
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ContrastiveLoss(InBatchLoss):
+    """In-batch softmax: every query against every positive in the (global) batch plus all hard negatives."""
+
+    bidirectional: bool = True
+    bidirectional_reduction: str = "mean"  # 'mean' or 'sum' (t5x_retrieval)
+    label_smoothing: float = 0.0
+    mask_duplicate_positives: bool = True
+    score_scale: float = 1.0  # on top of the model's own logit scale
+
+    def __post_init__(self):
+        if self.bidirectional_reduction not in ("mean", "sum"):
+            raise ValueError(f"ContrastiveLoss.bidirectional_reduction must be 'mean' or 'sum', "
+                             f"got {self.bidirectional_reduction!r}")
+
+    def from_representations(self, model, params, reps, batch):
+        scale = self.score_scale * model.logit_scale(params)
+        positive = scale * model.score(reps["queries"], reps["passages"])
+        negative = negative_valid = None
+        if "negatives" in reps:
+            negatives = batch[FEATURES["negatives"]]
+            negative = scale * model.score(reps["queries"], flatten_negatives(reps["negatives"]))
+            negative_valid = jnp.any(negatives != PAD_ID, axis=-1).reshape(-1)
+        duplicates = (duplicate_positive_mask(token_hash(batch[FEATURES["passages"]]))
+                      if self.mask_duplicate_positives else None)
+        return contrastive_loss(positive, negative, negative_valid, bidirectional=self.bidirectional,
+                                bidirectional_reduction=self.bidirectional_reduction,
+                                label_smoothing=self.label_smoothing, duplicate_mask=duplicates)
+
+
+def flatten_negatives(reps: Any) -> Any:
+    """[B, N, ...] representations -> [B * N, ...] (every leaf)."""
+    return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), reps)
+
+
+class _DistillationLoss(Loss):
+    """Student scores of each query's own K passages against the teacher's scores."""
+
+    FEATURE_CONVERTER = fc.DistillationFeatureConverter
+    score_scale: float
+
+    def student_scores(self, model, params, batch, rng, deterministic) -> jax.Array:
+        queries = model.represent(params, batch[FEATURES["queries"]], "query", rng_for(rng, "queries"),
+                                  deterministic)
+        passages = model.represent(params, batch[FEATURES["passages"]], "document", rng_for(rng, "passages"),
+                                   deterministic)
+        return self.score_scale * model.logit_scale(params) * model.score_paired(queries, passages)
+
+    def distill(self, student: jax.Array, teacher: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def __call__(self, model, params, batch, rng, deterministic=False):
+        student = self.student_scores(model, params, batch, rng, deterministic)
+        teacher = batch["teacher_scores"]
+        agree = jnp.mean(jnp.argmax(student, -1) == jnp.argmax(teacher, -1))
+        return self.distill(student, teacher), {"accuracy": agree}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class KLDistillationLoss(_DistillationLoss):
+    """KL(softmax(teacher / T) || softmax(student)) over each query's K passages (Translate-Distill)."""
+
+    teacher_temperature: float = 1.0
+    score_scale: float = 1.0
+
+    def distill(self, student, teacher):
+        return kl_distillation_loss(student, teacher, self.teacher_temperature)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MarginMSELoss(_DistillationLoss):
+    """MSE between student and teacher margins (passage 0 is the positive)."""
+
+    score_scale: float = 1.0
+
+    def distill(self, student, teacher):
+        return margin_mse_loss(student, teacher)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class CachedLoss(Loss):
+    """GradCache around an in-batch loss: the same loss and gradients with activations held for one chunk.
+
+    1. represent the whole batch chunk by chunk without keeping activations;
+    2. take the loss gradient with respect to the representations (the only step that sees the batch);
+    3. re-encode chunk by chunk and pull those gradients back into the parameters (a VJP per chunk).
+    The batch is never split before the loss: all B queries still see all B passages and negatives.
+    Without dropout the loss and gradients equal the wrapped loss's; with dropout every chunk draws its own
+    mask (the same in passes 1 and 3), so they match it in distribution.
+    """
+
+    loss: InBatchLoss = ContrastiveLoss()
+    num_chunks: int = 2
+
+    def __post_init__(self):
+        if not isinstance(self.loss, InBatchLoss):
+            raise ValueError(f"CachedLoss wraps an in-batch loss; {type(self.loss).__name__} has no in-batch "
+                             "representations to cache")
+
+    @property
+    def FEATURE_CONVERTER(self):  # noqa: N802  (mirrors the wrapped loss)
+        return self.loss.FEATURE_CONVERTER
+
+    def feature_converter(self, task):
+        return self.loss.feature_converter(task)
+
+    def __call__(self, model, params, batch, rng, deterministic=False):
+        return self.loss(model, params, batch, rng, deterministic)
+
+    def _chunks(self, x: jax.Array) -> jax.Array:
+        if x.shape[0] % self.num_chunks:
+            raise ValueError(f"CachedLoss: batch {x.shape[0]} is not divisible into {self.num_chunks} chunks")
+        return x.reshape((self.num_chunks, x.shape[0] // self.num_chunks) + x.shape[1:])
+
+    def value_and_grad(self, model, params, batch, rng):
+        sides = {side: self._chunks(batch[feature]) for side, feature in FEATURES.items() if feature in batch}
+
+        def chunk_keys(side: str) -> jax.Array | None:
+            if rng is None:
+                return None
+            return jax.vmap(lambda i: jax.random.fold_in(rng_for(rng, side), i))(jnp.arange(self.num_chunks))
+
+        def represent(p, side, tokens, key):
+            return model.represent(p, tokens, SIDES[side], key, False)
+
+        def unchunk(tree):
+            return jax.tree_util.tree_map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+        reps = {}
+        frozen = jax.lax.stop_gradient(params)
+        for side, chunks in sides.items():
+            keys = chunk_keys(side)
+            if keys is None:
+                out = jax.lax.map(lambda t, side=side: represent(frozen, side, t, None), chunks)
+            else:
+                out = jax.lax.map(lambda xs, side=side: represent(frozen, side, xs[0], xs[1]), (chunks, keys))
+            reps[side] = unchunk(out)
+
+        # Gradients with respect to the float vectors only; masks come from the tokens.
+        def loss_of(vectors, p):
+            full = {side: reps[side]._replace(vectors=vectors[side]) for side in reps}
+            return self.loss.from_representations(model, p, full, batch)
+
+        vectors = {side: rep.vectors for side, rep in reps.items()}
+        (value, metrics), (vector_grads, direct_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
+            vectors, params)
+
+        grads = direct_grads  # parameters the loss reads directly (a learnable logit scale)
+        for side, chunks in sides.items():
+            keys = chunk_keys(side)
+            cotangents = self._chunks(vector_grads[side])
+
+            def body(acc, xs, side=side):
+                tokens, cot, key = xs
+                _, vjp = jax.vjp(lambda p: represent(p, side, tokens, key).vectors, params)
+                return jax.tree_util.tree_map(jnp.add, acc, vjp(cot)[0]), None
+
+            if keys is None:
+                grads, _ = jax.lax.scan(lambda acc, xs, body=body: body(acc, (xs[0], xs[1], None)), grads,
+                                        (chunks, cotangents))
+            else:
+                grads, _ = jax.lax.scan(body, grads, (chunks, cotangents, keys))
+        return (value, metrics), grads

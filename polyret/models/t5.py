@@ -83,14 +83,16 @@ PRESETS: dict[str, T5Config] = {
 
 
 @gin.configurable
-def t5_config(preset: str = gin.REQUIRED, dtype: str | None = None, dropout_rate: float | None = None,
-              vocab_size: int | None = None, lora: LoraConfig | None = None) -> T5Config:
-    """A named preset with the overrides runs commonly need (gin: `t5_config.preset = 'mt5_base'`)."""
+def t5_config(preset: str = gin.REQUIRED, **overrides: Any) -> T5Config:
+    """A named preset with any field overridden (gin: `t5_config.preset = 'mt5_base'`,
+    `t5_config.d_model = 256`, `t5_config.num_layers = 4`, `t5_config.dtype = 'bfloat16'`, ...)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown T5 preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
-    overrides = {k: v for k, v in dict(dtype=dtype, dropout_rate=dropout_rate, vocab_size=vocab_size,
-                                       lora=lora).items() if v is not None}
-    return dataclasses.replace(PRESETS[preset], **overrides)
+    fields = {f.name for f in dataclasses.fields(T5Config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"t5_config: {unknown[0]!r} is not a T5Config field (fields: {', '.join(sorted(fields))})")
+    return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
 def relative_position_buckets(query_length: int, key_length: int, num_buckets: int, max_distance: int) -> np.ndarray:

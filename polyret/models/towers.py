@@ -1,4 +1,5 @@
-"""Retrieval towers on the T5 encoder: a dual encoder (one vector per text) and ColBERT (one per token).
+"""Retrieval towers as Flax modules: a dual encoder (one vector per text) and ColBERT (one per token).
+The trainer and jobs reach them through `retrieval_model.RetrievalModel`, never directly.
 
 Parameter names follow t5x_retrieval: with shared towers the encoder sits at the top level
 (`token_embedder`, `encoder`) beside `projection_layer/kernel`; separate towers nest the same names
@@ -13,12 +14,11 @@ from typing import Any, Union
 import gin
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
-from flax import traverse_util
 
 from polyret.models.lora import LoraDense
-from polyret.models.t5 import PAD_ID, EncoderStack, T5Config, T5Encoder, make_token_embedder
+from polyret.tokens import PAD_ID
+from polyret.models.t5 import EncoderStack, T5Config, T5Encoder, make_token_embedder
 
 POOLINGS = ("mean", "first")
 
@@ -38,6 +38,10 @@ class DualEncoderConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"DualEncoderConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DualEncoderConfig":
+        return cls(**{**d, "encoder": encoder_config_from_dict(d["encoder"])})
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -51,29 +55,17 @@ class ColBERTConfig:
     # Document tokens left out of MaxSim (punctuation); padding is always left out.
     skip_token_ids: tuple[int, ...] = ()
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ColBERTConfig":
+        return cls(**{**d, "encoder": encoder_config_from_dict(d["encoder"]),
+                      "skip_token_ids": tuple(d.get("skip_token_ids", ()))})
+
 
 ModelConfig = Union[DualEncoderConfig, ColBERTConfig]
 
 
-def model_config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
-    kind = "dual_encoder" if isinstance(cfg, DualEncoderConfig) else "colbert"
-    return {"kind": kind, **dataclasses.asdict(cfg)}
-
-
-def model_config_from_dict(d: dict[str, Any]) -> ModelConfig:
-    d = dict(d)
-    kind = d.pop("kind")
-    d["encoder"] = T5Config.from_dict(d["encoder"])
-    if kind == "dual_encoder":
-        return DualEncoderConfig(**d)
-    if kind == "colbert":
-        d["skip_token_ids"] = tuple(d.get("skip_token_ids", ()))
-        return ColBERTConfig(**d)
-    raise ValueError(f"unknown model kind {kind!r} (expected 'dual_encoder' or 'colbert')")
-
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    return DualEncoder(cfg) if isinstance(cfg, DualEncoderConfig) else ColBERT(cfg)
+def encoder_config_from_dict(d: dict[str, Any]) -> T5Config:
+    return T5Config.from_dict(d)
 
 
 def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -208,38 +200,3 @@ def maxsim_paired(queries: jax.Array, query_mask: jax.Array, docs: jax.Array, do
     best = jnp.max(sim, axis=-1)
     best = jnp.where(jnp.isfinite(best), best, 0.0)
     return jnp.sum(best * query_mask[:, None, :], axis=-1)
-
-
-def init_params(cfg: ModelConfig, rng: jax.Array, length: int = 8) -> tuple[Any, Any]:
-    """-> (params, logical PartitionSpec tree of the params) for a fresh model."""
-    tokens = jnp.ones((1, length), jnp.int32)
-    variables = build_model(cfg).init(rng, tokens, tokens)
-    return nn.unbox(variables)["params"], nn.get_partition_spec(variables)["params"]
-
-
-def abstract_params(cfg: ModelConfig) -> tuple[Any, Any]:
-    """-> (ShapeDtypeStruct tree, logical PartitionSpec tree) of the parameters, nothing allocated."""
-    tokens = jnp.ones((1, 8), jnp.int32)
-    boxed = jax.eval_shape(lambda rng: build_model(cfg).init(rng, tokens, tokens), jax.random.PRNGKey(0))
-    return nn.unbox(boxed)["params"], nn.get_partition_spec(boxed)["params"]
-
-
-def expected_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """'/'-joined parameter path -> shape, without allocating the parameters."""
-    shapes = abstract_params(cfg)[0]
-    return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
-
-
-def check_param_shapes(params: Any, cfg: ModelConfig, source: str) -> None:
-    """Raise ValueError naming the first parameter that is missing, unexpected or of the wrong shape."""
-    expected = expected_param_shapes(cfg)
-    got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
-    for path, shape in expected.items():
-        if path not in got:
-            raise ValueError(f"{source}: parameter {path} is missing (the model config expects shape {shape})")
-        if got[path] != shape:
-            raise ValueError(f"{source}: parameter {path} has shape {got[path]}, the model config expects {shape}")
-    unexpected = sorted(set(got) - set(expected))
-    if unexpected:
-        raise ValueError(f"{source}: parameter {unexpected[0]} (shape {got[unexpected[0]]}) is not in the model "
-                         f"config; is the variant (T5 1.0 'wi' vs gated 'wi_0'/'wi_1') or tower layout right?")

@@ -20,7 +20,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from polyret.models.checkpoint import load_model
-from polyret.models.towers import ColBERT, ColBERTConfig, DualEncoder, ModelConfig
+from polyret.models.retrieval_model import build_model
+from polyret.models.towers import ModelConfig
 from polyret.retrieval.tokenize import Tokenizer, pad_batch
 
 
@@ -32,17 +33,11 @@ class TowerEncoder:
         # Local devices only: each host encodes its own shards, no cross-host traffic.
         self.mesh = Mesh(np.array(jax.local_devices()), ("data",))
         self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size  # divisible by the devices
-        model = DualEncoder(config) if not isinstance(config, ColBERTConfig) else ColBERT(config)
+        self.model = build_model(config)
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self._params = jax.device_put(params, replicated)
         self._batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
-        if isinstance(config, ColBERTConfig):
-            self._fns = {"left": jax.jit(lambda p, t: model.apply({"params": p}, t, method=ColBERT.encode_query)),
-                         "right": jax.jit(lambda p, t: model.apply({"params": p}, t, method=ColBERT.encode_document))}
-        else:
-            self._fns = {side: jax.jit(lambda p, t, side=side: model.apply({"params": p}, t, side,
-                                                                           method=DualEncoder.encode))
-                         for side in ("left", "right")}
+        self._fns = {"left": jax.jit(self.model.encode_queries), "right": jax.jit(self.model.encode_documents)}
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, batch_size: int = 64) -> "TowerEncoder":
@@ -51,7 +46,8 @@ class TowerEncoder:
 
     @property
     def is_colbert(self) -> bool:
-        return isinstance(self.config, ColBERTConfig)
+        """True for models with one vector per token (late interaction)."""
+        return self.model.multi_vector
 
     def _run(self, tokens: np.ndarray, side: str):
         n = tokens.shape[0]
@@ -75,11 +71,7 @@ class TowerEncoder:
             chunk = order[start:start + self.batch_size]
             out = self._run(pad_batch([ids[i] for i in chunk], max_length=max_length), side)
             for j, i in enumerate(chunk):
-                if self.is_colbert:
-                    vectors, mask = out
-                    results[i] = vectors[j][mask[j]]
-                else:
-                    results[i] = out[j]
+                results[i] = out.vectors[j] if out.mask is None else out.vectors[j][out.mask[j]]
             bar.update(len(chunk))
         bar.close()
         if self.is_colbert:

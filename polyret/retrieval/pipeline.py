@@ -10,7 +10,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from polyret.io.formats import DataError, iter_jsonl, read_id_text, read_qrels
+from polyret.io.formats import DataError
 from polyret.retrieval import metrics as M
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_against_brute_force
@@ -31,16 +31,10 @@ def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[st
                 raise DataError(qrels_path, None, f"document id {doc!r} (query {qid!r}) is not in the corpus")
 
 
-def read_query_languages(path: str | os.PathLike, field: str = "lang") -> dict[str, str]:
-    """{qid: language} from a queries JSONL that has a language field (empty for TSV or no field)."""
-    if ".jsonl" not in str(path):
-        return {}
-    out = {}
-    for _, obj in iter_jsonl(path):
-        qid = str(obj.get("_id", obj.get("id", obj.get("qid"))))
-        if field in obj:
-            out[qid] = str(obj[field])
-    return out
+def read_query_languages(path: str | os.PathLike) -> dict[str, str]:
+    """{qid: language} from a queries file's language field or column (empty when it has none)."""
+    from polyret.io.formats import read_languages
+    return read_languages(path)
 
 
 def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: Sequence[str],
@@ -109,6 +103,15 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     return run
 
 
+def retrieve(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
+             query_max_length: int, passage_max_length: int) -> Run:
+    """Top-k run of a checkpoint on a corpus: ScaNN over single vectors, late interaction over token vectors."""
+    if encoder.is_colbert:
+        return colbert_search(encoder, corpus, queries, k, query_max_length)
+    return encode_and_search(encoder, corpus, queries, k, query_max_length, passage_max_length,
+                             measure_recall=False).run
+
+
 def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables: Mapping[str, dict],
                   extra: dict | None = None) -> str:
     """Run files, metrics.json and metrics.md under output_dir; returns the markdown."""
@@ -123,9 +126,17 @@ def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables
 
 
 def load_eval_inputs(corpus_path, queries_path, qrels_path):
-    corpus = read_id_text(corpus_path)
-    queries = read_id_text(queries_path, with_title=False)
-    qrels = read_qrels(qrels_path) if qrels_path else {}
-    if qrels_path:
-        check_judgements(qrels, queries, corpus.keys(), qrels_path)
-    return corpus, queries, qrels
+    """(corpus {id: title + text}, queries, qrels) from separate files, judgements checked."""
+    from polyret.io.benchmarks import load_files
+    bench = load_files(corpus_path, queries_path, qrels_path)
+    return bench.corpus, bench.queries, bench.qrels
+
+
+def load_eval_benchmark(dataset: str | None, split: str | None = None, corpus_path=None, queries_path=None,
+                        qrels_path=None, answers_path=None):
+    """A `polyret.io.benchmarks.Benchmark` from `--dataset` (ir_datasets id or a benchmark folder) or
+    from separate files."""
+    from polyret.io.benchmarks import load_benchmark, load_files
+    if dataset:
+        return load_benchmark(dataset, split)
+    return load_files(corpus_path, queries_path, qrels_path, answers_path)

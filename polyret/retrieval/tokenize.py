@@ -21,6 +21,11 @@ class Tokenizer:
                 raise FileNotFoundError(f"{spm_model}: SentencePiece model not found")
             self.processor = spm.SentencePieceProcessor(model_file=str(spm_model))
 
+    @classmethod
+    def for_vocabulary(cls, vocabulary) -> "Tokenizer":
+        """The tokenizer of a seqio vocabulary (SentencePiece model file or bytes)."""
+        return cls(getattr(vocabulary, "sentencepiece_model_file", None))
+
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         if self.byte:
             ids = [[b + 3 for b in t.encode("utf-8")] for t in texts]

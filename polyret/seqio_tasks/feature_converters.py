@@ -5,7 +5,8 @@
   negative_targets  -> right_negative_encoder_input_tokens  [N, L_neg]   (all-zero rows = padding)
   passages          -> right_encoder_input_tokens           [K, L_psg]   (distillation)
   teacher_scores, passage_languages pass through            [K]
-Sequences longer than their length are cut to length - 1 and end with EOS (as seqio's append_eos_after_trim).
+Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
+append_eos_after_trim). The converter is chosen by the model's loss (`Loss.feature_converter`).
 seqio's own validation checks every feature's first dimension against one length, which [N, L] features
 cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
 """
@@ -17,19 +18,19 @@ from typing import Mapping
 import seqio
 import tensorflow as tf
 
-from polyret.seqio_tasks.vocab import EOS_ID
+from polyret.tokens import PAD_ID, T5_EOS_ID
 
 Spec = seqio.FeatureConverter.FeatureSpec
 
 
-def trim_append_eos_pad(tokens: tf.Tensor, length: int) -> tf.Tensor:
-    """[T] or [N, T] ids (0 = padding) -> [length] or [N, length], each non-empty row ending with EOS."""
+def trim_append_eos_pad(tokens: tf.Tensor, length: int, eos_id: int = T5_EOS_ID) -> tf.Tensor:
+    """[T] or [N, T] ids (0 = padding) -> [length] or [N, length], each non-empty row ending with `eos_id`."""
     if tokens.shape.rank == 1:
         tokens = tokens[: length - 1]
-        tokens = tf.concat([tokens, tf.fill([tf.minimum(tf.size(tokens), 1)], tf.cast(EOS_ID, tokens.dtype))], 0)
+        tokens = tf.concat([tokens, tf.fill([tf.minimum(tf.size(tokens), 1)], tf.cast(eos_id, tokens.dtype))], 0)
         return tf.reshape(tf.pad(tokens, [[0, length - tf.size(tokens)]]), [length])
-    rows = tf.RaggedTensor.from_tensor(tokens, padding=0)[:, : length - 1]
-    eos = tf.where(rows.row_lengths() > 0, EOS_ID, 0)
+    rows = tf.RaggedTensor.from_tensor(tokens, padding=PAD_ID)[:, : length - 1]
+    eos = tf.where(rows.row_lengths() > 0, eos_id, 0)
     eos = tf.RaggedTensor.from_tensor(tf.cast(eos, rows.dtype)[:, None], padding=0)
     return tf.concat([rows, eos], axis=1).to_tensor(shape=[None, length])
 
@@ -41,9 +42,10 @@ class _RetrievalConverter(seqio.FeatureConverter):
     PASSTHROUGH: tuple[str, ...] = ()
     PACKING_FEATURE_DTYPE = None
 
-    def __init__(self, pack: bool = False, **kwargs):
+    def __init__(self, pack: bool = False, eos_id: int = T5_EOS_ID, **kwargs):
         if pack:
             raise ValueError("retrieval examples are never packed: packing would mix in-batch negatives")
+        self.eos_id = eos_id  # the vocabulary's end id (EOS for T5, [SEP] / </s> for BERT / XLM-R)
         super().__init__(pack=False, **kwargs)
 
     def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
@@ -61,7 +63,7 @@ class _RetrievalConverter(seqio.FeatureConverter):
 
     def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         def fn(ex):
-            out = {model: trim_append_eos_pad(ex[task], task_feature_lengths[task])
+            out = {model: trim_append_eos_pad(ex[task], task_feature_lengths[task], self.eos_id)
                    for task, model in self.TOKEN_FEATURES}
             out.update({name: ex[name] for name in self.PASSTHROUGH})
             return out

@@ -9,23 +9,38 @@ Layout under MODEL_DIR:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
+import gin
 import jax
 import orbax.checkpoint as ocp
 
 
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """How often to checkpoint (steps), how many to keep (None: all), whether to write in the background."""
+
+    every: int = 1000
+    keep: int | None = 3
+    async_save: bool = True
+
+
 class TrainCheckpointer:
-    def __init__(self, model_dir: str | os.PathLike, save_every: int, keep: int | None = 3, async_save: bool = True):
+    def __init__(self, model_dir: str | os.PathLike, config: CheckpointConfig = CheckpointConfig()):
         self.directory = Path(model_dir).absolute() / "checkpoints"
-        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=keep,
-                                               enable_async_checkpointing=async_save, create=True)
+        options = ocp.CheckpointManagerOptions(save_interval_steps=config.every, max_to_keep=config.keep,
+                                               enable_async_checkpointing=config.async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("params", "state"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return self.manager.should_save(step)
 
     def save(self, step: int, params: Any, opt_state: Any, force: bool = False) -> bool:
         return self.manager.save(step, args=ocp.args.Composite(

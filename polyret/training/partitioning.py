@@ -76,11 +76,62 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def like_params_shardings(tree_shapes: Any, param_shapes: Any, param_sharding: Any, mesh: Mesh) -> Any:
-    """Shardings for optimizer state: a leaf shaped like some parameter takes that parameter's sharding
-    (Adam moments), anything else (Adafactor's factored rows/columns, counters) is replicated."""
-    by_shape: dict[tuple, Any] = {}
-    for shape, sharding in zip(jax.tree_util.tree_leaves(param_shapes), jax.tree_util.tree_leaves(
-            param_sharding, is_leaf=lambda x: isinstance(x, NamedSharding))):
-        by_shape.setdefault(tuple(shape.shape), sharding)
-    return jax.tree_util.tree_map(lambda leaf: by_shape.get(tuple(leaf.shape), replicated(mesh)), tree_shapes)
+def optimizer_state_shardings(opt_shapes: Any, param_shapes: Any, logical_specs: Any, mesh: Mesh,
+                              rules: Rules) -> Any:
+    """A sharding for every optimizer-state leaf, derived from its parameter's logical axes by tree path.
+
+    optax states hold trees shaped like the parameters (Adam's mu/nu, Adafactor's v), Adafactor's factored
+    statistics (v_row / v_col: the parameter with one dimension reduced, as optax chooses it), one-element
+    placeholders and scalar counters. A leaf is matched to its parameter by the trailing dictionary keys of
+    its path (never by shape: same-shaped kernels have different axes); a leaf that fits none of these
+    raises ConfigError rather than being placed somewhere silently.
+    """
+    params = {}
+    for (path, shape), spec in zip(jax.tree_util.tree_flatten_with_path(param_shapes)[0],
+                                   jax.tree_util.tree_leaves(logical_specs,
+                                                             is_leaf=lambda x: isinstance(x, PartitionSpec))):
+        params[_dict_keys(path)] = (tuple(shape.shape), tuple(spec) + (None,) * (len(shape.shape) - len(spec)))
+
+    def place(path, leaf) -> NamedSharding:
+        keys, field = _dict_keys(path), _field_before_dict_keys(path)
+        shape = tuple(leaf.shape)
+        if keys in params:
+            param_shape, axes = params[keys]
+            if shape == param_shape:
+                return _logical(axes, mesh, rules)
+            if field in ("v_row", "v_col") and len(param_shape) >= 2 and len(shape) == len(param_shape) - 1:
+                order = np.argsort(param_shape)  # optax.adafactor's choice of the two factored dimensions
+                dropped = int(order[-1] if field == "v_row" else order[-2])
+                if shape == tuple(np.delete(param_shape, dropped)):
+                    return _logical(tuple(np.delete(np.array(axes, object), dropped)), mesh, rules)
+            if shape in ((), (1,)):
+                return replicated(mesh)  # counters and Adafactor's placeholders for unfactored statistics
+        elif shape == ():
+            return replicated(mesh)  # step counts
+        raise ConfigError(f"optimizer state leaf {jax.tree_util.keystr(path)} {shape} matches no parameter "
+                          "(cannot derive its sharding)")
+
+    return jax.tree_util.tree_map_with_path(place, opt_shapes)
+
+
+def _dict_keys(path) -> tuple[str, ...]:
+    """The trailing dictionary keys of a tree path: the parameter path inside an optax state."""
+    keys = []
+    for entry in reversed(path):
+        if not isinstance(entry, jax.tree_util.DictKey):
+            break
+        keys.append(str(entry.key))
+    return tuple(reversed(keys))
+
+
+def _field_before_dict_keys(path) -> str | None:
+    for entry in reversed(path):
+        if isinstance(entry, jax.tree_util.GetAttrKey):
+            return entry.name
+        if not isinstance(entry, jax.tree_util.DictKey):
+            return None
+    return None
+
+
+def _logical(axes: tuple, mesh: Mesh, rules: Rules) -> NamedSharding:
+    return nn.logical_to_mesh_sharding(PartitionSpec(*axes), mesh, list(rules))

@@ -9,7 +9,8 @@ transformers = pytest.importorskip("transformers")
 
 from polyret.models.hf import export_hf, load_hf_encoder
 from polyret.models.t5 import T5Config, T5Encoder
-from polyret.models.towers import DualEncoderConfig, init_params
+from polyret.models.retrieval_model import init_params
+from polyret.models.towers import DualEncoderConfig
 
 CONFIGS = {
     # gated GELU, several layers and heads, d_kv != d_model / heads

@@ -17,8 +17,8 @@ from polyret.models.conversion import import_checkpoint
 from polyret.models.hf import export_hf, hf_name_map, load_hf_encoder
 from polyret.models.lora import LoraConfig, lora_trainable_mask, merge_lora
 from polyret.models.t5 import PRESETS, T5Config, T5Encoder
-from polyret.models.towers import (ColBERT, ColBERTConfig, DualEncoder, DualEncoderConfig, expected_param_shapes,
-                                   init_params)
+from polyret.models.retrieval_model import expected_param_shapes, init_params
+from polyret.models.towers import ColBERT, ColBERTConfig, DualEncoder, DualEncoderConfig
 
 GOLDEN = Path(__file__).parent / "golden" / "param_shapes.json"
 

@@ -3,7 +3,8 @@ import pytest
 
 from polyret.models.checkpoint import save_model
 from polyret.models.t5 import PRESETS
-from polyret.models.towers import ColBERTConfig, DualEncoderConfig, init_params
+from polyret.models.retrieval_model import init_params
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig
 from polyret.seqio_tasks.templates import write_template_dataset
 from polyret.seqio_tasks.vocab import train_sentencepiece
 

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from polyret.io.formats import read_id_text, read_qrels
 from polyret.models.checkpoint import load_model
-from polyret.models.towers import init_params
+from polyret.models.retrieval_model import init_params
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.late_interaction import maxsim
 from polyret.retrieval.tokenize import Tokenizer
@@ -35,7 +35,7 @@ def _trained_and_untrained(tmp_path, data_dir, run, steps, batch):
     """Train a tiny run; -> (encoder of its final checkpoint, encoder of a fresh model of the same config)."""
     run_training(tmp_path / "out.npz", [f"--gin_file=runs/tiny/{run}.gin", f"--gin.MODEL_DIR='{tmp_path}/m'",
                                         f"--gin.DATA_DIR='{data_dir}'", f"--gin.TRAIN_STEPS={steps}",
-                                        f"--gin.BATCH_SIZE={batch}", f"--gin.train.checkpoint_every={steps}"])
+                                        f"--gin.BATCH_SIZE={batch}", f"--gin.CheckpointConfig.every={steps}"])
     params, config, spm = load_model(tmp_path / "m")
     untrained = init_params(config, jax.random.PRNGKey(1))[0]
     return TowerEncoder(params, config, Tokenizer(spm)), TowerEncoder(untrained, config, Tokenizer(spm))

@@ -12,7 +12,8 @@ from flax import traverse_util
 
 from polyret.models.checkpoint import load_model, save_model
 from polyret.models.t5 import PRESETS
-from polyret.models.towers import DualEncoderConfig, init_params
+from polyret.models.retrieval_model import init_params
+from polyret.models.towers import DualEncoderConfig
 from training_helpers import run_training
 
 
@@ -39,7 +40,7 @@ def test_lora_run_checkpoints_only_adapters_and_keeps_base(tmp_path, data_dir):
 def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
     proc = run_training(tmp_path / "o.npz", ["--gin_file=runs/tiny/swimx_xor.gin", f"--gin.MODEL_DIR='{tmp_path}/m'",
                                              f"--gin.DATA_DIR='{data_dir}'", "--gin.TRAIN_STEPS=50",
-                                             "--gin.train.checkpoint_every=1",
+                                             "--gin.CheckpointConfig.every=1",
                                              "--gin.learning_rate_schedule.base_learning_rate=1e30"], check=False)
     assert proc.returncode != 0
     message = [l for l in proc.stderr.splitlines() if "FloatingPointError" in l][-1]

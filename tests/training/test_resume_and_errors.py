@@ -17,7 +17,7 @@ from polyret import GIN_CONFIGS_DIR
 
 def _flags(model_dir, data_dir, steps=8):
     return ["--gin_file=runs/tiny/swimx_xor.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.DATA_DIR='{data_dir}'",
-            f"--gin.TRAIN_STEPS={steps}", "--gin.train.checkpoint_every=2", "--gin.t5_config.dropout_rate=0.1"]
+            f"--gin.TRAIN_STEPS={steps}", "--gin.CheckpointConfig.every=2", "--gin.t5_config.dropout_rate=0.1"]
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ PAPER_SETTINGS = {
     "swimx_mc4_pretrain_single_language.gin": {"train.batch_size": 8192, "lr": 1e-3, "steps": 600000,
                                                "single": True},
     "mtd_colbert.gin": {"lengths": {"inputs": 32, "passages": 180}, "colbert_dim": 128, "passages": 6, "top_n": 50,
-                        "kind": "kl_distillation", "optimizer": "adamw", "lr": 5e-6, "schedule": "constant",
+                        "loss": "KLDistillationLoss", "optimizer": "adamw", "lr": 5e-6, "schedule": "constant",
                         "steps": 200000, "train.batch_size": 64, "strategy": "mix_passages"},
     "mtd_colbert_mix_entries.gin": {"passages": 6, "strategy": "mix_entries", "lr": 5e-6},
     "mtd_colbert_round_robin.gin": {"passages": 2, "strategy": "round_robin", "lr": 5e-6},
@@ -100,14 +100,14 @@ def test_paper_runs_carry_the_papers_settings(run):
             "projection_dim": lambda: q("DualEncoderConfig.projection_dim"),
             "l2_norm": lambda: q("DualEncoderConfig.l2_norm"),
             "logit_scale": lambda: q("DualEncoderConfig.logit_scale"),
-            "bidirectional": lambda: q("Objective.bidirectional"),
+            "bidirectional": lambda: q("ContrastiveLoss.bidirectional"),
             "preset": lambda: q("t5_config.preset"),
             "steps": lambda: q("%TRAIN_STEPS"),
-            "single": lambda: q("train.single_language_batches"),
+            "single": lambda: q("DatasetConfig.single_language_batches"),
             "colbert_dim": lambda: q("ColBERTConfig.projection_dim"),
             "passages": lambda: q("%MTD_PASSAGES"),
             "top_n": lambda: q("mtd_data_setup.top_n"),
-            "kind": lambda: q("Objective.kind"),
+            "loss": lambda: q("train.loss").selector.split(".")[-1],
             "optimizer": lambda: q("make_optimizer.optimizer").selector.split(".")[-1],
             "schedule": lambda: q("learning_rate_schedule.schedule"),
             "strategy": lambda: q("%MTD_STRATEGY"),

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def _flags(model_dir, data_dir, partitioning=None, steps=5):
     flags = ["--gin_file=runs/tiny/swimx_xor.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.DATA_DIR='{data_dir}'",
-             f"--gin.TRAIN_STEPS={steps}", "--gin.train.checkpoint_every=100"]
+             f"--gin.TRAIN_STEPS={steps}", "--gin.CheckpointConfig.every=100"]
     if partitioning:
         flags.insert(1, f"--gin_file=partitioning/{partitioning}.gin")
     return flags
@@ -53,7 +53,7 @@ def test_two_processes_match_one(tmp_path, data_dir):
     procs = []
     for pid in range(2):
         flags = _flags(tmp_path / "model", data_dir) + [
-            "--gin.train.shuffle=False", "--gin.MIXTURE_OR_TASK_NAME='template_pairs_cross_lingual_de'",
+            "--gin.DatasetConfig.shuffle=False", "--gin.MIXTURE_OR_TASK_NAME='template_pairs_cross_lingual_de'",
             f"--coordinator_address=localhost:{port}", "--num_processes=2",
             f"--process_id={pid}"]
         procs.append(subprocess.Popen([sys.executable, str(HELPER), str(tmp_path / f"out{pid}.npz")] + flags,
@@ -65,5 +65,5 @@ def test_two_processes_match_one(tmp_path, data_dir):
     # Unshuffled single task, single-process reference: host h reads examples h, h+2, ..., so each global
     # batch holds the same examples as the single process's batch (the loss does not depend on their order).
     run_training(tmp_path / "ref.npz", _flags(tmp_path / "ref_model", data_dir) + [
-        "--gin.train.shuffle=False", "--gin.MIXTURE_OR_TASK_NAME='template_pairs_cross_lingual_de'"])
+        "--gin.DatasetConfig.shuffle=False", "--gin.MIXTURE_OR_TASK_NAME='template_pairs_cross_lingual_de'"])
     _assert_same(load_result(tmp_path / "ref.npz"), load_result(tmp_path / "out0.npz"))

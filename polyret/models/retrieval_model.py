@@ -1,0 +1,240 @@
+"""The retrieval-model interface and its registry: what the trainer, the jobs and the losses talk to.
+
+A `RetrievalModel` wraps a tower config (the Flax modules live in `towers.py`) and owns everything that
+depends on what kind of model it is:
+  - parameters: `init`, `abstract_params` (shapes + logical axes, nothing allocated);
+  - data: `feature_converter(task)` (through its loss) and `loss` / `value_and_grad` (through loss classes);
+  - encoding: `represent(params, tokens, side)` -> `Embedded` (one vector per text, or per token with a mask),
+    `encode_queries` / `encode_documents`, and `score` / `score_paired` between representations;
+  - files: `to_dict` / `from_dict` (model_config.json) and `export_hf` (Hugging Face / sentence-transformers
+    or PyLate layout).
+Kinds register with `@register`; `build_model(config)` finds the class by the config's type, so no caller
+ever branches on the model kind. A new kind (or encoder family) plugs in here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import seqio
+from flax import linen as nn
+from flax import traverse_util
+
+from polyret.models import losses as L
+from polyret.models import towers
+
+
+class Embedded(NamedTuple):
+    """Representations of a batch of texts: vectors [..., D] (dual encoder) or [..., L, D] with a mask
+    [..., L] of the token vectors that count (ColBERT)."""
+
+    vectors: jax.Array
+    mask: jax.Array | None = None
+
+
+_REGISTRY: dict[str, type["RetrievalModel"]] = {}
+
+
+def register(cls: type["RetrievalModel"]) -> type["RetrievalModel"]:
+    """Class decorator: make a model kind available to `build_model` and `model_config_from_dict`."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def model_classes() -> dict[str, type["RetrievalModel"]]:
+    return dict(_REGISTRY)
+
+
+class RetrievalModel:
+    """Base class: a tower config, its Flax module and its loss."""
+
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+    module_class: ClassVar[type[nn.Module]]
+    default_loss: ClassVar[type[L.Loss]] = L.ContrastiveLoss
+    multi_vector: ClassVar[bool] = False  # one vector per token (searched by late interaction)
+
+    def __init__(self, config: Any, loss: L.Loss | None = None):
+        self.config = config
+        self.loss = loss if loss is not None else self.default_loss()
+        self.module = self.module_class(config)
+
+    # ----------------------------------------------------------------------------------------- parameters
+    def _init_variables(self, rng: jax.Array) -> Any:
+        tokens = jnp.ones((1, 8), jnp.int32)
+        return self.module.init(rng, tokens, tokens)
+
+    def init(self, rng: jax.Array) -> tuple[Any, Any]:
+        """-> (params, logical PartitionSpec tree) of a fresh model."""
+        variables = self._init_variables(rng)
+        return nn.unbox(variables)["params"], nn.get_partition_spec(variables)["params"]
+
+    def abstract_params(self) -> tuple[Any, Any]:
+        """-> (ShapeDtypeStruct tree, logical PartitionSpec tree), nothing allocated."""
+        boxed = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
+        return nn.unbox(boxed)["params"], nn.get_partition_spec(boxed)["params"]
+
+    # ------------------------------------------------------------------------------------- data and loss
+    def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
+        return self.loss.feature_converter(task)
+
+    def value_and_grad(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None):
+        """((loss, metrics), grads) of the model's loss on one batch of model features."""
+        return self.loss.value_and_grad(self, params, batch, rng)
+
+    def loss_value(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None = None,
+                   deterministic: bool = False) -> tuple[jax.Array, dict]:
+        return self.loss(self, params, batch, rng, deterministic)
+
+    # ------------------------------------------------------------------------------------------ encoding
+    def represent(self, params: Any, tokens: jax.Array, side: str, rng: jax.Array | None = None,
+                  deterministic: bool = True) -> Embedded:
+        """Token ids [..., L] of queries (side 'query') or documents ('document') -> representations.
+        Dropout is on only when `rng` is given and `deterministic` is False."""
+        raise NotImplementedError
+
+    def encode_queries(self, params: Any, tokens: jax.Array) -> Embedded:
+        return self.represent(params, tokens, "query")
+
+    def encode_documents(self, params: Any, tokens: jax.Array) -> Embedded:
+        return self.represent(params, tokens, "document")
+
+    def score(self, queries: Embedded, documents: Embedded) -> jax.Array:
+        """Every query against every document -> [Bq, Bd] (before the logit scale)."""
+        raise NotImplementedError
+
+    def score_paired(self, queries: Embedded, documents: Embedded) -> jax.Array:
+        """Each query [B, ...] against its own K documents [B, K, ...] -> [B, K] (before the logit scale)."""
+        raise NotImplementedError
+
+    def logit_scale(self, params: Any) -> jax.Array:
+        return jnp.asarray(1.0, jnp.float32)
+
+    # ---------------------------------------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self.config)}
+
+    def export_hf(self, params: Any, output_dir: Path, tokenizer: str | None, max_seq_length: int) -> None:
+        """Write the Hugging Face layout of this model into the (empty) folder `output_dir`."""
+        raise NotImplementedError(f"{self.kind} models cannot be exported to Hugging Face yet")
+
+
+def _module_rngs(rng: jax.Array | None) -> dict[str, jax.Array]:
+    return {"dropout": rng} if rng is not None else {}
+
+
+def _deterministic(deterministic: bool, rng: jax.Array | None) -> bool:
+    return deterministic or rng is None  # no dropout key, no dropout
+
+
+@register
+class DualEncoderModel(RetrievalModel):
+    """One L2-normalised (optionally projected) vector per text; scores are dot products times the logit scale."""
+
+    kind = "dual_encoder"
+    config_class = towers.DualEncoderConfig
+    module_class = towers.DualEncoder
+
+    def represent(self, params, tokens, side, rng=None, deterministic=True):
+        tower = "left" if side == "query" else "right"
+        vectors = self.module.apply({"params": params}, tokens, tower, _deterministic(deterministic, rng),
+                                    rngs=_module_rngs(rng),
+                                    method=towers.DualEncoder.encode)
+        return Embedded(vectors)
+
+    def score(self, queries, documents):
+        return towers.dot_scores(queries.vectors, documents.vectors)
+
+    def score_paired(self, queries, documents):
+        return jnp.einsum("bd,bkd->bk", queries.vectors, documents.vectors, preferred_element_type=jnp.float32)
+
+    def logit_scale(self, params):
+        if self.config.learnable_logit_scale:
+            return params["logit_scale"]
+        return jnp.asarray(self.config.logit_scale, jnp.float32)
+
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
+        from polyret.models import hf
+        hf.write_dual_encoder(params, self.config, output_dir, tokenizer, max_seq_length)
+
+
+@register
+class ColBERTModel(RetrievalModel):
+    """Late interaction: one L2-normalised vector per token; scores are MaxSim sums."""
+
+    kind = "colbert"
+    multi_vector = True
+    config_class = towers.ColBERTConfig
+    module_class = towers.ColBERT
+
+    def represent(self, params, tokens, side, rng=None, deterministic=True):
+        method = towers.ColBERT.encode_query if side == "query" else towers.ColBERT.encode_document
+        lead = tokens.shape[:-1]
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        vectors, mask = self.module.apply({"params": params}, flat, _deterministic(deterministic, rng),
+                                          rngs=_module_rngs(rng), method=method)
+        return Embedded(vectors.reshape(lead + vectors.shape[1:]), mask.reshape(lead + mask.shape[1:]))
+
+    def score(self, queries, documents):
+        return towers.maxsim_scores(queries.vectors, queries.mask, documents.vectors, documents.mask)
+
+    def score_paired(self, queries, documents):
+        return towers.maxsim_paired(queries.vectors, queries.mask, documents.vectors, documents.mask)
+
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
+        from polyret.models import hf
+        hf.write_colbert(params, self.config, output_dir, tokenizer, max_seq_length)
+
+
+def build_model(config: Any, loss: L.Loss | None = None) -> RetrievalModel:
+    """The registered model for a tower config (found by the config's type)."""
+    for cls in _REGISTRY.values():
+        if isinstance(config, cls.config_class):
+            return cls(config, loss)
+    raise TypeError(f"no registered retrieval model takes a {type(config).__name__}; "
+                    f"known: {', '.join(c.config_class.__name__ for c in _REGISTRY.values())}")
+
+
+def init_params(config: Any, rng: jax.Array) -> tuple[Any, Any]:
+    """-> (params, logical PartitionSpec tree) of a fresh model for `config`."""
+    return build_model(config).init(rng)
+
+
+def model_config_to_dict(config: Any) -> dict[str, Any]:
+    return build_model(config).to_dict()
+
+
+def model_config_from_dict(d: dict[str, Any]) -> Any:
+    """model_config.json -> tower config, by its `kind`."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown model kind {kind!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[kind].config_class.from_dict(d)
+
+
+def expected_param_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    """'/'-joined parameter path -> shape, without allocating the parameters."""
+    shapes = build_model(config).abstract_params()[0]
+    return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes).items()}
+
+
+def check_param_shapes(params: Any, config: Any, source: str) -> None:
+    """Raise ValueError naming every parameter that is missing, unexpected or of the wrong shape."""
+    expected = expected_param_shapes(config)
+    got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
+    missing = [p for p in expected if p not in got]
+    wrong = [f"{p} {got[p]} (expected {expected[p]})" for p in expected if p in got and got[p] != expected[p]]
+    unexpected = sorted(set(got) - set(expected))
+    problems = ([f"missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}"] if missing else []) + \
+               ([f"wrong shape: {', '.join(wrong[:6])}"] if wrong else []) + \
+               ([f"not in the model config: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}"]
+                if unexpected else [])
+    if problems:
+        raise ValueError(f"{source}: parameters do not match the model config ({type(config).__name__}, "
+                         f"{config.encoder.num_layers} layers): " + "; ".join(problems))
