@@ -1,6 +1,7 @@
 """What every job shares: t5x-style gin flags (`--gin_file`, `--gin.NAME=VALUE`, `--gin_search_paths`),
-multi-host start-up, and one error path (bad input: one line naming the file/flag, exit 2; anything
-unexpected: the traceback)."""
+multi-host start-up, a flag parser whose errors are one line, library logs sent to a file, and one error
+path (bad input: one line naming the file/flag, exit 2; the LLM server gone: exit 1, rerun to resume;
+anything unexpected: the traceback)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 import gin
@@ -17,6 +19,121 @@ from polyret import GIN_CONFIGS_DIR
 
 class UsageError(ValueError):
     """A bad flag or flag combination; the message names the flag."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad or missing flag is one line (`polyret <job>: argument --k: ...`), exit 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def parser(prog: str, doc: str | None) -> OneLineParser:
+    return OneLineParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= minimum (`--k 0` fails at once, naming the flag)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output of another kind at the output path (never a folder holding other files)")
+
+
+# ------------------------------------------------------------------------------------------- logging
+
+LIBRARY_LOGGERS = ("absl", "tensorflow", "jax", "jax._src", "orbax", "bm25s", "transformers",
+                   "sentence_transformers", "urllib3", "httpx", "openai", "apache_beam", "seqio", "py.warnings")
+
+
+class _ConsoleFilter(logging.Filter):
+    """polyret's own messages (and the root logger's) go to the console; libraries only from ERROR up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ours = record.name == "root" or record.name.split(".")[0] == "polyret"
+        return ours or record.levelno >= logging.ERROR
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from polyret.synthesis.llm import redact
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True
+
+
+def setup_logging(log_file: str | os.PathLike | None, console_level: int = logging.INFO) -> Path | None:
+    """Library logs and warnings (absl, TensorFlow, JAX, transformers, bm25s, Python warnings) go to
+    `log_file` (appended); the console shows polyret's own messages and errors, so progress bars and
+    one line per stage stay readable. Known secrets are redacted from both. Returns the log file."""
+    # Before TensorFlow / transformers are imported, or they install their own console handlers.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    root = logging.getLogger()
+    consoles = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    for handler in list(root.handlers):  # ours from an earlier call, and logging.basicConfig's console handler
+        if getattr(handler, "_polyret", False) or getattr(handler, "stream", None) in consoles:
+            root.removeHandler(handler)
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+    redact_filter = _RedactFilter()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(console_level)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(_ConsoleFilter())
+    console.addFilter(redact_filter)
+    console._polyret = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    path = None
+    if log_file is not None:
+        path = Path(log_file).absolute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setLevel(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(redact_filter)
+        handler._polyret = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    for name in LIBRARY_LOGGERS:  # libraries imported before us may have their own console handlers
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if getattr(handler, "stream", None) in consoles:
+                logger.removeHandler(handler)
+        logger.propagate = True
+    try:  # absl writes "before flag parsing" warnings to stderr itself unless told it is set up
+        from absl import logging as absl_logging
+        absl_logging._warn_preinit_stderr = False  # noqa: SLF001
+    except ImportError:
+        pass
+    if path is not None:
+        logging.getLogger("polyret").debug("log file %s", path)
+    return path
+
+
+def quiet_transformers() -> None:
+    """After importing transformers: its warnings to the log file, no per-model "Loading weights" bars."""
+    try:
+        import transformers
+    except ImportError:
+        return
+    transformers.utils.logging.disable_progress_bar()
+    logger = logging.getLogger("transformers")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
 
 
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:
@@ -81,16 +198,61 @@ def initialize_distributed(multihost: bool, coordinator_address: str | None = No
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input or configuration (reported in one line), not a bug."""
+    from polyret.io.fingerprint import FingerprintMismatch
     from polyret.io.formats import DataError
-    from polyret.training.partitioning import ConfigError
-    return (UsageError, DataError, ConfigError, FileNotFoundError)
+    from polyret.io.outputs import OutputError
+    errors: tuple[type[BaseException], ...] = (UsageError, DataError, FileNotFoundError, NotADirectoryError,
+                                               OutputError, FingerprintMismatch)
+    try:
+        from polyret.training.partitioning import ConfigError
+        errors += (ConfigError,)
+    except ImportError:  # the trainer's dependencies are not needed by every job
+        pass
+    return errors
 
 
-def run_main(job: str, body: Callable[[], int | None]) -> int:
-    """Run a job's body: expected errors print `job: message` and return 2; the rest propagate."""
+def unwrap_gin(error: BaseException) -> BaseException:
+    """The exception gin wrapped: gin re-raises a configurable's error as a proxy whose message has
+    "In call to configurable 'train' (...)" appended; the original sits in the proxy's __str__ closure."""
+    seen = 0
+    while seen < 16:
+        method = type(error).__dict__.get("__str__")
+        if method is None or "augment_exception_message_and_reraise" not in getattr(method, "__qualname__", ""):
+            return error
+        cells = [c.cell_contents for c in (method.__closure__ or ())]
+        inner = next((c for c in cells if isinstance(c, BaseException)), None)
+        context = next((c for c in cells if isinstance(c, str)), "").strip()
+        if inner is None:
+            return error
+        if context and hasattr(inner, "add_note") and context not in getattr(inner, "__notes__", []):
+            inner.add_note(context)  # kept in the traceback of an unexpected error
+        error, seen = inner, seen + 1
+    return error
+
+
+def one_line(error: BaseException) -> str:
+    from polyret.synthesis.llm import redact
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return redact(lines[0].strip() if lines else type(error).__name__)
+
+
+def run_main(job: str, body: Callable[[], int | None],
+             extra_expected: tuple[type[BaseException], ...] = ()) -> int:
+    """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
+    The LLM server gone for good: one line and a hint to rerun (everything written is kept), return 1.
+    Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
+    from polyret.synthesis.llm import LLMUnreachable
     try:
         return body() or 0
-    except expected_errors() as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"polyret {job}: {message}", file=sys.stderr)
-        return 2
+    except Exception as wrapped:  # noqa: BLE001 (classified below; the rest is re-raised)
+        error = unwrap_gin(wrapped)
+        if isinstance(error, LLMUnreachable):
+            print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
+                  "again to resume.", file=sys.stderr)
+            return 1
+        if isinstance(error, expected_errors() + tuple(extra_expected)):
+            print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
+            return 2
+        if error is wrapped:
+            raise
+        raise error from None

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import shlex
 import sys
 
-from polyret.jobs._errors import EXPECTED, report
+from polyret.io.fingerprint import file_fingerprint
+from polyret.jobs import common
 from polyret.synthesis.exemplars import DEFAULT_EXEMPLARS, read_exemplars
 from polyret.synthesis.filters import FilterConfig
 from polyret.synthesis.generate import MODES, SapConfig, generate_sap, summary_line
@@ -46,8 +46,7 @@ def _import(spec: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="polyret generate_sap", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser("polyret generate_sap", __doc__)
     p.add_argument("--corpus", action="append", required=True,
                    help="passages (JSONL _id/title/text or TSV; a glob over shards is fine); LANG=PATH per language")
     p.add_argument("--languages", required=True, help="comma-separated query languages, e.g. de,fr,ja")
@@ -55,20 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="SWIM-IR JSONL to write (with --runner beam: a prefix)")
     p.add_argument("--exemplars", default=str(DEFAULT_EXEMPLARS),
                    help="few-shot CSV in a SWIM-IR prompt-file layout (default: ours, 8 languages)")
-    p.add_argument("--passages_per_language", type=int, default=1000)
+    p.add_argument("--passages_per_language", type=common.at_least(1), default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source_language", default="en", help="language of the passages in cross-lingual mode")
     p.add_argument("--backend", choices=("openai", "transformers"), default="openai")
     p.add_argument("--model", required=True, help="served model name, or a local model folder (transformers)")
     p.add_argument("--base_url", default=None, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     p.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable holding the API key")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
-    p.add_argument("--max_retries", type=int, default=5)
+    p.add_argument("--concurrency", type=common.at_least(1), default=8, help="requests in flight at once")
+    p.add_argument("--max_retries", type=common.at_least(0), default=5)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--initial_backoff", type=float, default=1.0, help="seconds before the first retry (doubles)")
-    p.add_argument("--max_tokens", type=int, default=512)
+    p.add_argument("--max_tokens", type=common.at_least(1), default=512)
     p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--chunk_size", type=int, default=64, help="passages between two checkpoints of the output")
+    p.add_argument("--chunk_size", type=common.at_least(1), default=64, help="passages between two checkpoints of the output")
     p.add_argument("--no_langid", action="store_true", help="skip the query language check")
     p.add_argument("--langid_languages", default=None,
                    help="comma-separated languages the language check chooses among (default: all lingua knows)")
@@ -78,40 +77,42 @@ def main(argv: list[str] | None = None) -> int:
                    help="module:function taking a query and returning True if it must be dropped")
     p.add_argument("--runner", choices=("plain", "beam"), default="plain")
     p.add_argument("--beam_args", default="", help="Beam pipeline options, e.g. '--runner=DataflowRunner ...'")
-    p.add_argument("--num_shards", type=int, default=0, help="Beam output shards (0: the runner decides)")
+    p.add_argument("--num_shards", type=common.at_least(0), default=0, help="Beam output shards (0: the runner decides)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
-        config = SapConfig(tuple(languages), args.mode, args.passages_per_language, args.seed,
-                           args.source_language, args.chunk_size)
-        corpora = _corpora(args.corpus, languages, args.mode)
-        missing = [lang for lang in languages if lang not in corpora]
-        if missing:
-            raise ValueError(f"no --corpus for languages {missing}")
-        exemplars = read_exemplars(args.exemplars, args.source_language)
-        filters = FilterConfig(min_query_chars=args.min_query_chars, max_query_chars=args.max_query_chars,
-                               check_language=not args.no_langid,
-                               langid_candidates=tuple(args.langid_languages.split(",")) if args.langid_languages
-                               else None)
-        safety = _import(args.safety_classifier) if args.safety_classifier else None
-        backend_config = BackendConfig(kind=args.backend, model=args.model, base_url=args.base_url,
-                                       api_key_env=args.api_key_env, max_concurrency=args.concurrency,
-                                       max_retries=args.max_retries, timeout_s=args.timeout,
-                                       initial_backoff_s=args.initial_backoff,
-                                       max_tokens=args.max_tokens, temperature=args.temperature)
-        if args.runner == "beam":
-            from polyret.synthesis.beam_sap import run_beam_sap
-            counts = run_beam_sap(corpora, exemplars, backend_config, config, args.output, filters, safety,
-                                  shlex.split(args.beam_args), args.num_shards, args.exemplars)
-            print(f"SAP (beam): {json.dumps(counts, sort_keys=True)}")
-            return 0
-        fingerprint = {"exemplars": args.exemplars, "backend": args.backend, "model": args.model,
-                       "max_tokens": args.max_tokens, "temperature": args.temperature}
-        progress = generate_sap(corpora, exemplars, backend_config.build(), config, args.output, filters,
-                                safety, fingerprint, args.exemplars)
-    except EXPECTED as e:
-        return report("generate_sap", e)
+    common.setup_logging(f"{args.output}.log")
+    return common.run_main("generate_sap", lambda: _generate(args), extra_expected=(ValueError,))
+
+
+def _generate(args) -> int:
+    languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
+    config = SapConfig(tuple(languages), args.mode, args.passages_per_language, args.seed,
+                       args.source_language, args.chunk_size)
+    corpora = _corpora(args.corpus, languages, args.mode)
+    missing = [lang for lang in languages if lang not in corpora]
+    if missing:
+        raise common.UsageError(f"--corpus: none given for languages {missing}")
+    exemplars = read_exemplars(args.exemplars, args.source_language)
+    filters = FilterConfig(min_query_chars=args.min_query_chars, max_query_chars=args.max_query_chars,
+                           check_language=not args.no_langid,
+                           langid_candidates=tuple(args.langid_languages.split(",")) if args.langid_languages
+                           else None)
+    safety = _import(args.safety_classifier) if args.safety_classifier else None
+    backend_config = BackendConfig(kind=args.backend, model=args.model, base_url=args.base_url,
+                                   api_key_env=args.api_key_env, max_concurrency=args.concurrency,
+                                   max_retries=args.max_retries, timeout_s=args.timeout,
+                                   initial_backoff_s=args.initial_backoff,
+                                   max_tokens=args.max_tokens, temperature=args.temperature)
+    if args.runner == "beam":
+        from polyret.synthesis.beam_sap import run_beam_sap
+        counts = run_beam_sap(corpora, exemplars, backend_config, config, args.output, filters, safety,
+                              shlex.split(args.beam_args), args.num_shards, args.exemplars)
+        print(f"SAP (beam): {json.dumps(counts, sort_keys=True)}")
+        return 0
+    fingerprint = {"exemplars": args.exemplars, "exemplars_file": file_fingerprint(args.exemplars),
+                   "backend": args.backend, "model": args.model, "max_tokens": args.max_tokens,
+                   "temperature": args.temperature}
+    progress = generate_sap(corpora, exemplars, backend_config.build(), config, args.output, filters,
+                            safety, fingerprint, args.exemplars)
     print(f"SAP: {summary_line(progress)} -> {args.output}")
     return 0
 

@@ -13,15 +13,13 @@ with an LLM (both through --base_url / --model of an OpenAI-compatible server). 
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
+from pathlib import Path
 
-from polyret.jobs._errors import EXPECTED, report
-from polyret.synthesis.distill import (TEACHER_KINDS, LLMTeacher, LLMTranslator, Seq2SeqTranslator,
-                                       SentenceTransformersTeacher, prepare_distill)
-from polyret.synthesis.llm import BackendConfig
+from polyret.io.fingerprint import file_fingerprint, folder_fingerprint
+from polyret.jobs import common
+from polyret.synthesis.distill import TEACHER_KINDS
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -29,18 +27,17 @@ def _pairs(text: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="polyret prepare_distill", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser("polyret prepare_distill", __doc__)
     p.add_argument("--queries", required=True, help="training queries (TSV id<TAB>text or JSONL)")
     p.add_argument("--collection", required=True, help="English passages (TSV or JSONL)")
     p.add_argument("--run", required=True, help="TREC run with candidate passages per query")
-    p.add_argument("--top_n", type=int, default=50, help="candidates per query to score")
+    p.add_argument("--top_n", type=common.at_least(1), default=50, help="candidates per query to score")
     p.add_argument("--output_dir", required=True)
     teacher = p.add_mutually_exclusive_group(required=True)
     teacher.add_argument("--teacher", help="sentence-transformers cross-encoder or bi-encoder folder")
     teacher.add_argument("--teacher_llm", action="store_true", help="score with the LLM at --base_url/--model")
     p.add_argument("--teacher_type", choices=TEACHER_KINDS, default="auto")
-    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--batch_size", type=common.at_least(1), default=64)
     p.add_argument("--languages", default="",
                    help="comma-separated document languages; all but --source_language are translated into")
     p.add_argument("--source_language", default="en", help="the collection's (and the teacher's) language")
@@ -52,32 +49,43 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="LLM name for --teacher_llm / --translator_llm")
     p.add_argument("--base_url", default=None)
     p.add_argument("--api_key_env", default="OPENAI_API_KEY")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=common.at_least(1), default=8)
     p.add_argument("--device", default=None)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        languages = [lang for lang in args.languages.split(",") if lang]
-        backend = None
-        if args.teacher_llm or args.translator_llm:
-            backend = BackendConfig(model=args.model or "", base_url=args.base_url, api_key_env=args.api_key_env,
-                                    max_concurrency=args.concurrency).build()
-        scorer = (LLMTeacher(backend) if args.teacher_llm else
-                  SentenceTransformersTeacher(args.teacher, args.teacher_type, args.batch_size, args.device))
-        translator = None
-        if args.translator_llm:
-            translator = LLMTranslator(backend)
-        elif args.translator:
-            translator = Seq2SeqTranslator(args.translator, _pairs(args.target_tokens), args.source_token,
-                                           args.prefix, device=args.device or "cpu")
-        elif set(languages) - {args.source_language}:
-            raise ValueError("--languages needs --translator or --translator_llm")
-        fingerprint = {"teacher": args.teacher or f"llm:{args.model}", "translator": args.translator
-                       or (f"llm:{args.model}" if args.translator_llm else None)}
-        out = prepare_distill(args.queries, args.collection, args.run, args.output_dir, scorer, args.top_n,
-                              languages, translator, args.source_language, fingerprint)
-    except EXPECTED as e:
-        return report("prepare_distill", e)
+    common.setup_logging(Path(args.output_dir) / "prepare_distill.log")
+    return common.run_main("prepare_distill", lambda: _prepare(args), extra_expected=(ValueError,))
+
+
+def _prepare(args) -> int:
+    from polyret.synthesis.distill import (LLMTeacher, LLMTranslator, Seq2SeqTranslator, SentenceTransformersTeacher,
+                                           prepare_distill)
+    from polyret.synthesis.llm import BackendConfig
+
+    languages = [lang for lang in args.languages.split(",") if lang]
+    if set(languages) - {args.source_language} and not (args.translator or args.translator_llm):
+        raise common.UsageError("--languages names languages to translate into; give --translator or "
+                                "--translator_llm")
+    backend = None
+    if args.teacher_llm or args.translator_llm:
+        backend = BackendConfig(model=args.model or "", base_url=args.base_url, api_key_env=args.api_key_env,
+                                max_concurrency=args.concurrency).build()
+    scorer = (LLMTeacher(backend) if args.teacher_llm else
+              SentenceTransformersTeacher(args.teacher, args.teacher_type, args.batch_size, args.device))
+    translator = None
+    if args.translator_llm:
+        translator = LLMTranslator(backend)
+    elif args.translator:
+        translator = Seq2SeqTranslator(args.translator, _pairs(args.target_tokens), args.source_token,
+                                       args.prefix, device=args.device or "cpu")
+    # What the chunks depend on: the input files' content and the models, not only their names.
+    fingerprint = {"teacher": args.teacher or f"llm:{args.model}", "translator": args.translator
+                   or (f"llm:{args.model}" if args.translator_llm else None),
+                   "inputs": {"queries": file_fingerprint(args.queries), "collection": file_fingerprint(args.collection),
+                              "run": file_fingerprint(args.run)},
+                   "teacher_files": folder_fingerprint(args.teacher) if args.teacher else None,
+                   "translator_files": folder_fingerprint(args.translator) if args.translator else None}
+    out = prepare_distill(args.queries, args.collection, args.run, args.output_dir, scorer, args.top_n,
+                          languages, translator, args.source_language, fingerprint)
     print("MTD data ready; bind with runs/mtd_colbert.gin:\n"
           f"  --gin.MTD_SCORE_FILE=\"'{out['score_file']}'\" --gin.MTD_QUERIES=\"'{out['queries']}'\" "
           f"--gin.MTD_COLLECTIONS='{json.dumps(out['collections'])}'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from polyret.synthesis.sampling import sample_passages
 from polyret.synthesis.sap import ParseFailure, build_prompt, parse_reply
 
 MODES = ("cross_lingual", "monolingual")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -84,6 +86,14 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def corpus_fingerprint(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Identity of a corpus given as a file or a glob over shards (sizes + content hashes), so that a
+    resume over changed passages is refused instead of mixing two corpora in one output."""
+    from polyret.io.fingerprint import file_fingerprint
+    files = sorted(glob.glob(os.fspath(path))) or [os.fspath(path)]
+    return [file_fingerprint(f) for f in files if os.path.isfile(f)]
+
+
 def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[Exemplar], backend: Any,
                  config: SapConfig, output: str | os.PathLike, filter_config: FilterConfig | None = None,
                  safety: Callable[[str], bool] | None = None, fingerprint: Mapping[str, Any] | None = None,
@@ -94,12 +104,13 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
     generator = SapGenerator(exemplars, config, QueryFilter(filter_config, safety), exemplar_path)
     items = sample_passages(corpora, config.languages, config.passages_per_language, config.seed)
     settings = {"config": dataclasses.asdict(config), "corpora": {k: os.fspath(v) for k, v in corpora.items()},
+                "corpus_files": {k: corpus_fingerprint(v) for k, v in corpora.items()},
                 "filter": dataclasses.asdict(filter_config or FilterConfig()), **(fingerprint or {})}
     files = ResumableFiles({"records": output, "rejected": output.with_name(output.name + ".rejected.jsonl")},
                            output.with_name(output.name + ".state.json"), settings)
     progress = {"done": 0, "kept": 0, "dropped": {}, "usage": {}, "seconds": 0.0, **files.progress}
     if files.complete:
-        logging.info("%s is complete (%d records); nothing to do", output, progress["kept"])
+        log.info("%s is complete (%d records); nothing to do", output, progress["kept"])
         return progress
     generator.filter.mark_seen((r["query"], r["code"]) for r in map(json.loads, files.lines("records")))
     dropped, usage = collections.Counter(progress["dropped"]), Usage(**progress["usage"])
@@ -127,7 +138,7 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
             bar.update(len(chunk))
             bar.set_postfix(kept=progress["kept"], dropped=sum(dropped.values()))
     files.finish()
-    logging.info("SAP: %s", summary_line(progress))
+    log.info("SAP: %s", summary_line(progress))
     return progress
 
 

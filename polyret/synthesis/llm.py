@@ -15,10 +15,43 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 from typing import Any, Sequence
 
 Messages = list[dict[str, str]]
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------- secrets
+# Every secret the process knows (the API key in use, and environment variables named like secrets) is
+# replaced by REDACTED in whatever polyret writes or prints: error messages from servers (which may echo
+# the Authorization header), rejected-reply files, logs and the one-line job errors.
+REDACTED = "[REDACTED]"
+_SECRETS: set[str] = set()
+_SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE)
+_MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= _MIN_SECRET_CHARS and value != "EMPTY":
+        _SECRETS.add(value)
+
+
+def register_env_secrets(environ: dict[str, str] | None = None) -> None:
+    """Register the values of environment variables whose names look like secrets (…_API_KEY, …_TOKEN)."""
+    for name, value in (os.environ if environ is None else environ).items():
+        if _SECRET_ENV_NAME.search(name):
+            register_secret(value)
+
+
+def redact(text: Any) -> Any:
+    """`text` with every known secret replaced (non-strings are returned as they are)."""
+    if not isinstance(text, str) or not _SECRETS:
+        return text
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 class LLMUnreachable(RuntimeError):
@@ -100,6 +133,8 @@ class OpenAIBackend:
         self._openai = openai
         # Local servers need no key, but the SDK insists on one.
         self._api_key = os.environ.get(config.api_key_env) or "EMPTY"
+        register_secret(self._api_key)
+        register_env_secrets()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client = None
 
@@ -156,8 +191,8 @@ class OpenAIBackend:
             try:
                 response = await client.chat.completions.create(**kwargs)
             except openai.AuthenticationError as e:
-                raise LLMUnreachable(f"{cfg.base_url or 'OpenAI'} refused the API key from "
-                                     f"${cfg.api_key_env} (HTTP {e.status_code})") from None
+                raise LLMUnreachable(redact(f"{cfg.base_url or 'OpenAI'} refused the API key from "
+                                            f"${cfg.api_key_env} (HTTP {e.status_code})")) from None
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                     json.JSONDecodeError) as e:  # a truncated or garbled body may be transient too
                 last = e
@@ -170,8 +205,8 @@ class OpenAIBackend:
                 return self._failed(f"{type(e).__name__}: {e}")
             return self._parse_response(response)
         if isinstance(last, openai.APIConnectionError) and not isinstance(last, openai.APITimeoutError):
-            raise LLMUnreachable(f"cannot reach the LLM server at {cfg.base_url or 'api.openai.com'} "
-                                 f"after {cfg.max_retries + 1} attempts: {last}") from None
+            raise LLMUnreachable(redact(f"cannot reach the LLM server at {cfg.base_url or 'api.openai.com'} "
+                                        f"after {cfg.max_retries + 1} attempts: {last}")) from None
         return self._failed(f"gave up after {cfg.max_retries + 1} attempts: {type(last).__name__}: {last}")
 
     def _parse_response(self, response: Any) -> Completion:
@@ -190,7 +225,8 @@ class OpenAIBackend:
 
     def _failed(self, error: str) -> Completion:
         self.usage.failures += 1
-        logging.warning("LLM request failed: %s", error)
+        error = redact(error)  # server error bodies may echo the request headers, API key included
+        log.warning("LLM request failed: %s", error)
         return Completion(error=error)
 
 

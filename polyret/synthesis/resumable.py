@@ -5,7 +5,8 @@ state file (written atomically) records their sizes and the caller's progress (i
 On restart, anything written after the last state — a half-written chunk — is cut off, and the caller
 continues from the recorded progress. The state also holds a fingerprint of the run's settings, so a
 restart with different settings is refused instead of silently mixing two runs in one file.
-`.gz` files get one gzip member per chunk, which keeps them valid at every cut.
+`.gz` files get one gzip member per chunk, which keeps them valid at every cut. Known secrets (API keys)
+are redacted from every line before it is written.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
+
+from polyret.io.fingerprint import check_match
+from polyret.synthesis.llm import redact
 
 
 class ResumableFiles:
@@ -27,11 +31,8 @@ class ResumableFiles:
         self.complete = False
         if self.state_path.exists():
             state = json.loads(self.state_path.read_text())
-            if state["fingerprint"] != self.fingerprint:
-                changed = sorted(k for k in {*state["fingerprint"], *self.fingerprint}
-                                 if state["fingerprint"].get(k) != self.fingerprint.get(k))
-                raise ValueError(f"{self.state_path}: an earlier run wrote these files with different settings "
-                                 f"({', '.join(changed)}); use another output path or delete the old files")
+            check_match(state["fingerprint"], self.fingerprint, self.state_path,
+                        "use another output path, or delete the old files to start over")
             self.progress, self.complete = state["progress"], state.get("complete", False)
             for name, path in self.paths.items():
                 with open(path, "ab") as f:  # creates a file the crash left unborn
@@ -57,7 +58,7 @@ class ResumableFiles:
         for name, new in lines.items():
             if not new:
                 continue
-            data = "".join(f"{line}\n" for line in new).encode("utf-8")
+            data = "".join(f"{redact(line)}\n" for line in new).encode("utf-8")
             path = self.paths[name]
             with open(path, "ab") as f:
                 f.write(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)

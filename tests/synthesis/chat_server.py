@@ -21,6 +21,9 @@ class Reply:
     body: Any = None  # dict -> JSON; str -> sent as is
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     delay_s: float = 0.0
+    # Replace "{authorization}" in the body with the request's Authorization header, as careless servers
+    # and proxies do in their error pages.
+    echo_authorization: bool = False
 
 
 def completion(text: str, prompt_tokens: int = 10, completion_tokens: int = 5) -> dict[str, Any]:
@@ -76,6 +79,8 @@ class ChatServer:
                         self.close_connection = True
                         return
                     data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+                    if reply.echo_authorization:
+                        data = data.replace("{authorization}", self.headers.get("Authorization") or "")
                     data = data.encode()
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

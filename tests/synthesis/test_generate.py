@@ -141,7 +141,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, capsys):
         assert job.main(_job_args(corpus, server, tmp_path / "out.jsonl")) == 0
         before = (tmp_path / "out.jsonl").read_bytes()
         assert job.main(_job_args(corpus, server, tmp_path / "out.jsonl", ["--seed", "6"])) == 2
-    assert "different settings (config)" in capsys.readouterr().err
+    assert "different settings or inputs; differs in config.seed (5 -> 6)" in capsys.readouterr().err
     assert (tmp_path / "out.jsonl").read_bytes() == before
 
 
