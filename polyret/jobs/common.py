@@ -164,7 +164,11 @@ def resolve_gin_file(name: str, search_paths: list[str]) -> str:
 
 
 def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = ()) -> None:
-    """Parse gin files and bindings (gin's own errors become one-line UsageErrors), then finalize."""
+    """Parse gin files and bindings (gin's own errors become one-line UsageErrors) into a fresh config.
+
+    The config is not locked (gin.finalize): jobs import library modules, which register configurables,
+    after parsing, and a job run twice in one process (tests, notebooks) parses again."""
+    gin.clear_config()
     if isinstance(search_paths, str):
         search_paths = [p for p in search_paths.split(",") if p]
     search_paths = list(search_paths)
@@ -182,7 +186,6 @@ def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | s
         raise UsageError(f"gin configuration error: {str(e).splitlines()[0]}") from None
     finally:
         root.setLevel(level)
-    gin.finalize()
 
 
 def initialize_distributed(multihost: bool, coordinator_address: str | None = None, num_processes: int | None = None,
@@ -197,18 +200,12 @@ def initialize_distributed(multihost: bool, coordinator_address: str | None = No
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input or configuration (reported in one line), not a bug."""
-    from polyret.io.fingerprint import FingerprintMismatch
-    from polyret.io.formats import DataError
-    from polyret.io.outputs import OutputError
-    errors: tuple[type[BaseException], ...] = (UsageError, DataError, FileNotFoundError, NotADirectoryError,
-                                               OutputError, FingerprintMismatch)
-    try:
-        from polyret.training.partitioning import ConfigError
-        errors += (ConfigError,)
-    except ImportError:  # the trainer's dependencies are not needed by every job
-        pass
-    return errors
+    """Exceptions that mean bad input or configuration (reported in one line), not a bug.
+
+    ValueError covers polyret's own (UsageError, DataError, OutputError, FingerprintMismatch, ConfigError
+    are ValueErrors) and the library layer's bad-input errors, which name the file or setting.
+    POLYRET_DEBUG=1 shows the traceback of these too."""
+    return (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def unwrap_gin(error: BaseException) -> BaseException:
@@ -244,13 +241,16 @@ def run_main(job: str, body: Callable[[], int | None],
     from polyret.synthesis.llm import LLMUnreachable
     try:
         return body() or 0
+    except KeyboardInterrupt:
+        print(f"polyret {job}: interrupted", file=sys.stderr)
+        return 130
     except Exception as wrapped:  # noqa: BLE001 (classified below; the rest is re-raised)
         error = unwrap_gin(wrapped)
         if isinstance(error, LLMUnreachable):
             print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
                   "again to resume.", file=sys.stderr)
             return 1
-        if isinstance(error, expected_errors() + tuple(extra_expected)):
+        if isinstance(error, expected_errors() + tuple(extra_expected)) and not os.environ.get("POLYRET_DEBUG"):
             print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
             return 2
         if error is wrapped:

@@ -2,6 +2,10 @@
 
   python -m polyret.jobs.import_checkpoint --t5x PATH --output_dir DIR
   python -m polyret.jobs.import_checkpoint --hf PATH --output_dir DIR
+
+The folder is written beside DIR and swapped in when complete: a killed import leaves DIR as it was.
+DIR may be new, empty or an earlier import; `--overwrite` also replaces another polyret output there,
+never a folder with other files.
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from polyret.io import outputs
 from polyret.jobs import common
 from polyret.models import conversion
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="polyret import_checkpoint", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser("polyret import_checkpoint", __doc__)
     common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--t5x", help="T5X checkpoint folder (checkpoint_N)")
@@ -26,24 +30,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=["mean", "first"], default=None,
                    help="dual encoder pooling (default: from the sentence-transformers layout, else mean)")
     p.add_argument("--no_l2_norm", action="store_true", help="dual encoder without L2 normalisation")
-    p.add_argument("--projection_dim", type=int, default=None,
+    p.add_argument("--projection_dim", type=common.at_least(1), default=None,
                    help="ColBERT projection size when the checkpoint has none (default 128)")
     p.add_argument("--spm_model", default=None, help="SentencePiece model to store with the checkpoint")
+    common.add_overwrite_flag(p)
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    common.setup_logging(None)
     return common.run_main("import_checkpoint", lambda: import_checkpoint(args))
 
 
 def import_checkpoint(args) -> None:
     common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+    # Before reading anything: a file, a foreign folder or a folder holding the input is refused.
+    outputs.check_target(args.output_dir, "checkpoint", args.overwrite, inputs=[args.t5x, args.hf, args.spm_model])
     params, config = conversion.import_checkpoint(
         t5x_path=args.t5x, hf_path=args.hf, tower=args.tower, pooling=args.pooling, l2_norm=not args.no_l2_norm,
         projection_dim=args.projection_dim)
-    out = conversion.save_imported(params, config, args.output_dir, args.hf, args.spm_model)
+    with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
+        out = conversion.save_imported(params, config, args.output_dir, args.hf, args.spm_model)
     print(f"wrote {out} ({config.__class__.__name__}, {config.encoder.num_layers} layers, d_model "
           f"{config.encoder.d_model})")
 

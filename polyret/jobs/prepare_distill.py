@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     common.setup_logging(Path(args.output_dir) / "prepare_distill.log")
-    return common.run_main("prepare_distill", lambda: _prepare(args), extra_expected=(ValueError,))
+    return common.run_main("prepare_distill", lambda: _prepare(args))
 
 
 def _prepare(args) -> int:

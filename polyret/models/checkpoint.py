@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,19 +32,12 @@ LORA_BASE_FILE = "lora_base.json"
 
 
 @contextlib.contextmanager
-def atomic_output_dir(output_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp folder beside `output_dir`; on success it replaces `output_dir`, on error it is removed."""
-    output_dir = Path(output_dir).absolute()
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+def atomic_output_dir(output_dir: str | os.PathLike, kind: str = "checkpoint") -> Iterator[Path]:
+    """Yield a temp folder beside `output_dir`; on success it is swapped in atomically, on error removed.
+    Only an earlier output of the same `kind` is replaced (see polyret.io.outputs)."""
+    from polyret.io import outputs
+    with outputs.atomic_output_dir(output_dir, kind) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.rename(tmp, output_dir)
 
 
 def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,

@@ -250,7 +250,7 @@ def export_hf(params: dict[str, Any], model_cfg: ModelConfig, output_dir: str | 
     `tokenizer`: a SentencePiece model path, "byte" for ByT5, or None.
     """
     from polyret.models.retrieval_model import build_model
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         build_model(model_cfg).export_hf(params, tmp, tokenizer, max_seq_length)
     return Path(output_dir)
 
