@@ -4,7 +4,10 @@
       --qrels qrels.txt --output_dir eval/ [--bm25] [--metrics nDCG@10,RR@10,R@100]
   python -m polyret.jobs.evaluate --query_embeddings q.npy --query_ids q.ids \
       --corpus_embeddings c.npy --corpus_ids c.ids --corpus ... --queries ... --qrels ... --output_dir ...
+  python -m polyret.jobs.evaluate --checkpoint CKPT --dataset neuclir/1/fa/trec-2022 --output_dir eval/
   XOR-Retrieve: --answers answers.jsonl ({"id", "lang", "answers": [...]}) adds R@2kt and R@5kt.
+--dataset takes an ir_datasets id or a BEIR / MIRACL / XOR-Retrieve folder (polyret.io.benchmarks).
+--k defaults to what the metrics need: 1000 for R@1000 or AP, else the largest cutoff (at least 100).
 """
 
 from __future__ import annotations
@@ -27,13 +30,17 @@ def parse_args(argv):
     p.add_argument("--query_ids", help="ids of --query_embeddings, one a line")
     p.add_argument("--corpus_embeddings", help="precomputed corpus vectors (.npy, or a folder of encode shards)")
     p.add_argument("--corpus_ids", help="ids of --corpus_embeddings (.npy), one a line")
-    p.add_argument("--corpus", required=True, help="JSONL {_id|docid, title, text} or TSV id<TAB>text")
-    p.add_argument("--queries", required=True, help="JSONL {_id, text[, lang]} or TSV")
+    p.add_argument("--dataset", help="ir_datasets id, or a BEIR / MIRACL / XOR-Retrieve folder (instead of "
+                                     "--corpus/--queries/--qrels)")
+    p.add_argument("--split", help="--dataset folder's split (BEIR: test, MIRACL/XOR: dev)")
+    p.add_argument("--corpus", help="JSONL/parquet {_id|docid, title, text} or TSV (id text [title], header optional)")
+    p.add_argument("--queries", help="JSONL {_id, text[, lang]} or TSV (id text [lang], header optional)")
     p.add_argument("--qrels", help="TREC qrels")
     p.add_argument("--answers", help="XOR-Retrieve answers JSONL {id, lang, answers}")
     p.add_argument("--metrics", default=",".join(M.DEFAULT_METRICS))
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--k", type=int, default=100, help="documents retrieved per query")
+    p.add_argument("--k", type=int, default=None,
+                   help="documents retrieved per query (default: what the metrics need, see above)")
     p.add_argument("--bm25", action="store_true", help="also run the BM25 baseline (bm25s)")
     p.add_argument("--query_max_length", type=int, default=64)
     p.add_argument("--passage_max_length", type=int, default=256,
@@ -43,8 +50,14 @@ def parse_args(argv):
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
         p.error("give --checkpoint, or --query_embeddings and --corpus_embeddings")
-    if not args.qrels and not args.answers:
+    if args.dataset and (args.corpus or args.queries or args.qrels):
+        p.error("give --dataset, or --corpus/--queries/--qrels, not both")
+    if not args.dataset and not (args.corpus and args.queries):
+        p.error("give --dataset, or --corpus and --queries")
+    if not args.dataset and not args.qrels and not args.answers:
         p.error("give --qrels or --answers")
+    if args.k is not None and args.k < 1:
+        p.error(f"--k must be at least 1, got {args.k}")
     return args
 
 
@@ -54,13 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(args) -> int:
+    import polyret.retrieval.encode  # noqa: F401  (its gin configurables must exist before gin is locked)
     common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
     start = time.time()
-    corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
-    languages = P.read_query_languages(args.queries)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     M.parse_metrics(metrics)  # fail on a bad name before any work
-    runs, extra = {}, {}
+    bench = P.load_eval_benchmark(args.dataset, args.split, args.corpus, args.queries, args.qrels, args.answers)
+    corpus, queries, qrels, languages = bench.corpus, bench.queries, bench.qrels, bench.query_languages
+    if not qrels and not bench.answers:
+        raise common.UsageError(f"--dataset {args.dataset}: no relevance judgements or answers to score against")
+    if args.k is None:
+        args.k, why = M.default_depth(metrics)
+        print(f"retrieving k={args.k} documents per query ({why}; set --k to change)")
+    else:
+        print(f"retrieving k={args.k} documents per query (--k)")
+    runs, extra = {}, {"k": args.k}
     if args.checkpoint:
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size)
@@ -76,7 +97,7 @@ def evaluate(args) -> int:
         unknown = set(doc_ids) - set(corpus)
         if unknown:
             raise ValueError(f"{args.corpus_ids or args.corpus_embeddings}: id {sorted(unknown)[0]!r} is not in "
-                             f"{args.corpus}")
+                             f"{args.corpus or args.dataset}")
         runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
     if "dense" in runs:
         extra["scann"] = {"brute_force": index.brute_force, **index.params, "recall@10_vs_brute_force": recall}
@@ -87,14 +108,12 @@ def evaluate(args) -> int:
         runs["bm25"] = bm25_search(corpus, queries, k=args.k)
     tables = {}
     for name, run in runs.items():
-        if args.qrels:
+        if qrels:
             tables[name] = M.evaluate(qrels, run, metrics, languages or None)
-        if args.answers:
-            from polyret.io.formats import iter_jsonl
-            rows = [obj for _, obj in iter_jsonl(args.answers, {"id": (str, int), "lang": str, "answers": list})]
-            answers = {str(r["id"]): r["answers"] for r in rows}
-            langs = {str(r["id"]): r["lang"] for r in rows}
-            ranked = {q: [corpus[d] for d, _ in sorted(docs.items(), key=lambda kv: -kv[1])]
+        if bench.answers:
+            answers, langs = bench.answers, languages
+            # The official script reads the passages' text without their titles.
+            ranked = {q: [bench.passage_texts[d] for d, _ in sorted(docs.items(), key=lambda kv: -kv[1])]
                       for q, docs in run.items()}
             for kt in (2000, 5000):
                 tables[f"{name} XOR R@{kt // 1000}kt"] = {

@@ -21,9 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="dual-encoder checkpoint that retrieves the candidates")
     src.add_argument("--bm25", action="store_true", help="retrieve the candidates with BM25")
-    p.add_argument("--corpus", required=True)
-    p.add_argument("--queries", required=True)
-    p.add_argument("--qrels", required=True, help="positives of the training queries")
+    p.add_argument("--corpus")
+    p.add_argument("--queries")
+    p.add_argument("--qrels", help="positives of the training queries")
+    p.add_argument("--dataset", help="ir_datasets id (e.g. mmarco/v2/de/train) or a BEIR / MIRACL folder instead of "
+                                     "--corpus/--queries/--qrels")
+    p.add_argument("--split", help="--dataset folder's split (e.g. train)")
     p.add_argument("--output", required=True, help="hard-negative JSONL to write")
     p.add_argument("--depth", type=int, default=100, help="documents retrieved per query")
     p.add_argument("--num_negatives", type=int, default=7)
@@ -36,10 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passage_max_length", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     args, bindings = common.parse_args_with_gin(p, argv)
+    if args.dataset and (args.corpus or args.queries or args.qrels):
+        p.error("give --dataset, or --corpus/--queries/--qrels, not both")
+    if not args.dataset and not (args.corpus and args.queries and args.qrels):
+        p.error("give --dataset, or --corpus, --queries and --qrels")
 
     def body() -> None:
         common.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-        corpus, queries, qrels = P.load_eval_inputs(args.corpus, args.queries, args.qrels)
+        bench = P.load_eval_benchmark(args.dataset, args.split, args.corpus, args.queries, args.qrels)
+        corpus, queries, qrels = bench.corpus, bench.queries, bench.qrels
+        if not qrels:
+            raise common.UsageError(f"--dataset {args.dataset}: no relevance judgements (positives) to mine for")
         positive_scores = None
         if args.bm25:
             from polyret.retrieval.bm25 import bm25_search

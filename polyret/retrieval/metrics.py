@@ -36,6 +36,23 @@ def _strict_trec_order(docs: Mapping[str, float]) -> dict[str, float]:
     return {doc: float(len(ranked) - i) for i, (doc, _) in enumerate(ranked)}
 
 
+# trec_eval's default depth: measures without a cutoff (AP/MAP, R, nDCG) are computed over this many.
+TREC_DEPTH = 1000
+
+
+def default_depth(metrics: Sequence[str], minimum: int = 100) -> tuple[int, str]:
+    """Documents to retrieve per query so no asked metric is truncated: the largest cutoff, 1000 for a
+    metric without one (AP/MAP, R, nDCG: trec_eval's depth), at least `minimum`. -> (k, why)."""
+    needs = []
+    for measure in parse_metrics(metrics):
+        cutoff = measure.params.get("cutoff")
+        needs.append((int(cutoff) if cutoff else TREC_DEPTH, str(measure)))
+    k = max([minimum] + [n for n, _ in needs])
+    drivers = [name for n, name in needs if n == k]
+    why = f"{', '.join(drivers)} need{'s' if len(drivers) == 1 else ''} {k}" if drivers else f"minimum {minimum}"
+    return k, why
+
+
 def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS
               ) -> dict[str, dict[str, float]]:
     """{metric: {qid: value}} for every judged query (0 where the run has nothing for it)."""
