@@ -40,16 +40,9 @@ SIZES = {"default": DemoSize(), "ci": DemoSize(num_entities=40, round1_steps=60,
 
 
 def _train(model_dir: Path, data_dir: Path, steps: int, batch: int, extra: list[str]) -> None:
-    from polyret.jobs.common import parse_gin
-    from polyret.training.trainer import train
-
-    gin.clear_config()
-    try:
-        parse_gin(["runs/demo.gin"], [f"MODEL_DIR='{model_dir}'", f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
-                                      f"BATCH_SIZE={batch}"] + extra, [])
-        train()
-    finally:
-        gin.clear_config()
+    from polyret.configuration import train_from_gin
+    train_from_gin(["runs/demo.gin"], [f"MODEL_DIR='{model_dir}'", f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
+                                       f"BATCH_SIZE={batch}"] + extra)
 
 
 def _evaluate(encoder: TowerEncoder | None, data_dir: Path, lang: str, section: str) -> dict[str, float]:

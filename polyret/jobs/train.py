@@ -32,10 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.gin_file:
             raise common.UsageError("give at least one --gin_file (see polyret/gin_configs/runs/)")
         common.initialize_distributed(args.multihost, args.coordinator_address, args.num_processes, args.process_id)
-        import polyret.training.trainer  # noqa: F401  (registers the configurables the gin files name)
-        common.parse_gin(args.gin_file, bindings, args.gin_search_paths)
-        from polyret.training.trainer import train
-        train()
+        from polyret.configuration import train_from_gin
+        train_from_gin(args.gin_file, bindings, args.gin_search_paths)
 
     return common.run_main("train", body)
 

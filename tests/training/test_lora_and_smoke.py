@@ -3,7 +3,6 @@ every tiny recipe variant trains (in this process, 2 steps each)."""
 
 import json
 
-import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -52,14 +51,8 @@ def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
 @pytest.mark.parametrize("run", ["swimx_mc4_pretrain", "swimx_xtreme_up", "mtd_colbert_mix_entries",
                                  "mtd_colbert_round_robin"])
 def test_tiny_variants_train(tmp_path, data_dir, run):
-    from polyret.jobs.common import parse_gin
-    from polyret.training.trainer import train
-    gin.clear_config()
-    try:
-        parse_gin([f"runs/tiny/{run}.gin"], [f"MODEL_DIR='{tmp_path}/m'", f"DATA_DIR='{data_dir}'", "TRAIN_STEPS=2"],
-                  [])
-        result = train(progress=False)
-    finally:
-        gin.clear_config()
+    from polyret.configuration import train_from_gin
+    result = train_from_gin([f"runs/tiny/{run}.gin"], [f"MODEL_DIR='{tmp_path}/m'", f"DATA_DIR='{data_dir}'",
+                                                       "TRAIN_STEPS=2"], progress=False)
     assert result.step == 2 and all(np.isfinite(result.losses))
     assert (tmp_path / "m" / "checkpoints" / "2" / "params").is_dir()

@@ -22,10 +22,9 @@ def main() -> None:
     args, bindings = common.parse_args_with_gin(parser, argv)
     common.initialize_distributed(False, args.coordinator_address, args.num_processes, args.process_id)
     import jax
-    import polyret.training.trainer as trainer
     from flax import traverse_util
-    common.parse_gin(args.gin_file, bindings)
-    result = trainer.train(progress=False)
+    from polyret.configuration import train_from_gin
+    result = train_from_gin(args.gin_file, bindings, progress=False)
     if jax.process_index() == 0:
         flat = {}
         for key, value in traverse_util.flatten_dict(result.params).items():
