@@ -2,25 +2,33 @@
 written in shards with their ids so an interrupted run resumes where it stopped.
 
 Shard layout (DIR): `shard-00000.npy` (float32 [n, dim]) + `shard-00000.ids` (one id a line), written to
-temporary names and renamed, ids last; `manifest.json` records the plan (order, shard size, dim). A shard
-whose two files exist is done and is never recomputed; the plan is deterministic, so a resumed run writes
-byte-identical shards.
+temporary names and renamed, ids last; `manifest.json` records the plan (order, shard size, dim) and a
+fingerprint of what produced the shards (the corpus content, the checkpoint's config and parameters, the
+settings). A shard whose two files exist is done and is never recomputed; the plan is deterministic, so a
+resumed run writes byte-identical shards. A run with another corpus, checkpoint or settings is refused
+(one line naming what differs) instead of mixing two runs' rows; with `overwrite` it encodes into a
+staging folder beside DIR that replaces DIR only when complete (and resumes there if killed).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
+                                    texts_fingerprint)
+from polyret.io.formats import DataError
+from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
 from polyret.models.checkpoint import load_model
-from polyret.models.retrieval_model import build_model
+from polyret.models.retrieval_model import build_model, model_config_to_dict
 from polyret.models.towers import ModelConfig
 from polyret.retrieval.tokenize import Tokenizer, pad_batch
 
@@ -83,74 +91,175 @@ def _shard_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
     return out_dir / f"shard-{index:05d}.npy", out_dir / f"shard-{index:05d}.ids"
 
 
+MANIFEST = "manifest.json"
+STAGING_SUFFIX = ".polyret-next"
+
+
+def embeddings_fingerprint(encoder: TowerEncoder, corpus: Mapping[str, str]) -> dict[str, Any]:
+    """What the shards depend on: the texts (ids, content, order) and the model (config and parameters)."""
+    return {"corpus": texts_fingerprint(corpus),
+            "model": {"config_sha256": digest(model_config_to_dict(encoder.config)),
+                      "params_sha256": params_fingerprint(encoder.params)}}
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise DataError(folder / MANIFEST, None, f"unreadable manifest ({e}); not written by polyret encode, "
+                                                 "or damaged") from None
+
+
+def _where_to_write(out: Path, manifest: dict[str, Any], overwrite: bool) -> Path:
+    """`out` itself (new, empty, or the same run to resume), or the staging folder that will replace an
+    output of another run (overwrite); anything else is refused."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is a file, not a folder; choose a folder path")
+    previous = _read_manifest(out) if out.is_dir() else None
+    if previous is None:
+        others = [p.name for p in out.iterdir()] if out.is_dir() else []
+        if others:
+            raise OutputError(f"{out}: not empty and not a polyret encode output (it holds "
+                              f"{', '.join(sorted(others)[:4])}); choose a new or empty folder")
+        return out
+    try:
+        check_match(previous, manifest, out / MANIFEST, "use a new --output_dir, or --overwrite to replace it")
+    except FingerprintMismatch:
+        if not overwrite:
+            raise
+        return out.parent / f".{out.name}{STAGING_SUFFIX}"
+    return out
+
+
 def encode_corpus_to_shards(encoder: TowerEncoder, corpus: dict[str, str], out_dir: str | os.PathLike,
                             max_length: int = 256, shard_size: int = 10000, side: str = "right",
-                            process_index: int | None = None, process_count: int | None = None) -> Path:
+                            process_index: int | None = None, process_count: int | None = None,
+                            fingerprint: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Encode `corpus` {id: text} into shards under out_dir, resuming finished shards; this host takes
-    shards process_index, process_index + process_count, ...; passages/s shown on a progress bar."""
+    shards process_index, process_index + process_count, ...; passages/s shown on a progress bar.
+    `fingerprint`: more of what the shards depend on (e.g. the checkpoint path and step), recorded and
+    checked on resume along with the corpus, the model and the plan."""
     if encoder.is_colbert:
         raise ValueError("sharded corpus encoding is for dual encoders; ColBERT corpora are indexed in memory "
                          "(polyret.retrieval.late_interaction)")
     if not corpus:
         raise ValueError("the corpus is empty")
+    if shard_size < 1 or max_length < 2:
+        raise ValueError(f"shard_size must be at least 1 and max_length at least 2 (got {shard_size}, {max_length})")
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir).absolute()
     ids = list(corpus)
     # Length-sorted order (by characters: cheap, and deterministic) so each shard pads little.
     order = sorted(range(len(ids)), key=lambda i: (len(corpus[ids[i]]), i))
     num_shards = -(-len(ids) // shard_size)
     manifest = {"num_passages": len(ids), "shard_size": shard_size, "num_shards": num_shards,
-                "max_length": max_length, "side": side}
-    manifest_file = out / "manifest.json"
-    if manifest_file.exists():
-        previous = json.loads(manifest_file.read_text())
-        if previous != manifest:
-            raise ValueError(f"{manifest_file}: written for a different plan {previous}; use a new output folder")
-    elif process_index == 0:
-        manifest_file.write_text(json.dumps(manifest, indent=2))
+                "max_length": max_length, "side": side,
+                "fingerprint": canonical({**embeddings_fingerprint(encoder, corpus), **(fingerprint or {})})}
+    folder = _where_to_write(out, manifest, overwrite)
+    staging = folder != out
+    if staging:
+        if process_count > 1:
+            raise OutputError(f"{out}: holds another run's embeddings; --overwrite needs a single host "
+                              "(or use a new --output_dir)")
+        previous = _read_manifest(folder) if folder.is_dir() else None
+        if previous is not None and canonical(previous) != canonical(manifest):
+            shutil.rmtree(folder)  # an abandoned staging folder of yet another run
+    folder.mkdir(parents=True, exist_ok=True)
+    if process_index == 0 and _read_manifest(folder) is None:
+        atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
     mine = [s for s in range(num_shards) if s % process_count == process_index]
-    todo = [s for s in mine if not all(p.exists() for p in _shard_paths(out, s))]
+    for s in mine:  # what a killed run left half-written
+        for tmp in _tmp_paths(folder, s):
+            tmp.unlink(missing_ok=True)
+    todo = [s for s in mine if not all(p.exists() for p in _shard_paths(folder, s))]
     bar = tqdm(total=sum(min(shard_size, len(ids) - s * shard_size) for s in todo), desc="encoding corpus",
                unit="passage")
     for s in todo:
         shard_ids = [ids[i] for i in order[s * shard_size:(s + 1) * shard_size]]
         vectors = encoder.encode([corpus[i] for i in shard_ids], side, max_length).astype(np.float32)
-        vec_path, ids_path = _shard_paths(out, s)
-        np.save(vec_path.with_suffix(".tmp.npy"), vectors)
-        os.replace(vec_path.with_suffix(".tmp.npy"), vec_path)
-        ids_path.with_suffix(".tmp").write_text("\n".join(shard_ids) + "\n", encoding="utf-8")
-        os.replace(ids_path.with_suffix(".tmp"), ids_path)  # written last: marks the shard complete
+        if not np.isfinite(vectors).all():
+            bad = shard_ids[int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])]
+            raise ValueError(f"the checkpoint produced a non-finite vector (NaN/inf) for {bad!r}; nothing of "
+                             "this shard was written")
+        vec_path, ids_path = _shard_paths(folder, s)
+        vec_tmp, ids_tmp = _tmp_paths(folder, s)
+        np.save(vec_tmp, vectors)
+        os.replace(vec_tmp, vec_path)
+        ids_tmp.write_text("\n".join(shard_ids) + "\n", encoding="utf-8")
+        os.replace(ids_tmp, ids_path)  # written last: marks the shard complete
         bar.update(len(shard_ids))
     bar.close()
+    if staging:
+        apply_umask(folder)
+        swap_in(folder, out)
     return out
+
+
+def _tmp_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
+    vec_path, ids_path = _shard_paths(out_dir, index)
+    return vec_path.with_suffix(".tmp.npy"), ids_path.with_suffix(".tmp")
 
 
 def load_embeddings(path: str | os.PathLike, ids_file: str | os.PathLike | None = None
                     ) -> tuple[list[str], np.ndarray]:
     """Shards written by `encode_corpus_to_shards` (a folder), or a precomputed `.npy` with an ids file
-    (one id a line, same order) -> (ids, float32 [n, dim])."""
+    (one id a line, same order) -> (ids, float32 [n, dim]). Vectors are read into one array without
+    intermediate copies; a NaN/inf vector is a DataError naming the ids file and line."""
     path = Path(path)
     if path.is_dir():
-        manifest_file = path / "manifest.json"
-        if not manifest_file.exists():
-            raise FileNotFoundError(f"{manifest_file}: missing; not an embeddings folder")
-        manifest = json.loads(manifest_file.read_text())
-        ids, vectors = [], []
+        manifest = _read_manifest(path)
+        if manifest is None:
+            raise FileNotFoundError(f"{path / MANIFEST}: missing; not an embeddings folder")
+        parts = []
         for s in range(manifest["num_shards"]):
             vec_path, ids_path = _shard_paths(path, s)
             if not ids_path.exists():
-                raise FileNotFoundError(f"{ids_path}: shard {s} of {manifest['num_shards']} is not written yet")
-            ids += ids_path.read_text(encoding="utf-8").splitlines()
-            vectors.append(np.load(vec_path))
-        return ids, np.concatenate(vectors)
+                raise FileNotFoundError(f"{ids_path}: shard {s} of {manifest['num_shards']} is not written yet; "
+                                        "run encode again to finish it")
+            shard_ids = ids_path.read_text(encoding="utf-8").splitlines()
+            shard = np.load(vec_path, mmap_mode="r")
+            if shard.ndim != 2 or shard.shape[0] != len(shard_ids):
+                raise DataError(vec_path, None, f"{shard.shape} vectors but {len(shard_ids)} ids in {ids_path}")
+            parts.append((ids_path, shard_ids, shard))
+        dims = {shard.shape[1] for _, _, shard in parts}
+        if len(dims) != 1:
+            raise DataError(path, None, f"shards of different dimensions {sorted(dims)}")
+        ids: list[str] = []
+        vectors = np.empty((sum(len(i) for _, i, _ in parts), dims.pop()), np.float32)
+        for ids_path, shard_ids, shard in parts:
+            vectors[len(ids):len(ids) + len(shard_ids)] = shard
+            _check_finite(vectors[len(ids):len(ids) + len(shard_ids)], shard_ids, ids_path)
+            ids += shard_ids
+        _check_unique(ids, path)
+        return ids, vectors
     if ids_file is None:
         raise ValueError(f"{path}: a precomputed .npy needs its ids file")
-    vectors = np.load(path)
+    try:
+        vectors = np.load(path, mmap_mode="r")
+    except ValueError as e:
+        raise DataError(path, None, f"not a .npy array ({e})") from None
     ids = Path(ids_file).read_text(encoding="utf-8").splitlines()
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
-        raise ValueError(f"{path}: {vectors.shape} vectors but {len(ids)} ids in {ids_file}")
+        raise DataError(path, None, f"{vectors.shape} vectors but {len(ids)} ids in {ids_file}")
+    vectors = np.array(vectors, np.float32)  # one copy into memory (float16/64 files converted on the way)
+    _check_finite(vectors, ids, Path(ids_file))
+    _check_unique(ids, Path(ids_file))
+    return ids, vectors
+
+
+def _check_finite(vectors: np.ndarray, ids: Sequence[str], ids_path: Path, block: int = 65536) -> None:
+    for start in range(0, len(vectors), block):  # in blocks: no full-size boolean temporary
+        finite = np.isfinite(vectors[start:start + block]).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise DataError(ids_path, row + 1, f"the vector of id {ids[row]!r} is not finite (NaN or inf)")
+
+
+def _check_unique(ids: Sequence[str], where: Path) -> None:
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{ids_file}: duplicate ids")
-    return ids, vectors.astype(np.float32)
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise DataError(where, None, f"duplicate id {dup!r}")
