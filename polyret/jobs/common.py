@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-import gin
+from polyret import configuration
+from polyret.configuration import GinConfigError  # noqa: F401  (re-exported for the jobs)
 
-from polyret import GIN_CONFIGS_DIR
+
+def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = ()) -> None:
+    """polyret.configuration.parse_gin on a clear configuration: a job's settings are its own flags, and a
+    job run twice in one process (tests, notebooks) would otherwise find gin locked by the first run."""
+    import gin
+    gin.clear_config()
+    configuration.parse_gin(files, bindings, search_paths)
 
 
 class UsageError(ValueError):
@@ -66,6 +74,15 @@ class _ConsoleFilter(logging.Filter):
         return ours or record.levelno >= logging.ERROR
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """A log file (and its folder) created only when the first record arrives: a job refused before any
+    work leaves nothing behind."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         from polyret.synthesis.llm import redact
@@ -73,10 +90,14 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-def setup_logging(log_file: str | os.PathLike | None, console_level: int = logging.INFO) -> Path | None:
+def setup_logging(log_file: str | os.PathLike | None, only_if_warned: bool = False,
+                  console_level: int = logging.INFO) -> Path | None:
     """Library logs and warnings (absl, TensorFlow, JAX, transformers, bm25s, Python warnings) go to
     `log_file` (appended); the console shows polyret's own messages and errors, so progress bars and
-    one line per stage stay readable. Known secrets are redacted from both. Returns the log file."""
+    one line per stage stay readable. Known secrets are redacted from both. Returns the log file.
+
+    only_if_warned: the file is written only once something logs a warning (its earlier messages are
+    kept in memory until then), so a quiet run leaves no log file beside its output."""
     # Before TensorFlow / transformers are imported, or they install their own console handlers.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -85,7 +106,7 @@ def setup_logging(log_file: str | os.PathLike | None, console_level: int = loggi
     for handler in list(root.handlers):  # ours from an earlier call, and logging.basicConfig's console handler
         if getattr(handler, "_polyret", False) or getattr(handler, "stream", None) in consoles:
             root.removeHandler(handler)
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, (logging.FileHandler, logging.handlers.MemoryHandler)):
                 handler.close()
     redact_filter = _RedactFilter()
     console = logging.StreamHandler(sys.stderr)
@@ -98,10 +119,12 @@ def setup_logging(log_file: str | os.PathLike | None, console_level: int = loggi
     path = None
     if log_file is not None:
         path = Path(log_file).absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler = _LazyFileHandler(path, encoding="utf-8", delay=True)  # created at the first record
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler: logging.Handler = file_handler
+        if only_if_warned:
+            handler = logging.handlers.MemoryHandler(100_000, logging.WARNING, file_handler, flushOnClose=False)
         handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(redact_filter)
         handler._polyret = True  # type: ignore[attr-defined]
         root.addHandler(handler)
@@ -151,41 +174,6 @@ def parse_args_with_gin(parser: argparse.ArgumentParser, argv: list[str] | None)
             parser.error(f"unknown flag {item!r} (gin bindings are written --gin.NAME=VALUE)")
         bindings.append(item[len("--gin."):])
     return args, bindings
-
-
-def resolve_gin_file(name: str, search_paths: list[str]) -> str:
-    """A gin file as given, or found under a search path or polyret's own gin_configs/."""
-    for folder in ["", *search_paths, str(GIN_CONFIGS_DIR)]:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return os.path.abspath(candidate)
-    raise UsageError(f"--gin_file {name!r} not found (looked in ., "
-                     f"{', '.join(search_paths + [str(GIN_CONFIGS_DIR)])})")
-
-
-def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = ()) -> None:
-    """Parse gin files and bindings (gin's own errors become one-line UsageErrors) into a fresh config.
-
-    The config is not locked (gin.finalize): jobs import library modules, which register configurables,
-    after parsing, and a job run twice in one process (tests, notebooks) parses again."""
-    gin.clear_config()
-    if isinstance(search_paths, str):
-        search_paths = [p for p in search_paths.split(",") if p]
-    search_paths = list(search_paths)
-    files = [resolve_gin_file(f, search_paths) for f in files]
-    import polyret.retrieval.index  # noqa: F401  (ScannConfig: reachable from every job's --gin flags)
-    for path in search_paths + [str(GIN_CONFIGS_DIR)]:
-        gin.add_config_file_search_path(path)
-    # gin logs an error for every search-path miss before it finds a file; a real miss still raises.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)
-    try:
-        gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
-    except (ValueError, KeyError, IOError, NameError, SyntaxError) as e:
-        raise UsageError(f"gin configuration error: {str(e).splitlines()[0]}") from None
-    finally:
-        root.setLevel(level)
 
 
 def initialize_distributed(multihost: bool, coordinator_address: str | None = None, num_processes: int | None = None,

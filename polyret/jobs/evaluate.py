@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -22,8 +21,7 @@ from polyret.retrieval import pipeline as P
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="polyret evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser("polyret evaluate", __doc__)
     common.add_gin_flags(p)
     p.add_argument("--checkpoint", help="polyret checkpoint folder (dual encoder or ColBERT)")
     p.add_argument("--query_embeddings", help="precomputed query vectors (.npy) instead of --checkpoint")
@@ -39,13 +37,13 @@ def parse_args(argv):
     p.add_argument("--answers", help="XOR-Retrieve answers JSONL {id, lang, answers}")
     p.add_argument("--metrics", default=",".join(M.DEFAULT_METRICS))
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=common.at_least(1), default=None,
                    help="documents retrieved per query (default: what the metrics need, see above)")
     p.add_argument("--bm25", action="store_true", help="also run the BM25 baseline (bm25s)")
-    p.add_argument("--query_max_length", type=int, default=64)
-    p.add_argument("--passage_max_length", type=int, default=256,
+    p.add_argument("--query_max_length", type=common.at_least(2), default=64)
+    p.add_argument("--passage_max_length", type=common.at_least(2), default=256,
                    help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
-    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--batch_size", type=common.at_least(1), default=64)
     p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
@@ -63,6 +61,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    common.setup_logging(f"{args.output_dir.rstrip('/')}/evaluate.log", only_if_warned=True)
     return common.run_main("evaluate", lambda: evaluate(args))
 
 
@@ -94,10 +93,11 @@ def evaluate(args) -> int:
         from polyret.retrieval.encode import load_embeddings
         query_ids, query_vectors = load_embeddings(args.query_embeddings, args.query_ids)
         doc_ids, doc_vectors = load_embeddings(args.corpus_embeddings, args.corpus_ids)
-        unknown = set(doc_ids) - set(corpus)
-        if unknown:
-            raise ValueError(f"{args.corpus_ids or args.corpus_embeddings}: id {sorted(unknown)[0]!r} is not in "
-                             f"{args.corpus or args.dataset}")
+        # Before any search: vectors for exactly the corpus and queries evaluated (else metrics are silently 0).
+        P.check_embedding_coverage(doc_ids, corpus, args.corpus_ids or args.corpus_embeddings,
+                                   args.corpus or args.dataset, "documents")
+        P.check_embedding_coverage(query_ids, queries, args.query_ids or args.query_embeddings,
+                                   args.queries or args.dataset, "queries")
         runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
     if "dense" in runs:
         extra["scann"] = {"brute_force": index.brute_force, **index.params, "recall@10_vs_brute_force": recall}

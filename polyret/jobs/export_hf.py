@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_seq_length", type=common.at_least(1), default=512)
     common.add_overwrite_flag(p)
     args, bindings = common.parse_args_with_gin(p, argv)
-    common.setup_logging(None)
+    common.setup_logging(f"{args.output_dir.rstrip('/')}.log", only_if_warned=True)
 
     def body() -> None:
         common.parse_gin(args.gin_file, bindings, args.gin_search_paths)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam_args", default="", help="Beam pipeline options, e.g. '--runner=DataflowRunner ...'")
     p.add_argument("--num_shards", type=common.at_least(0), default=0, help="Beam output shards (0: the runner decides)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    common.setup_logging(f"{args.output}.log")
+    common.setup_logging(f"{args.output}.log", only_if_warned=True)
     return common.run_main("generate_sap", lambda: _generate(args))
 
 

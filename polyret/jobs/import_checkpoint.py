@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    common.setup_logging(None)
+    common.setup_logging(f"{args.output_dir.rstrip('/')}.log", only_if_warned=True)
     return common.run_main("import_checkpoint", lambda: import_checkpoint(args))
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from polyret.jobs import common
@@ -15,8 +14,7 @@ from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="polyret mine_negatives", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = common.parser("polyret mine_negatives", __doc__)
     common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="dual-encoder checkpoint that retrieves the candidates")
@@ -28,21 +26,26 @@ def main(argv: list[str] | None = None) -> int:
                                      "--corpus/--queries/--qrels")
     p.add_argument("--split", help="--dataset folder's split (e.g. train)")
     p.add_argument("--output", required=True, help="hard-negative JSONL to write")
-    p.add_argument("--depth", type=int, default=100, help="documents retrieved per query")
-    p.add_argument("--num_negatives", type=int, default=7)
-    p.add_argument("--rank_start", type=int, default=0)
-    p.add_argument("--rank_end", type=int, default=100)
+    p.add_argument("--depth", type=common.at_least(1), default=100, help="documents retrieved per query")
+    p.add_argument("--num_negatives", type=common.at_least(1), default=7)
+    p.add_argument("--rank_start", type=common.at_least(0), default=0)
+    p.add_argument("--rank_end", type=common.at_least(1), default=100)
     p.add_argument("--margin", type=float, default=None, help="drop candidates scoring within this of the positive")
     p.add_argument("--relative_threshold", type=lambda v: None if v.lower() == "none" else float(v), default=0.95,
                    help="drop candidates scoring above this fraction of the positive's score ('none': off)")
-    p.add_argument("--query_max_length", type=int, default=64)
-    p.add_argument("--passage_max_length", type=int, default=256)
+    p.add_argument("--query_max_length", type=common.at_least(2), default=64)
+    p.add_argument("--passage_max_length", type=common.at_least(2), default=256)
     p.add_argument("--seed", type=int, default=0)
     args, bindings = common.parse_args_with_gin(p, argv)
     if args.dataset and (args.corpus or args.queries or args.qrels):
         p.error("give --dataset, or --corpus/--queries/--qrels, not both")
     if not args.dataset and not (args.corpus and args.queries and args.qrels):
         p.error("give --dataset, or --corpus, --queries and --qrels")
+    if args.rank_end <= args.rank_start:
+        p.error(f"--rank_end ({args.rank_end}) must be above --rank_start ({args.rank_start})")
+    if args.rank_end > args.depth:
+        p.error(f"--rank_end ({args.rank_end}) is beyond --depth ({args.depth}): those ranks are never retrieved")
+    common.setup_logging(f"{args.output}.log", only_if_warned=True)
 
     def body() -> None:
         common.parse_gin(args.gin_file, bindings, args.gin_search_paths)

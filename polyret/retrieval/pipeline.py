@@ -31,6 +31,30 @@ def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[st
                 raise DataError(qrels_path, None, f"document id {doc!r} (query {qid!r}) is not in the corpus")
 
 
+def check_embedding_coverage(ids: Sequence[str], expected: Mapping[str, str], ids_source: str | os.PathLike,
+                             expected_source: str | os.PathLike, what: str) -> None:
+    """Precomputed vectors must be exactly those of the corpus (or queries) being evaluated: a missing
+    vector would silently score zero, a foreign one would be retrieved."""
+    have = set(ids)
+    missing = [i for i in expected if i not in have]
+    if missing:
+        raise DataError(ids_source, None, f"{len(missing)} of the {len(expected)} {what} in {expected_source} have "
+                                          f"no vector (first: {missing[0]!r}); the embeddings do not match the {what}")
+    unknown = sorted(have - set(expected))
+    if unknown:
+        raise DataError(ids_source, None, f"{len(unknown)} ids are not {what} in {expected_source} "
+                                          f"(first: {unknown[0]!r}); the embeddings do not match the {what}")
+
+
+def first_non_finite(vectors: np.ndarray, block: int = 65536) -> int | None:
+    """Row of the first vector holding NaN or inf (checked in blocks: no full-size temporary), or None."""
+    for start in range(0, len(vectors), block):
+        finite = np.isfinite(vectors[start:start + block]).all(axis=1)
+        if not finite.all():
+            return start + int(np.flatnonzero(~finite)[0])
+    return None
+
+
 def read_query_languages(path: str | os.PathLike) -> dict[str, str]:
     """{qid: language} from a queries file's language field or column (empty when it has none)."""
     from polyret.io.formats import read_languages
@@ -44,6 +68,10 @@ def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: S
     if query_vectors.shape[1] != doc_vectors.shape[1]:
         raise ValueError(f"embedding dimension mismatch: queries {query_vectors.shape[1]}, "
                          f"corpus {doc_vectors.shape[1]}")
+    for what, ids, vectors in (("query", query_ids, query_vectors), ("document", doc_ids, doc_vectors)):
+        row = first_non_finite(vectors)
+        if row is not None:  # NaN scores would rank arbitrarily and be written as `nan` into the run
+            raise ValueError(f"the vector of {what} {ids[row]!r} is not finite (NaN or inf); a diverged checkpoint?")
     index = ScannIndex.build(list(doc_ids), doc_vectors, k=k, config=config)
     rows, scores = index.search(query_vectors, k)
     recall = None
@@ -115,6 +143,10 @@ def retrieve(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[
 def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables: Mapping[str, dict],
                   extra: dict | None = None) -> str:
     """Run files, metrics.json and metrics.md under output_dir; returns the markdown."""
+    for name, run in runs.items():  # checked before anything is written: a TREC run never holds `nan`
+        bad = next(((q, d) for q, docs in run.items() for d, score in docs.items() if not np.isfinite(score)), None)
+        if bad is not None:
+            raise ValueError(f"{name} run: the score of document {bad[1]!r} for query {bad[0]!r} is not finite")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
