@@ -155,7 +155,7 @@ def _write_tokenizer(out: Path, tokenizer: str | os.PathLike | None) -> None:
 
 def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projection: np.ndarray | None,
                                 l2_norm: bool, max_seq_length: int) -> None:
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"}]
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
                                                                "do_lower_case": False}, indent=2))
     pool_mode = {"mean": "mean", "first": "cls"}[pooling]
@@ -163,14 +163,14 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
     (out / "1_Pooling/config.json").write_text(json.dumps(
         {"embedding_dimension": cfg.d_model, "pooling_mode": pool_mode, "include_prompt": True}, indent=2))
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling",
-                    "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"})
+                    "type": "sentence_transformers.models.Pooling"})
     if projection is not None:
         _write_dense(out / "2_Dense", projection)
-        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.base.modules.dense.Dense"})
+        modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
     if l2_norm:
         (out / "3_Normalize").mkdir()
         modules.append({"idx": len(modules), "name": str(len(modules)), "path": "3_Normalize",
-                        "type": "sentence_transformers.base.modules.normalize.Normalize"})
+                        "type": "sentence_transformers.models.Normalize"})
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
     (out / "config_sentence_transformers.json").write_text(json.dumps(
         {"model_type": "SentenceTransformer", "similarity_fn_name": "cosine" if l2_norm else "dot",
@@ -220,8 +220,9 @@ def write_colbert(params: dict[str, Any], model_cfg: ColBERTConfig, out: Path, t
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
                                                                "do_lower_case": False}, indent=2))
     _write_dense(out / "1_Dense", projection)
+    # Module types that sentence-transformers 5 and 6 both load; PyLate turns the Dense into its own.
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]
+               {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"}]
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
     (out / "config_sentence_transformers.json").write_text(json.dumps({
         "model_type": "ColBERT", "similarity_fn_name": "MaxSim", "query_length": model_cfg.query_length,
