@@ -66,6 +66,42 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
             yield line_no, line.rstrip("\r\n")
 
 
+def check_fields(path: str | os.PathLike, line_no: int, obj: dict[str, Any],
+                 required: dict[str, type | tuple[type, ...]], nonempty: tuple[str, ...] = ()) -> None:
+    """Required fields present, not null and of their types; `nonempty` fields not blank."""
+    for field, types in required.items():
+        if field not in obj:
+            raise DataError(path, line_no, f"field {field!r} is missing")
+        if obj[field] is None:
+            raise DataError(path, line_no, f"field {field!r} is null")
+        if not isinstance(obj[field], types):
+            raise DataError(path, line_no, f"field {field!r} has type {type(obj[field]).__name__}")
+    for field in nonempty:
+        if obj.get(field) is None:
+            raise DataError(path, line_no, f"field {field!r} is {'null' if field in obj else 'missing'}")
+        if not str(obj[field]).strip():
+            raise DataError(path, line_no, f"field {field!r} is empty")
+
+
+def iter_objects(path: str | os.PathLike, required: dict[str, type | tuple[type, ...]] | None = None,
+                 nonempty: tuple[str, ...] = (), skip_bad: bool = False, skipped: SkipCounter | None = None
+                 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Records of a JSONL file, or rows of a parquet file (Hugging Face releases such as SWIM-IR), checked
+    as `iter_jsonl` checks them; errors name `file:line` (`file:row` for parquet)."""
+    if Path(path).suffix != ".parquet":
+        yield from iter_jsonl(path, required, nonempty, skip_bad, skipped)
+        return
+    for row, obj in iter_parquet(path, columns=None):
+        try:
+            check_fields(path, row, obj, required or {}, nonempty)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped is not None and skipped.update([str(e).split(": ", 1)[1]])
+            continue
+        yield row, obj
+
+
 def iter_jsonl(path: str | os.PathLike, required: dict[str, type | tuple[type, ...]] | None = None,
                nonempty: tuple[str, ...] = (), skip_bad: bool = False,
                skipped: SkipCounter | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -78,17 +114,7 @@ def iter_jsonl(path: str | os.PathLike, required: dict[str, type | tuple[type, .
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise DataError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
-            for field, types in required.items():
-                if field not in obj:
-                    raise DataError(path, line_no, f"field {field!r} is missing")
-                if obj[field] is None:
-                    raise DataError(path, line_no, f"field {field!r} is null")
-                if not isinstance(obj[field], types):
-                    raise DataError(path, line_no, f"field {field!r} has type {type(obj[field]).__name__}")
-            for field in nonempty:
-                if obj.get(field) is None or not str(obj[field]).strip():
-                    raise DataError(path, line_no, f"field {field!r} is {'null' if field in obj else 'missing'}"
-                                    if obj.get(field) is None else f"field {field!r} is empty")
+            check_fields(path, line_no, obj, required, nonempty)
         except json.JSONDecodeError as e:
             err = DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno})")
             if not skip_bad:

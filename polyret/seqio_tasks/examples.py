@@ -1,18 +1,20 @@
 """Python readers that turn users' files into examples (dicts of strings / numbers) for SeqIO sources.
 
 Each reader validates as it goes (errors name file, line and field) and is deterministic given a seed:
-any per-example randomness comes from a generator seeded with (seed, line number), so the same example
-is the same whatever the sharding or the order of reading.
+any per-example randomness comes from a generator seeded with (seed, line number) (and the epoch where
+examples are redrawn every pass), so the same example is the same whatever the sharding or the order of
+reading.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from polyret.io.formats import DataError, SkipCounter, iter_jsonl, iter_teacher_scores, open_text, read_id_text
+from polyret.io.formats import (DataError, SkipCounter, iter_jsonl, iter_objects, iter_teacher_scores, open_text,
+                                read_id_text)
 from polyret.seqio_tasks.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")
@@ -30,9 +32,10 @@ def join_title(title: str | None, text: str) -> str:
 
 def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
                      skipped: SkipCounter | None = None) -> Iterator[dict[str, Any]]:
-    """SWIM-IR JSONL (`_id, lang, code, query, title, text`) -> inputs (query), targets (title + text)."""
+    """SWIM-IR JSONL or parquet (the Hub release; fields `_id, lang, code, query, title, text`) -> inputs
+    (query), targets (title + text), language (`code`, aliases such as the datacard's `hn` mapped)."""
     fields = {"_id": (str, int), "lang": str, "code": str, "query": str, "title": str, "text": str}
-    for line_no, obj in iter_jsonl(path, fields, nonempty=("query", "text"), skip_bad=skip_bad, skipped=skipped):
+    for line_no, obj in iter_objects(path, fields, nonempty=("query", "text"), skip_bad=skip_bad, skipped=skipped):
         try:
             language = check_language(obj["code"], path, line_no, "code")
         except DataError:
@@ -91,60 +94,115 @@ def hard_negative_examples(path: str | os.PathLike, num_negatives: int, seed: in
 
 # -------------------------------------------------------------------------------- translated distillation
 
+class DistillationData:
+    """Multilingual Translate-Distill data: the teacher score file joined with the queries and one
+    row-aligned passage collection per language.
+
+    Per query: the teacher's top `top_n` passages; each pass over the data (epoch) takes `num_passages`
+    of them (`sampling`: "random" without replacement, or "top"), ordered by teacher score, and chooses
+    their languages by `strategy`: mix_passages (a random language per passage), mix_entries (one random
+    language for the set) or round_robin (the query repeated once per language, consecutively). The draw
+    depends only on (seed, epoch, line of the score file), as PLAID-X redraws on every pass, so it is the
+    same whatever the sharding, and a resumed run sees what an uninterrupted one saw. Teacher scores are
+    on English pairs and apply to every translation of a passage.
+
+    Memory: the collections are read through an offset index over a memory map
+    (polyret.io.collection_index); the score file is held as arrays (row indices and float32 scores).
+    """
+
+    def __init__(self, score_file: str | os.PathLike, queries_file: str | os.PathLike,
+                 collections: Mapping[str, str | os.PathLike], num_passages: int = 6, top_n: int = 50,
+                 sampling: str = "random", strategy: str = "mix_passages", seed: int = 0):
+        from polyret.io.collection_index import AlignedCollections
+
+        if strategy not in MIXING_STRATEGIES:
+            raise ValueError(f"strategy must be one of {MIXING_STRATEGIES}, got {strategy!r}")
+        if sampling not in ("random", "top"):
+            raise ValueError(f"sampling must be 'random' or 'top', got {sampling!r}")
+        if not 0 < num_passages <= top_n:
+            raise ValueError(f"need 0 < num_passages <= top_n, got {num_passages} and {top_n}")
+        for lang in collections:
+            check_language(lang, "collections", None, "language")
+        self.num_passages, self.top_n, self.sampling, self.strategy, self.seed = (
+            num_passages, top_n, sampling, strategy, seed)
+        self.queries = read_id_text(queries_file, with_title=False)
+        self.collections = AlignedCollections(collections)
+        self.languages = self.collections.languages
+        qids, lines, rows, scores = [], [], [], []
+        for line_no, qid, pairs in iter_teacher_scores(score_file):
+            if qid not in self.queries:
+                raise DataError(score_file, line_no, f"query id {qid!r} is not in {queries_file}")
+            ranked = sorted(pairs, key=lambda p: -p[1])[:top_n]
+            if len(ranked) < num_passages:
+                raise DataError(score_file, line_no, f"query {qid!r} has {len(ranked)} scored passages, "
+                                                     f"fewer than num_passages={num_passages}")
+            row = np.full(top_n, -1, np.int32)
+            for i, (pid, _) in enumerate(ranked):
+                r = self.collections.row(pid)
+                if r is None:
+                    raise DataError(score_file, line_no, f"passage id {pid!r} is not in the collections")
+                row[i] = r
+            qids.append(qid)
+            lines.append(line_no)
+            rows.append(row)
+            scores.append(np.array([sc for _, sc in ranked] + [np.nan] * (top_n - len(ranked)), np.float32))
+        if not qids:
+            raise DataError(score_file, None, "no records")
+        self.qids, self.lines = qids, np.array(lines, np.int64)
+        self.rows, self.scores = np.stack(rows), np.stack(scores)
+        self.counts = (self.rows >= 0).sum(axis=1)
+
+    @property
+    def copies(self) -> int:
+        """Examples per query line (round robin: one per language)."""
+        return len(self.languages) if self.strategy == "round_robin" else 1
+
+    def __len__(self) -> int:
+        return len(self.qids) * self.copies
+
+    def order(self, epoch: int, shuffle: bool) -> np.ndarray:
+        """Positions of the query lines in this epoch's order (a permutation from (seed, epoch))."""
+        n = len(self.qids)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if shuffle else np.arange(n)
+
+    def examples(self, epoch: int = 0, shard_index: int = 0, num_shards: int = 1, shuffle: bool = False
+                 ) -> Iterator[dict[str, Any]]:
+        """One epoch's examples for host `shard_index` of `num_shards` (every num_shards-th query of the
+        epoch's order; a query's round-robin copies stay together, consecutive)."""
+        for position in self.order(epoch, shuffle)[shard_index::num_shards]:
+            yield from self._query_examples(int(position), epoch)
+
+    def _query_examples(self, position: int, epoch: int) -> Iterator[dict[str, Any]]:
+        rng = _rng(self.seed, epoch, int(self.lines[position]))
+        count, k = int(self.counts[position]), self.num_passages
+        chosen = sorted(rng.choice(count, k, replace=False)) if self.sampling == "random" else range(k)
+        rows = [int(self.rows[position, i]) for i in chosen]
+        scores = self.scores[position, list(chosen)]
+        languages = self.languages
+        if self.strategy == "round_robin":
+            language_sets = [[lang] * k for lang in languages]
+        elif self.strategy == "mix_entries":
+            language_sets = [[languages[rng.integers(len(languages))]] * k]
+        else:
+            language_sets = [[languages[i] for i in rng.integers(len(languages), size=k)]]
+        qid = self.qids[position]
+        passage_ids = [self.collections.id_of(r) for r in rows]
+        for langs in language_sets:
+            yield {"inputs": self.queries[qid], "query_id": qid,
+                   "passages": [self.collections.text(lang, r) for r, lang in zip(rows, langs)],
+                   "passage_ids": passage_ids,
+                   "teacher_scores": scores.copy(),
+                   "passage_languages": np.array([languages.index(lang) for lang in langs], np.int32)}
+
+
 def distillation_examples(score_file: str | os.PathLike, queries_file: str | os.PathLike,
                           collections: dict[str, str | os.PathLike], num_passages: int = 6, top_n: int = 50,
-                          sampling: str = "random", strategy: str = "mix_passages", seed: int = 0
+                          sampling: str = "random", strategy: str = "mix_passages", seed: int = 0, epoch: int = 0,
+                          shard_index: int = 0, num_shards: int = 1, shuffle: bool = False
                           ) -> Iterator[dict[str, Any]]:
-    """Multilingual Translate-Distill examples.
-
-    Joins the teacher score file with the queries and one row-aligned passage collection per language.
-    Per query: keep the teacher's top `top_n` passages, take `num_passages` of them (`sampling`:
-    "random" without replacement, or "top"), ordered by teacher score; then choose languages by
-    `strategy`: mix_passages (a random language per passage), mix_entries (one random language for the
-    set) or round_robin (the query repeated once per language). Teacher scores are on English pairs
-    and apply to every translation of a passage.
-    """
-    if strategy not in MIXING_STRATEGIES:
-        raise ValueError(f"strategy must be one of {MIXING_STRATEGIES}, got {strategy!r}")
-    if sampling not in ("random", "top"):
-        raise ValueError(f"sampling must be 'random' or 'top', got {sampling!r}")
-    languages = sorted(collections)
-    for lang in languages:
-        check_language(lang, "collections", None, "language")
-    queries = read_id_text(queries_file)
-    texts = {lang: read_id_text(path) for lang, path in collections.items()}
-    first = texts[languages[0]]
-    for lang in languages[1:]:
-        if texts[lang].keys() != first.keys():
-            missing = next(iter(first.keys() - texts[lang].keys() or texts[lang].keys() - first.keys()))
-            raise DataError(collections[lang], None, f"not row-aligned with {collections[languages[0]]}: "
-                                                     f"passage id {missing!r} is in one and not the other")
-    for line_no, qid, pairs in iter_teacher_scores(score_file):
-        if qid not in queries:
-            raise DataError(score_file, line_no, f"query id {qid!r} is not in {queries_file}")
-        for pid, _ in pairs:
-            if pid not in first:
-                raise DataError(score_file, line_no, f"passage id {pid!r} is not in the collections")
-        ranked = sorted(pairs, key=lambda p: -p[1])[:top_n]
-        if len(ranked) < num_passages:
-            raise DataError(score_file, line_no, f"query {qid!r} has {len(ranked)} scored passages, "
-                                                 f"fewer than num_passages={num_passages}")
-        rng = _rng(seed, line_no)
-        chosen = (sorted(rng.choice(len(ranked), num_passages, replace=False)) if sampling == "random"
-                  else range(num_passages))
-        picked = [ranked[i] for i in chosen]
-        if strategy == "round_robin":
-            language_sets = [[lang] * num_passages for lang in languages]
-        elif strategy == "mix_entries":
-            language_sets = [[languages[rng.integers(len(languages))]] * num_passages]
-        else:
-            language_sets = [[languages[i] for i in rng.integers(len(languages), size=num_passages)]]
-        for langs in language_sets:
-            yield {"inputs": queries[qid], "query_id": qid,
-                   "passages": [texts[lang][pid] for (pid, _), lang in zip(picked, langs)],
-                   "passage_ids": [pid for pid, _ in picked],
-                   "teacher_scores": np.array([s for _, s in picked], np.float32),
-                   "passage_languages": np.array([languages.index(lang) for lang in langs], np.int32)}
+    """One epoch of Multilingual Translate-Distill examples; see `DistillationData`."""
+    data = DistillationData(score_file, queries_file, collections, num_passages, top_n, sampling, strategy, seed)
+    yield from data.examples(epoch, shard_index, num_shards, shuffle)
 
 
 def text_documents(paths: Sequence[str | os.PathLike], text_field: str = "text") -> Iterator[dict[str, Any]]:

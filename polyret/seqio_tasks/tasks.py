@@ -7,7 +7,9 @@ so a gin file or a user script can register data and select it with `MIXTURE_OR_
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import gin
@@ -87,6 +89,10 @@ def temperature_rates(sizes: Mapping[str, float], alpha: float = 0.3) -> dict[st
 
 
 def _count_lines(path: str | os.PathLike) -> int:
+    """Records in a JSONL file (non-blank lines) or a parquet file (rows, from its metadata)."""
+    if str(path).endswith(".parquet"):
+        import pyarrow.parquet as pq
+        return pq.ParquetFile(path).metadata.num_rows
     with open_text(path) as f:
         return sum(1 for line in f if line.strip())
 
@@ -146,7 +152,8 @@ def register_swim_ir_task(name: str, path: str | os.PathLike, vocabulary: seqio.
 
 def register_swim_ir_tasks(files: Mapping[tuple[str, str], str | os.PathLike], vocabulary: seqio.Vocabulary,
                            prefix: str = "swim_ir") -> list[str]:
-    """`files[(section, lang)]` (section: "cross_lingual" | "monolingual") -> tasks `{prefix}_{section}_{lang}`,
+    """`files[(section, lang)]` (section: "cross_lingual" | "monolingual"; JSONL or the Hub's parquet)
+    -> tasks `{prefix}_{section}_{lang}`,
     mixtures `{prefix}_{section}` and `{prefix}` with rates proportional to the number of pairs."""
     names, by_section = [], {}
     for (section, lang), path in sorted(files.items()):
@@ -172,20 +179,72 @@ def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: 
 
 # ------------------------------------------------------------------------------- translated distillation
 
+class EpochSource(seqio.DataSource):
+    """A seqio source over `examples(epoch, shard_index, num_shards, shuffle)` whose every pass is a new
+    epoch: the dataset counts the passes seqio's `repeat` starts (0, 1, 2, ...), and the example maker
+    draws afresh for each. Per-host shards are taken by the maker (so a record's examples stay together
+    on one host), and shuffling is its own (a permutation per epoch), so seqio adds no shuffle buffer and
+    a resumed run (the same dataset built again, then `skip`) reads the same stream."""
+
+    def __init__(self, examples: Callable[..., Iterator[dict[str, Any]]], signature: Mapping[str, tf.TensorSpec],
+                 splits: Sequence[str] = ("train",), chunk_size: int = 256):
+        super().__init__(splits=splits, caching_permitted=False, performs_internal_shuffling=True)
+        self._examples, self._signature, self._chunk_size = examples, dict(signature), chunk_size
+
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return True
+
+    def list_shards(self, split: str) -> Sequence[str]:
+        return [split]
+
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                    shard_info: seqio.ShardInfo | None = None, **unused) -> tf.data.Dataset:
+        index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+        signature = self._signature
+        chunk_signature = {k: tf.TensorSpec([None, *v.shape], v.dtype) for k, v in signature.items()}
+        passes, lock = itertools.count(), threading.Lock()
+
+        def chunks() -> Iterator[dict[str, np.ndarray]]:
+            with lock:  # tf.data starts one generator per pass, in order
+                epoch = next(passes)
+            buffer: list[dict[str, Any]] = []
+            for example in self._examples(epoch, index, count, bool(shuffle)):
+                buffer.append(example)
+                if len(buffer) == self._chunk_size:
+                    yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
+                    buffer = []
+            if buffer:
+                yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
+
+        return tf.data.Dataset.from_generator(chunks, output_signature=chunk_signature).unbatch()
+
+
+# Tasks whose examples come in groups that must share a batch (MTD round robin: one copy per language).
+GROUP_SIZES: dict[str, int] = {}
+
+
 def register_distillation_task(name: str, score_file: str | os.PathLike, queries_file: str | os.PathLike,
                                collections: Mapping[str, str | os.PathLike], vocabulary: seqio.Vocabulary,
                                num_passages: int = 6, top_n: int = 50, sampling: str = "random",
                                strategy: str = "mix_passages", seed: int = 0) -> str:
-    """MTD task; see `examples.distillation_examples`. `passage_languages` index sorted(collections)."""
+    """MTD task; see `examples.DistillationData`. `passage_languages` index sorted(collections).
+
+    Every pass over the score file (seqio's `num_epochs`) draws its own passages and languages. The files
+    are read and checked here, once."""
     signature = {"inputs": _STR, "query_id": _STR, "passages": _STRS, "passage_ids": _STRS,
                  "teacher_scores": tf.TensorSpec([None], tf.float32),
                  "passage_languages": tf.TensorSpec([None], tf.int32)}
-    make = lambda: ex.distillation_examples(score_file, queries_file, dict(collections), num_passages, top_n,
-                                            sampling, strategy, seed)
+    data = ex.DistillationData(score_file, queries_file, dict(collections), num_passages, top_n, sampling,
+                               strategy, seed)
     features = {"inputs": _token_feature(vocabulary), "passages": _token_feature(vocabulary, rank=2),
                 "teacher_scores": _value_feature(tf.float32), "passage_languages": _value_feature(tf.int32)}
-    return _add_task(name, source=_generator_source(make, signature), output_features=features,
-                     preprocessors=[preprocessors.tokenize])
+    if data.copies > 1:
+        GROUP_SIZES[name] = data.copies
+    else:
+        GROUP_SIZES.pop(name, None)
+    return _add_task(name, source=EpochSource(data.examples, signature), output_features=features,
+                     preprocessors=[preprocessors.tokenize], shuffle_buffer_size=None)
 
 
 # ------------------------------------------------------------------------------------------------ batches
@@ -200,10 +259,20 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
     get = functools.partial(seqio.get_dataset, task_feature_lengths=task_feature_lengths, dataset_split=split,
                             shuffle=shuffle, seed=seed, shard_info=shard_info, feature_converter=feature_converter,
                             num_epochs=num_epochs)
-    if not single_language_batches:
-        return get(mixture_or_task_name).batch(batch_size, drop_remainder=True)
     mixture = seqio.get_mixture_or_task(mixture_or_task_name)
     tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
+    grouped = {t.name: GROUP_SIZES[t.name] for t in tasks if t.name in GROUP_SIZES}
+    if grouped:  # a group's examples arrive consecutively; whole groups per batch need aligned batches
+        if len(tasks) > 1:
+            raise ValueError(f"task(s) {sorted(grouped)} emit groups that must share a batch (round robin): "
+                             "train on them alone, not in a mixture")
+        size = next(iter(grouped.values()))
+        if batch_size % size:
+            raise ValueError(f"per-host batch size {batch_size} is not a multiple of {size}, the number of "
+                             f"round-robin copies of a query in {mixture_or_task_name!r}: copies would straddle "
+                             "two batches")
+    if not single_language_batches:
+        return get(mixture_or_task_name).batch(batch_size, drop_remainder=True)
     rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
     batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
     return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
