@@ -233,7 +233,7 @@ def prepare_distill(queries_file: str | os.PathLike, collection_file: str | os.P
     just the source collection).
     """
     output_dir = Path(output_dir)
-    queries, collection = read_id_text(queries_file), read_id_text(collection_file)
+    queries, collection = read_id_text(queries_file, with_title=False), read_id_text(collection_file)
     candidates = candidates_from_run(run_file, top_n)
     for qid, pids in candidates.items():
         if qid not in queries:
