@@ -56,3 +56,14 @@ def test_tiny_variants_train(tmp_path, data_dir, run):
                                                        "TRAIN_STEPS=2"], progress=False)
     assert result.step == 2 and all(np.isfinite(result.losses))
     assert (tmp_path / "m" / "checkpoints" / "2" / "params").is_dir()
+
+
+def test_a_model_dimension_set_in_gin_trains(tmp_path, data_dir):
+    from polyret.configuration import train_from_gin
+    result = train_from_gin(["runs/tiny/swimx_xor.gin"], [
+        f"MODEL_DIR='{tmp_path}/m'", f"DATA_DIR='{data_dir}'", "TRAIN_STEPS=2", "t5_config.d_model=64"],
+        progress=False)
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    config = json.loads((tmp_path / "m" / "model_config.json").read_text())
+    assert config["encoder"]["d_model"] == 64
+    assert result.params["token_embedder"]["embedding"].shape[1] == 64
