@@ -231,7 +231,8 @@ def _summarise(names: list[str], limit: int = 6) -> str:
     groups: dict[str, int] = {}
     for name in names:
         parts = name.split("/")
-        key = "/".join(parts[:-2]) + "/*" if len(parts) > 2 else name
+        layer = next((i for i, p in enumerate(parts) if p.startswith("layers_")), None)
+        key = "/".join(parts[:layer + 1]) + "/*" if layer is not None and layer < len(parts) - 1 else name
         groups[key] = groups.get(key, 0) + 1
     items = [f"{k} ({n})" if n > 1 else k for k, n in groups.items()]
     return ", ".join(items[:limit]) + (f", ... ({len(names)} parameters)" if len(items) > limit else "")
