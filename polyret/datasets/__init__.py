@@ -1,0 +1,1 @@
+"""Data sets polyret builds itself from real text fetched through package registries."""
