@@ -278,6 +278,9 @@ class BertEncoder(nn.Module):
 
     def __call__(self, tokens: jax.Array, attention_mask: jax.Array | None = None, deterministic: bool = True,
                  token_type_ids: jax.Array | None = None) -> jax.Array:
+        if tokens.shape[-1] > self.config.max_length:  # JAX would clamp the position lookup silently
+            raise ValueError(f"BertEncoder: inputs of length {tokens.shape[-1]} exceed the position table "
+                             f"(max_length {self.config.max_length}); cut texts to at most that many tokens")
         if attention_mask is None:
             attention_mask = tokens != PAD_ID
         embedded = self.embeddings(tokens, token_type_ids, deterministic)

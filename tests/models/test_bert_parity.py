@@ -147,7 +147,29 @@ def test_dropout_is_active_only_when_not_deterministic():
     assert not np.allclose(a, b)
 
 
+def test_presets_are_gin_configurable_in_every_field():
+    import gin
+
+    with gin.unlock_config():
+        gin.parse_config("bert_config.preset = 'xlm_roberta_large'\nbert_config.dtype = 'bfloat16'\n"
+                         "bert_config.num_layers = 3")
+    try:
+        cfg = bert_config()
+    finally:
+        gin.clear_config()
+    assert (cfg.hidden_size, cfg.num_layers, cfg.dtype, cfg.pad_token_id, cfg.max_length) == (1024, 3, "bfloat16", 1, 512)
+    assert BertConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="'hidden' is not a BertConfig field"):
+        bert_config("bert_tiny", hidden=3)
+
+
 # ------------------------------------------------------------------------------------- bad input
+
+def test_inputs_longer_than_the_position_table_are_refused():
+    cfg = bert_config("xlm_roberta_tiny")  # 66 positions, 2 reserved by RoBERTa's offset
+    with pytest.raises(ValueError, match="length 65 exceed the position table .max_length 64."):
+        BertEncoder(cfg).init(jax.random.PRNGKey(0), np.ones((1, 65), np.int32))
+
 
 def test_unsupported_architecture_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2}))
