@@ -10,6 +10,8 @@ search the returned top-k is therefore exactly the brute-force MaxSim top-k.
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Sequence
 
 import numpy as np
@@ -36,6 +38,8 @@ class LateInteractionIndex:
         self.token_doc = np.repeat(np.arange(len(doc_ids)), lengths)
         tokens = np.concatenate(self.doc_vectors)
         self.num_tokens = len(tokens)
+        # No recall auto-tuning here: the bound below widens the search, so a fast build is what matters.
+        config = dataclasses.replace(config or ScannConfig(), recall_target=None)
         self.token_index = ScannIndex.build([str(i) for i in range(len(tokens))], tokens,
                                             k=min(1024, len(tokens)), config=config)
 
