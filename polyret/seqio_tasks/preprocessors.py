@@ -1,4 +1,4 @@
-"""TF preprocessors: tokenisation of scalar and list features, and mC4-style span pairs."""
+"""TF preprocessors: tokenisation of scalar and list features, and Contriever-style random-crop pairs."""
 
 from __future__ import annotations
 
@@ -50,37 +50,42 @@ def _encode(vocabulary: seqio.Vocabulary, text: tf.Tensor) -> tf.Tensor:
     return rows.to_tensor()
 
 
-def span_pairs(dataset: tf.data.Dataset, sequence_length: Mapping[str, int], min_span_length: int = 8
-               ) -> tf.data.Dataset:
-    """Two non-overlapping random spans of one tokenised document (`text`) -> `inputs`, `targets`.
+def span_pairs(dataset: tf.data.Dataset, sequence_length: Mapping[str, int], chunk_length: int = 256,
+               ratio_min: float = 0.1, ratio_max: float = 0.5, min_span_length: int = 1) -> tf.data.Dataset:
+    """Contrastive pre-training pairs by random cropping, as Contriever / mContriever (whose recipe SWIM-X's
+    mC4 pre-training follows) draw them: the tokenised documents (`text`) are read as one stream, cut into
+    chunks of `chunk_length` tokens (a last partial chunk is dropped), and each chunk gives two
+    *independent* random crops -> `inputs`, `targets`.
 
-    Each span is at least `min_span_length` and at most its feature length minus one (room for EOS);
-    documents shorter than two minimum spans are skipped. The document is split at a random point,
-    one span is drawn from each side, and the two are swapped half of the time.
+    Each crop (facebookresearch/contriever src/data.py `randomcrop`, defaults `--chunk_length 256
+    --ratio_min 0.1 --ratio_max 0.5`): ratio ~ U(ratio_min, ratio_max), length = floor(chunk_length *
+    ratio), start ~ U{0, ..., chunk_length - length}; the two crops may overlap. A crop longer than its
+    feature length minus one (room for EOS) is cut there. Not reproduced: Contriever shifts the chunk
+    boundaries by a random offset each epoch.
     """
     max_a = sequence_length["inputs"] - 1
     max_b = sequence_length["targets"] - 1
     if min(max_a, max_b) < min_span_length:
         raise ValueError(f"feature lengths {dict(sequence_length)} leave no room for spans of {min_span_length}")
-    dataset = dataset.filter(lambda ex: tf.size(ex["text"]) >= 2 * min_span_length)
+    if not 0 < ratio_min <= ratio_max <= 1:
+        raise ValueError(f"need 0 < ratio_min <= ratio_max <= 1, got {ratio_min}, {ratio_max}")
+    if int(chunk_length * ratio_min) < min_span_length:
+        raise ValueError(f"chunk_length {chunk_length} x ratio_min {ratio_min} gives crops shorter than "
+                         f"min_span_length {min_span_length}")
+    chunks = dataset.map(lambda ex: ex["text"]).unbatch().batch(chunk_length, drop_remainder=True)
+    chunks = chunks.map(lambda tokens: {"text": tokens})
+
+    def crop(tokens, u_ratio, u_start):
+        ratio = ratio_min + u_ratio * (ratio_max - ratio_min)
+        length = tf.cast(tf.floor(chunk_length * ratio), tf.int32)
+        positions = chunk_length - length + 1
+        start = tf.minimum(tf.cast(tf.floor(u_start * tf.cast(positions, tf.float64)), tf.int32), positions - 1)
+        return tokens[start:start + length]
 
     @seqio.map_over_dataset(num_seeds=1)
     def cut(example, seed):
         tokens = example["text"]
-        n = tf.size(tokens)
-        u = tf.random.stateless_uniform([6], seed=seed)
-        pick = lambda low, high, r: low + tf.cast(tf.floor(r * tf.cast(high - low + 1, tf.float32)), tf.int32)
-        split = tf.minimum(pick(min_span_length, n - min_span_length, u[0]), n - min_span_length)
-        len_a = tf.minimum(pick(min_span_length, tf.minimum(max_a, split), u[1]), tf.minimum(max_a, split))
-        start_a = tf.minimum(pick(0, split - len_a, u[2]), split - len_a)
-        len_b = tf.minimum(pick(min_span_length, tf.minimum(max_b, n - split), u[3]), tf.minimum(max_b, n - split))
-        start_b = split + tf.minimum(pick(0, n - split - len_b, u[4]), n - split - len_b)
-        first, second = tokens[start_a:start_a + len_a], tokens[start_b:start_b + len_b]
-        swap = u[5] < 0.5
-        inputs = tf.cond(swap, lambda: second[:max_a], lambda: first)
-        targets = tf.cond(swap, lambda: first[:max_b], lambda: second)
-        out = {k: v for k, v in example.items() if k != "text"}
-        out.update(inputs=inputs, targets=targets)
-        return out
+        u = tf.random.stateless_uniform([4], seed=seed, dtype=tf.float64)
+        return {"inputs": crop(tokens, u[0], u[1])[:max_a], "targets": crop(tokens, u[2], u[3])[:max_b]}
 
-    return cut(dataset)
+    return cut(chunks)

@@ -99,10 +99,15 @@ def _count_lines(path: str | os.PathLike) -> int:
 
 # ---------------------------------------------------------------------------------------- mC4 span pairs
 
-def _span_pair_preprocessors(min_span_length: int) -> list:
+# Contriever / mContriever random cropping (facebookresearch/contriever src/options.py defaults).
+CROP_DEFAULTS = {"chunk_length": 256, "ratio_min": 0.1, "ratio_max": 0.5}
+
+
+def _span_pair_preprocessors(min_span_length: int, crop: Mapping[str, float] | None = None) -> list:
     return [functools.partial(seqio.preprocessors.rekey, key_map={"text": "text"}),
             functools.partial(preprocessors.tokenize, also={"text": "targets"}),
-            functools.partial(preprocessors.span_pairs, min_span_length=min_span_length)]
+            functools.partial(preprocessors.span_pairs, min_span_length=min_span_length,
+                              **{**CROP_DEFAULTS, **(crop or {})})]
 
 
 def _span_pair_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -111,7 +116,8 @@ def _span_pair_features(vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature
 
 def register_mc4_tasks(languages: Sequence[str], vocabulary: seqio.Vocabulary, sizes: Mapping[str, float] | None = None,
                        alpha: float = 0.3, tfds_name: str = "c4/multilingual:3.1.0", tfds_data_dir: str | None = None,
-                       prefix: str = "mc4_span_pairs", min_span_length: int = 8) -> list[str]:
+                       prefix: str = "mc4_span_pairs", min_span_length: int = 1,
+                       crop: Mapping[str, float] | None = None) -> list[str]:
     """One span-pair task per mC4 language (TFDS `c4/multilingual`, split = language code) and a mixture
     `prefix` over them with temperature-scaled rates. `sizes` default to the TFDS split sizes."""
     names = []
@@ -119,7 +125,7 @@ def register_mc4_tasks(languages: Sequence[str], vocabulary: seqio.Vocabulary, s
         source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir,
                                       splits={"train": lang, "validation": f"{lang}-validation"})
         names.append(_add_task(f"{prefix}_{lang}", source=source, output_features=_span_pair_features(vocabulary),
-                               preprocessors=_span_pair_preprocessors(min_span_length)))
+                               preprocessors=_span_pair_preprocessors(min_span_length, crop)))
     if sizes is None:
         import tensorflow_datasets as tfds
         info = tfds.builder(tfds_name, data_dir=tfds_data_dir).info
@@ -130,11 +136,11 @@ def register_mc4_tasks(languages: Sequence[str], vocabulary: seqio.Vocabulary, s
 
 
 def register_text_span_task(name: str, files: Sequence[str | os.PathLike], vocabulary: seqio.Vocabulary,
-                            min_span_length: int = 8) -> str:
+                            min_span_length: int = 1, crop: Mapping[str, float] | None = None) -> str:
     """Span pairs from local documents: JSONL with a `text` field, or plain text with one document a line."""
     source = _generator_source(lambda: ex.text_documents(files), {"text": _STR})
     return _add_task(name, source=source, output_features=_span_pair_features(vocabulary),
-                     preprocessors=_span_pair_preprocessors(min_span_length))
+                     preprocessors=_span_pair_preprocessors(min_span_length, crop))
 
 
 # ------------------------------------------------------------------------------------------ SWIM-IR pairs
@@ -283,10 +289,13 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
 
 @gin.configurable
 def mc4_data_setup(languages: Sequence[str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
-                   alpha: float = 0.3, tfds_data_dir: str | None = None) -> None:
-    """Register the mC4 span-pair tasks and the mixture `mc4_span_pairs` (for `train.data_setup`)."""
+                   alpha: float = 0.3, tfds_data_dir: str | None = None, chunk_length: int = 256,
+                   ratio_min: float = 0.1, ratio_max: float = 0.5) -> None:
+    """Register the mC4 span-pair tasks and the mixture `mc4_span_pairs` (for `train.data_setup`); pairs are
+    two independent random crops of `ratio_min`..`ratio_max` of a `chunk_length`-token chunk."""
     from polyret.seqio_tasks.vocab import get_vocabulary
-    register_mc4_tasks(languages, get_vocabulary(vocabulary_path), alpha=alpha, tfds_data_dir=tfds_data_dir)
+    register_mc4_tasks(languages, get_vocabulary(vocabulary_path), alpha=alpha, tfds_data_dir=tfds_data_dir,
+                       crop={"chunk_length": chunk_length, "ratio_min": ratio_min, "ratio_max": ratio_max})
 
 
 @gin.configurable
