@@ -34,11 +34,12 @@ _counter = itertools.count()
 # Layouts of outputs written before markers existed: with --overwrite they may be replaced, provided the
 # folder holds nothing but these names.
 LEGACY_LAYOUTS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (names that must exist, names allowed)
-    "checkpoint": ({"model_config.json", "params"}, {"model_config.json", "params", "spiece.model",
+    "checkpoint": ({"model_config.json", "params"}, {"model_config.json", "params", "spiece.model", "tokenizer",
                                                      "lora_base.json"}),
     "hf_export": ({"config.json"}, {"config.json", "model.safetensors", "tokenizer_config.json", "spiece.model",
-                                    "sentence_bert_config.json", "1_Pooling", "2_Dense", "3_Normalize",
-                                    "modules.json", "config_sentence_transformers.json",
+                                    "tokenizer.json", "vocab.txt", "special_tokens_map.json", "added_tokens.json",
+                                    "sentencepiece.bpe.model", "sentence_bert_config.json", "1_Pooling", "2_Dense",
+                                    "3_Normalize", "modules.json", "config_sentence_transformers.json",
                                     "colbert_projection.safetensors", "query_encoder", "document_encoder"}),
 }
 

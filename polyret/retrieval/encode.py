@@ -220,7 +220,7 @@ def load_embeddings(path: str | os.PathLike, ids_file: str | os.PathLike | None 
                 raise FileNotFoundError(f"{ids_path}: shard {s} of {manifest['num_shards']} is not written yet; "
                                         "run encode again to finish it")
             shard_ids = ids_path.read_text(encoding="utf-8").splitlines()
-            shard = np.load(vec_path, mmap_mode="r")
+            shard = np.load(vec_path, mmap_mode="r")  # only the header is read here
             if shard.ndim != 2 or shard.shape[0] != len(shard_ids):
                 raise DataError(vec_path, None, f"{shard.shape} vectors but {len(shard_ids)} ids in {ids_path}")
             parts.append((ids_path, shard_ids, shard))
@@ -230,7 +230,7 @@ def load_embeddings(path: str | os.PathLike, ids_file: str | os.PathLike | None 
         ids: list[str] = []
         vectors = np.empty((sum(len(i) for _, i, _ in parts), dims.pop()), np.float32)
         for ids_path, shard_ids, shard in parts:
-            vectors[len(ids):len(ids) + len(shard_ids)] = shard
+            vectors[len(ids):len(ids) + len(shard_ids)] = np.load(shard.filename)  # one shard at a time
             _check_finite(vectors[len(ids):len(ids) + len(shard_ids)], shard_ids, ids_path)
             ids += shard_ids
         _check_unique(ids, path)
@@ -238,13 +238,13 @@ def load_embeddings(path: str | os.PathLike, ids_file: str | os.PathLike | None 
     if ids_file is None:
         raise ValueError(f"{path}: a precomputed .npy needs its ids file")
     try:
-        vectors = np.load(path, mmap_mode="r")
+        vectors = np.load(path)  # read straight into memory (a memory map would count twice while copied)
     except ValueError as e:
         raise DataError(path, None, f"not a .npy array ({e})") from None
     ids = Path(ids_file).read_text(encoding="utf-8").splitlines()
     if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
         raise DataError(path, None, f"{vectors.shape} vectors but {len(ids)} ids in {ids_file}")
-    vectors = np.array(vectors, np.float32)  # one copy into memory (float16/64 files converted on the way)
+    vectors = vectors.astype(np.float32, copy=False)  # float16/64 files converted; float32 not copied
     _check_finite(vectors, ids, Path(ids_file))
     _check_unique(ids, Path(ids_file))
     return ids, vectors
