@@ -16,6 +16,7 @@ import sys
 from polyret.io import outputs
 from polyret.jobs import common
 from polyret.models import conversion
+from polyret.models.towers import hidden_size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,8 +54,8 @@ def import_checkpoint(args) -> None:
         projection_dim=args.projection_dim)
     with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
         out = conversion.save_imported(params, config, args.output_dir, args.hf, args.spm_model)
-    print(f"wrote {out} ({config.__class__.__name__}, {config.encoder.num_layers} layers, d_model "
-          f"{config.encoder.d_model})")
+    print(f"wrote {out} ({config.__class__.__name__}, {type(config.encoder).__name__} with "
+          f"{config.encoder.num_layers} layers, hidden size {hidden_size(config.encoder)})")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
   DIR/model_config.json   {"kind": "dual_encoder" | "colbert", ...}   (see retrieval_model.model_config_to_dict)
   DIR/params/             orbax StandardCheckpointer tree of numpy/jax arrays
-  DIR/spiece.model        the SentencePiece model, when the model has one
+  DIR/spiece.model        the SentencePiece model, when the model has one (T5 family)
+  DIR/tokenizer/          the Hugging Face tokenizer files, when the model has them (BERT family)
 
 Writes go to a temporary sibling folder that is renamed into place only when complete, so a failed
 or interrupted write never leaves a half-written checkpoint at DIR.
@@ -28,6 +29,7 @@ from polyret.models.towers import ModelConfig
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 SPM_FILE = "spiece.model"
+TOKENIZER_DIR = "tokenizer"  # a Hugging Face tokenizer (BERT / XLM-R checkpoints)
 LORA_BASE_FILE = "lora_base.json"
 
 
@@ -48,7 +50,9 @@ def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / PARAMS_DIR, params)
         checkpointer.wait_until_finished()
-        if spm_path:
+        if spm_path and Path(spm_path).is_dir():
+            copy_tokenizer_files(spm_path, tmp / TOKENIZER_DIR)
+        elif spm_path:
             shutil.copyfile(spm_path, tmp / SPM_FILE)
     return Path(output_dir)
 
@@ -79,7 +83,7 @@ def _locate(checkpoint_dir: Path) -> tuple[Path, Path]:
 
 
 def load_model(checkpoint_dir: str | os.PathLike) -> tuple[Any, ModelConfig, Path | None]:
-    """-> (params as numpy, model config, path of the SentencePiece model or None).
+    """-> (params as numpy, model config, tokenizer: SentencePiece model file, HF tokenizer folder or None).
 
     Accepts a polyret checkpoint folder, a training MODEL_DIR (latest step) or a step folder. A LoRA
     run stores only what it trained: those leaves are laid over the base named in `lora_base.json`.
@@ -100,5 +104,23 @@ def load_model(checkpoint_dir: str | os.PathLike) -> tuple[Any, ModelConfig, Pat
         flat.update(traverse_util.flatten_dict(params))
         params = traverse_util.unflatten_dict(flat)
     check_param_shapes(params, config, str(params_dir))
-    spm = root / SPM_FILE
-    return params, config, (spm if spm.is_file() else None)
+    return params, config, stored_tokenizer(root)
+
+
+def stored_tokenizer(root: Path) -> Path | None:
+    """The tokenizer kept with a checkpoint: its SentencePiece model, its HF tokenizer folder, or None."""
+    for candidate in (root / SPM_FILE, root / TOKENIZER_DIR):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def copy_tokenizer_files(source: str | os.PathLike, target: Path) -> None:
+    """Copy a Hugging Face tokenizer's files (tokenizer.json, vocab.txt, ...) from a checkpoint folder."""
+    from polyret.models.hf_bert import TOKENIZER_FILES
+    target.mkdir(parents=True, exist_ok=True)
+    found = [name for name in TOKENIZER_FILES if (Path(source) / name).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{source}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    for name in found:
+        shutil.copyfile(Path(source) / name, target / name)

@@ -14,6 +14,7 @@ import numpy as np
 from polyret.models.checkpoint import save_model
 from polyret.models.hf import COLBERT_SETTINGS_FILE, dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
 from polyret.models.t5x import infer_t5_config, load_t5x_params
+from polyret.models.bert import BertConfig
 from polyret.models.retrieval_model import build_model, check_param_shapes
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig
 
@@ -71,9 +72,12 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
 
 def save_imported(params: dict[str, Any], config: ModelConfig, output_dir: str | os.PathLike,
                   hf_path: str | None = None, spm_model: str | None = None) -> Path:
-    """Write the polyret checkpoint, carrying over the SentencePiece model of an HF folder if it has one."""
-    if spm_model is None and hf_path is not None and (Path(hf_path) / "spiece.model").is_file():
-        spm_model = str(Path(hf_path) / "spiece.model")
-    if spm_model is not None and not Path(spm_model).is_file():
-        raise FileNotFoundError(f"{spm_model}: SentencePiece model not found")
+    """Write the polyret checkpoint, carrying over an HF folder's tokenizer (SentencePiece model or HF files)."""
+    if spm_model is None and hf_path is not None:
+        if (Path(hf_path) / "spiece.model").is_file():
+            spm_model = str(Path(hf_path) / "spiece.model")
+        elif isinstance(config.encoder, BertConfig):
+            spm_model = hf_path  # the folder: its HF tokenizer files are kept with the checkpoint
+    if spm_model is not None and not Path(spm_model).exists():
+        raise FileNotFoundError(f"{spm_model}: tokenizer not found")
     return save_model(output_dir, params, config, spm_model)

@@ -22,7 +22,9 @@ from safetensors.numpy import load_file, save_file
 from polyret.models.checkpoint import atomic_output_dir
 from polyret.models.lora import has_lora, merge_lora
 from polyret.models.t5 import ACTIVATIONS, T5Config
-from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig
+from polyret.models.bert import MODEL_TYPES, BertConfig
+from polyret.models.hf_bert import load_hf_bert, write_hf_bert
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size
 
 
 
@@ -81,8 +83,12 @@ def _read_safetensors(folder: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def load_hf_encoder(folder: str | os.PathLike) -> tuple[T5Config, dict[str, Any]]:
-    """A Hugging Face T5/mT5 folder -> (T5Config, {'token_embedder':..., 'encoder':...})."""
+T5_MODEL_TYPES = ("t5", "mt5", "umt5")
+
+
+def load_hf_encoder(folder: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """A Hugging Face encoder folder -> (encoder config, tower parameters), the architecture read off
+    config.json: T5 / mT5 ({'token_embedder', 'encoder'}) or BERT / RoBERTa / XLM-R ({'embeddings', 'encoder'})."""
     folder = Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -91,6 +97,12 @@ def load_hf_encoder(folder: str | os.PathLike) -> tuple[T5Config, dict[str, Any]
         hf_config = json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file}: not valid JSON: {e}") from e
+    model_type = hf_config.get("model_type")
+    if model_type in MODEL_TYPES:
+        return load_hf_bert(folder)
+    if model_type not in T5_MODEL_TYPES:
+        raise ValueError(f"{config_file}: model_type {model_type!r} is not supported (supported: "
+                         f"{', '.join(T5_MODEL_TYPES + MODEL_TYPES)})")
     cfg = t5_config_from_hf(hf_config, str(config_file))
     tensors = _read_safetensors(folder)
     flat = {}
@@ -142,7 +154,7 @@ def encoder_to_hf_tensors(encoder_params: dict[str, Any], cfg: T5Config) -> dict
 
 
 def _write_tokenizer(out: Path, tokenizer: str | os.PathLike | None) -> None:
-    if tokenizer is None:
+    if tokenizer is None or Path(tokenizer).is_dir():
         return
     if str(tokenizer) == "byte":
         (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer", "extra_ids": 0}))
@@ -158,10 +170,11 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
                                                                "do_lower_case": False}, indent=2))
-    pool_mode = {"mean": "mean", "first": "cls"}[pooling]
     (out / "1_Pooling").mkdir()
     (out / "1_Pooling/config.json").write_text(json.dumps(
-        {"embedding_dimension": cfg.d_model, "pooling_mode": pool_mode, "include_prompt": True}, indent=2))
+        {"word_embedding_dimension": hidden_size(cfg), "pooling_mode_cls_token": pooling == "first",
+         "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
+         "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True}, indent=2))
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling",
                     "type": "sentence_transformers.models.Pooling"})
     if projection is not None:
@@ -177,7 +190,12 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
          "prompts": {}, "default_prompt_name": None}, indent=2))
 
 
-def _write_encoder(out: Path, tower_params: dict[str, Any], cfg: T5Config, tokenizer) -> None:
+def _write_encoder(out: Path, tower_params: dict[str, Any], cfg: Any, tokenizer) -> None:
+    if isinstance(cfg, BertConfig):
+        tokenizer_dir = tokenizer if tokenizer is not None and Path(tokenizer).is_dir() else None
+        write_hf_bert(out, {"embeddings": tower_params["embeddings"], "encoder": tower_params["encoder"]}, cfg,
+                      tokenizer_dir)
+        return
     out.mkdir(parents=True, exist_ok=True)
     encoder = {"token_embedder": tower_params["token_embedder"], "encoder": tower_params["encoder"]}
     save_file(encoder_to_hf_tensors(encoder, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
@@ -256,6 +274,20 @@ def export_hf(params: dict[str, Any], model_cfg: ModelConfig, output_dir: str | 
     return Path(output_dir)
 
 
+def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
+    """'first' or 'mean' from a sentence-transformers Pooling config (either generation of its keys)."""
+    for module in modules:
+        if module["type"].endswith("Pooling"):
+            config = json.loads((folder / module["path"] / "config.json").read_text())
+            if config.get("pooling_mode") == "cls" or config.get("pooling_mode_cls_token"):
+                return "first"
+            mode = config.get("pooling_mode", "mean" if config.get("pooling_mode_mean_tokens", True) else None)
+            if mode != "mean":
+                raise ValueError(f"{folder / module['path'] / 'config.json'}: pooling {mode or 'max'!r} is not "
+                                 "supported (mean or cls)")
+    return "mean"
+
+
 def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: T5Config,
                                 projection: np.ndarray | None) -> DualEncoderConfig:
     """Read pooling and normalisation back from a sentence-transformers layout if present; `projection` is
@@ -266,9 +298,7 @@ def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: T5Config,
     if modules_file.is_file():
         types = [m["type"] for m in json.loads(modules_file.read_text())]
         l2_norm = any(t.endswith("Normalize") for t in types)
-        pool_file = folder / "1_Pooling/config.json"
-        if pool_file.is_file():
-            pooling = "first" if json.loads(pool_file.read_text()).get("pooling_mode") == "cls" else "mean"
+        pooling = _pooling(folder, json.loads(modules_file.read_text()))
     projection_dim = None if projection is None else int(projection.shape[1])
     return DualEncoderConfig(encoder=encoder, pooling=pooling, l2_norm=l2_norm, projection_dim=projection_dim)
 

@@ -18,6 +18,7 @@ from flax import linen as nn
 
 from polyret.models.lora import LoraDense
 from polyret.tokens import PAD_ID
+from polyret.models.bert import BertConfig, BertEmbeddings, BertEncoder, BertStack
 from polyret.models.t5 import EncoderStack, T5Config, T5Encoder, make_token_embedder
 
 POOLINGS = ("mean", "first")
@@ -26,7 +27,7 @@ POOLINGS = ("mean", "first")
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class DualEncoderConfig:
-    encoder: T5Config = T5Config()
+    encoder: "EncoderConfig" = T5Config()
     shared_towers: bool = True
     pooling: str = "mean"
     projection_dim: int | None = None  # bias-free projection after pooling; None keeps d_model
@@ -46,7 +47,7 @@ class DualEncoderConfig:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ColBERTConfig:
-    encoder: T5Config = T5Config()
+    encoder: "EncoderConfig" = T5Config()
     projection_dim: int = 128
     query_length: int = 32
     # Queries are padded to query_length with this token and every position takes part in MaxSim
@@ -64,8 +65,51 @@ class ColBERTConfig:
 ModelConfig = Union[DualEncoderConfig, ColBERTConfig]
 
 
-def encoder_config_from_dict(d: dict[str, Any]) -> T5Config:
-    return T5Config.from_dict(d)
+EncoderConfig = Union[T5Config, BertConfig]
+
+
+class _T5Family:
+    """T5 / mT5 / ByT5: parameters `token_embedder` and `encoder` (T5X names) at the tower's top level."""
+
+    @staticmethod
+    def parts(cfg: T5Config) -> dict[str, nn.Module]:
+        return {"token_embedder": make_token_embedder(cfg), "encoder": EncoderStack(cfg)}
+
+    @staticmethod
+    def hidden(parts: dict[str, nn.Module], tokens: jax.Array, attention_mask: jax.Array,
+               deterministic: bool) -> jax.Array:
+        embedded = nn.with_logical_constraint(parts["token_embedder"](tokens), ("batch", "length", "embed"))
+        return parts["encoder"](embedded, attention_mask, deterministic)
+
+    tower = T5Encoder
+
+
+class _BertFamily:
+    """BERT / RoBERTa / XLM-R: parameters `embeddings` and `encoder` at the tower's top level."""
+
+    @staticmethod
+    def parts(cfg: BertConfig) -> dict[str, nn.Module]:
+        return {"embeddings": BertEmbeddings(cfg), "encoder": BertStack(cfg)}
+
+    @staticmethod
+    def hidden(parts: dict[str, nn.Module], tokens: jax.Array, attention_mask: jax.Array,
+               deterministic: bool) -> jax.Array:
+        return parts["encoder"](parts["embeddings"](tokens, None, deterministic), attention_mask, deterministic)
+
+    tower = BertEncoder
+
+
+def encoder_family(cfg: EncoderConfig):
+    """The encoder family of an encoder config; a new family adds a class like _T5Family and a line here."""
+    return _BertFamily if isinstance(cfg, BertConfig) else _T5Family
+
+
+def encoder_config_from_dict(d: dict[str, Any]) -> EncoderConfig:
+    return BertConfig.from_dict(d) if "hidden_size" in d else T5Config.from_dict(d)
+
+
+def hidden_size(cfg: EncoderConfig) -> int:
+    return cfg.hidden_size if isinstance(cfg, BertConfig) else cfg.d_model
 
 
 def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -73,9 +117,22 @@ def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
 
 
-def _projection(encoder: T5Config, features: int) -> LoraDense:
+def _projection(encoder: EncoderConfig, features: int) -> LoraDense:
     return LoraDense(features, ("embed", "affinity"), nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
                      encoder.lora, jnp.dtype(encoder.dtype), jnp.dtype(encoder.param_dtype))
+
+
+def _attach_parts(tower: nn.Module, cfg: EncoderConfig) -> None:
+    """In `setup`: the encoder's submodules under their own names at the tower's top level."""
+    parts = encoder_family(cfg).parts(cfg)
+    for name, module in parts.items():
+        setattr(tower, name, module)
+    tower.part_names = tuple(parts)
+
+
+def _shared_hidden(tower: nn.Module, tokens: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
+    parts = {name: getattr(tower, name) for name in tower.part_names}
+    return encoder_family(tower.config.encoder).hidden(parts, tokens, attention_mask, deterministic)
 
 
 class DualEncoder(nn.Module):
@@ -83,12 +140,12 @@ class DualEncoder(nn.Module):
 
     def setup(self):
         cfg = self.config
+        family = encoder_family(cfg.encoder)
         if cfg.shared_towers:
-            self.token_embedder = make_token_embedder(cfg.encoder)
-            self.encoder = EncoderStack(cfg.encoder)
+            _attach_parts(self, cfg.encoder)
         else:
-            self.left_tower = T5Encoder(cfg.encoder)
-            self.right_tower = T5Encoder(cfg.encoder)
+            self.left_tower = family.tower(cfg.encoder)
+            self.right_tower = family.tower(cfg.encoder)
         if cfg.projection_dim:
             self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
         if cfg.learnable_logit_scale:
@@ -96,8 +153,7 @@ class DualEncoder(nn.Module):
 
     def _hidden(self, tokens: jax.Array, side: str, deterministic: bool) -> jax.Array:
         if self.config.shared_towers:
-            embedded = nn.with_logical_constraint(self.token_embedder(tokens), ("batch", "length", "embed"))
-            return self.encoder(embedded, tokens != PAD_ID, deterministic)
+            return _shared_hidden(self, tokens, tokens != PAD_ID, deterministic)
         tower = self.left_tower if side == "left" else self.right_tower
         return tower(tokens, deterministic=deterministic)
 
@@ -140,13 +196,11 @@ class ColBERT(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.token_embedder = make_token_embedder(cfg.encoder)
-        self.encoder = EncoderStack(cfg.encoder)
+        _attach_parts(self, cfg.encoder)
         self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
 
     def _token_vectors(self, tokens: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
-        embedded = nn.with_logical_constraint(self.token_embedder(tokens), ("batch", "length", "embed"))
-        hidden = self.encoder(embedded, attention_mask, deterministic)
+        hidden = _shared_hidden(self, tokens, attention_mask, deterministic)
         return _l2_normalize(self.projection_layer(hidden, deterministic))
 
     def encode_query(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:

@@ -105,6 +105,11 @@ class HfVocabulary(seqio.Vocabulary):
 
     # -- the id swap ------------------------------------------------------------------------------
     @property
+    def path(self) -> str:
+        """The checkpoint folder or tokenizer.json this vocabulary reads."""
+        return self._path
+
+    @property
     def hf_pad_id(self) -> int:
         """The pad id in the tokenizer's own numbering (0 for BERT, 1 for RoBERTa/XLM-R)."""
         return self._hf_pad_id

@@ -17,9 +17,13 @@ UNK_ID = 2
 
 @gin.configurable
 def get_vocabulary(spm_path: str = gin.REQUIRED, extra_ids: int = 0) -> seqio.Vocabulary:
-    """`spm_path` a SentencePiece model file, or "byte" for ByT5's byte vocabulary."""
+    """`spm_path` a SentencePiece model file, a Hugging Face tokenizer folder (a BERT / XLM-R checkpoint's,
+    or a polyret checkpoint's `tokenizer/`), or "byte" for ByT5's byte vocabulary."""
     if spm_path == "byte":
         return seqio.ByteVocabulary()
+    if Path(spm_path).is_dir():
+        from polyret.seqio_tasks.hf_vocab import HfVocabulary
+        return HfVocabulary(spm_path, extra_ids=extra_ids)
     if not Path(spm_path).is_file():
         raise FileNotFoundError(f"{spm_path}: SentencePiece model not found")
     return seqio.SentencePieceVocabulary(str(spm_path), extra_ids=extra_ids)

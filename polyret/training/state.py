@@ -20,9 +20,11 @@ import seqio
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from polyret.models.checkpoint import CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, load_model
+from polyret.models.checkpoint import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, TOKENIZER_DIR, copy_tokenizer_files,
+                                       load_model)
 from polyret.models.lora import LORA_A, LORA_B
 from polyret.models.retrieval_model import RetrievalModel, model_config_to_dict
+from polyret.seqio_tasks.hf_vocab import HfVocabulary
 from polyret.training import partitioning as part
 from polyret.training.checkpoints import CheckpointConfig, TrainCheckpointer, abstract_like
 from polyret.training.optimizers import lora_trainable, make_optimizer
@@ -103,6 +105,8 @@ def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabu
     config_file.write_text(json.dumps(config, indent=2))
     if isinstance(vocab, seqio.SentencePieceVocabulary):
         shutil.copyfile(vocab.sentencepiece_model_file, model_dir / SPM_FILE)
+    elif isinstance(vocab, HfVocabulary):
+        copy_tokenizer_files(vocab.path, model_dir / TOKENIZER_DIR)
     if lora_base:
         (model_dir / LORA_BASE_FILE).write_text(json.dumps({"base_checkpoint": str(Path(lora_base).absolute())}))
     (model_dir / "config.gin").write_text(gin.operative_config_str() or gin.config_str())
