@@ -228,13 +228,13 @@ def check_param_shapes(params: Any, config: Any, source: str) -> None:
     """Raise ValueError naming every parameter that is missing, unexpected or of the wrong shape."""
     expected = expected_param_shapes(config)
     got = {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(params).items()}
-    missing = [p for p in expected if p not in got]
-    wrong = [f"{p} {got[p]} (expected {expected[p]})" for p in expected if p in got and got[p] != expected[p]]
-    unexpected = sorted(set(got) - set(expected))
-    problems = ([f"missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}"] if missing else []) + \
-               ([f"wrong shape: {', '.join(wrong[:6])}"] if wrong else []) + \
-               ([f"not in the model config: {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}"]
-                if unexpected else [])
+    problems = [f"{p} is missing (the model config expects shape {expected[p]})" for p in expected if p not in got]
+    problems += [f"{p} has shape {got[p]}, the model config expects {expected[p]}" for p in expected
+                 if p in got and got[p] != expected[p]]
+    problems += [f"{p} (shape {got[p]}) is not in the model config" for p in sorted(set(got) - set(expected))]
     if problems:
+        more = f"; and {len(problems) - 6} more" if len(problems) > 6 else ""
         raise ValueError(f"{source}: parameters do not match the model config ({type(config).__name__}, "
-                         f"{config.encoder.num_layers} layers): " + "; ".join(problems))
+                         f"{config.encoder.num_layers} layers; is the variant, e.g. T5 1.0 'wi' vs gated "
+                         f"'wi_0'/'wi_1', or the tower layout right?): " + "; ".join(problems[:6]) + more)
+

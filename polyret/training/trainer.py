@@ -92,9 +92,11 @@ def _check_config(mesh, dataset: DatasetConfig, model: RetrievalModel, train_ste
     if train_steps <= 0:
         raise ConfigError(f"TRAIN_STEPS must be positive, got {train_steps}")
     shards = part.batch_size_per_shard(mesh)
-    if dataset.batch_size <= 0 or dataset.batch_size % shards:
-        raise ConfigError(f"batch size {dataset.batch_size} is not a positive multiple of the {shards} batch "
-                          f"shards of the mesh {dict(mesh.shape)}; set BATCH_SIZE to a multiple of {shards}")
+    if dataset.batch_size <= 0:
+        raise ConfigError(f"BATCH_SIZE must be positive, got {dataset.batch_size}")
+    if dataset.batch_size % shards:
+        raise ConfigError(f"batch size {dataset.batch_size} is not divisible by the {shards} batch shards of the "
+                          f"mesh {dict(mesh.shape)}; set BATCH_SIZE to a multiple of {shards}")
     if dataset.batch_size % jax.process_count():
         raise ConfigError(f"batch size {dataset.batch_size} is not divisible by the {jax.process_count()} hosts")
     chunks = getattr(model.loss, "num_chunks", 0)

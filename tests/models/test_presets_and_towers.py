@@ -193,26 +193,29 @@ def test_wrong_variant_is_named(tmp_path):
         load_model(tmp_path / "ckpt")
 
 
-def test_missing_and_corrupt_files_name_the_path(tmp_path):
+def test_missing_and_corrupt_files_name_the_path(tmp_path, capsys):
     from polyret.jobs import export_hf as export_job, import_checkpoint as import_job
     out = tmp_path / "out"
-    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
-        import_job.main(["--t5x", str(tmp_path / "nope"), "--output_dir", str(out)])
+
+    def fails_naming(job, argv, text):
+        assert job.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and text in err, err
+
+    fails_naming(import_job, ["--t5x", str(tmp_path / "nope"), "--output_dir", str(out)], str(tmp_path / "nope"))
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "checkpoint").write_bytes(b"\x00not msgpack at all")
-    with pytest.raises(ValueError, match=str(bad / "checkpoint")):
-        import_job.main(["--t5x", str(bad), "--output_dir", str(out)])
+    fails_naming(import_job, ["--t5x", str(bad), "--output_dir", str(out)], str(bad / "checkpoint"))
     hf = tmp_path / "hf"
     hf.mkdir()
     (hf / "config.json").write_text("{")
-    with pytest.raises(ValueError, match="config.json: not valid JSON"):
-        import_job.main(["--hf", str(hf), "--output_dir", str(out)])
-    (hf / "config.json").write_text(json.dumps({"d_model": 8}))
-    with pytest.raises(ValueError, match="field 'vocab_size' is missing"):
-        import_job.main(["--hf", str(hf), "--output_dir", str(out)])
-    with pytest.raises(FileNotFoundError, match="model_config.json"):
-        export_job.main(["--checkpoint", str(tmp_path / "nope"), "--output_dir", str(out)])
+    fails_naming(import_job, ["--hf", str(hf), "--output_dir", str(out)], "config.json: not valid JSON")
+    (hf / "config.json").write_text(json.dumps({"model_type": "mt5", "d_model": 8}))
+    fails_naming(import_job, ["--hf", str(hf), "--output_dir", str(out)], "field 'vocab_size' is missing")
+    (hf / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8}))
+    fails_naming(import_job, ["--hf", str(hf), "--output_dir", str(out)], "model_type 'gpt2' is not supported")
+    fails_naming(export_job, ["--checkpoint", str(tmp_path / "nope"), "--output_dir", str(out)], "model_config.json")
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
