@@ -47,6 +47,17 @@ class DualEncoderConfig:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class ColBERTConfig:
+    """ColBERT tower settings. The defaults are plain ColBERT over T5 ids (no markers, every query position
+    attended); `polyret.retrieval.colbert_tokenize.colbert_x_config` fills in ColBERT-X as PLAID-X builds it
+    from a BERT / XLM-R tokenizer (markers, its [MASK], its punctuation skip list, mask tokens not attended).
+
+    ColBERT-X inputs are the vocabulary's ids of the bare text, `[CLS] text [SEP]` (HfVocabulary + EOS).
+    PLAID-X tokenises '. ' + text and overwrites the first token after [CLS] with the [Q] / [D] marker; the
+    model does the same on ids: it inserts the marker and `marker_suffix_ids` (what remains of the '. '
+    placeholder's tokens, e.g. '.' when the vocabulary splits '. ' into '▁' + '.') after [CLS], then cuts
+    to the length keeping each row's last token ([SEP]), as Hugging Face truncation does.
+    """
+
     encoder: "EncoderConfig" = T5Config()
     projection_dim: int = 128
     query_length: int = 32
@@ -55,11 +66,33 @@ class ColBERTConfig:
     query_mask_token_id: int = 250099
     # Document tokens left out of MaxSim (punctuation); padding is always left out.
     skip_token_ids: tuple[int, ...] = ()
+    # ColBERT-X (PLAID-X): marker ids inserted after the first token; None = no marker (plain ColBERT).
+    query_marker_id: int | None = None
+    document_marker_id: int | None = None
+    marker_suffix_ids: tuple[int, ...] = ()
+    # False (PLAID-X's default): the query's mask tokens get no attention from any position, yet each still
+    # yields a vector that takes part in MaxSim. True: plain ColBERT, every position attended.
+    attend_to_mask_tokens: bool = True
+    # Documents longer than this (after the marker) are cut, keeping their last token (PLAID-X doc_maxlen).
+    document_length: int | None = None
+
+    def __post_init__(self):
+        if (self.query_marker_id is None) != (self.document_marker_id is None):
+            raise ValueError("ColBERTConfig: set both query_marker_id and document_marker_id, or neither")
+        if self.query_marker_id is not None and self.query_length < 3 + len(self.marker_suffix_ids):
+            raise ValueError(f"ColBERTConfig.query_length {self.query_length} leaves no room for [CLS], the "
+                             "marker and [SEP]")
+
+    @property
+    def colbert_x(self) -> bool:
+        """True when queries and documents carry PLAID-X's markers."""
+        return self.query_marker_id is not None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ColBERTConfig":
         return cls(**{**d, "encoder": encoder_config_from_dict(d["encoder"]),
-                      "skip_token_ids": tuple(d.get("skip_token_ids", ()))})
+                      "skip_token_ids": tuple(d.get("skip_token_ids", ())),
+                      "marker_suffix_ids": tuple(d.get("marker_suffix_ids", ()))})
 
 
 ModelConfig = Union[DualEncoderConfig, ColBERTConfig]
@@ -189,6 +222,27 @@ class DualEncoder(nn.Module):
         return out
 
 
+def insert_after_first(tokens: jax.Array, ids: tuple[int, ...], length: int) -> jax.Array:
+    """Right-padded rows [B, L] -> [B, length]: `ids` inserted after each row's first token, then padded or
+    cut to `length`; a cut row keeps its last token in the final position (as HF truncation keeps [SEP]).
+    All-padding rows stay padding. Static shapes: jittable."""
+    batch = tokens.shape[0]
+    n = jnp.sum(tokens != PAD_ID, axis=-1)
+    if ids:
+        inserted = jnp.where(n[:, None] > 0, jnp.asarray(ids, tokens.dtype)[None, :], PAD_ID)
+        tokens = jnp.concatenate([tokens[:, :1], inserted.astype(tokens.dtype), tokens[:, 1:]], axis=1)
+        n = jnp.where(n > 0, n + len(ids), 0)
+    width = tokens.shape[1]
+    if width < length:
+        return jnp.pad(tokens, ((0, 0), (0, length - width)))
+    if width > length:
+        last = jnp.take_along_axis(tokens, jnp.maximum(n - 1, 0)[:, None], axis=1)
+        tokens = tokens[:, :length]
+        cut = (n > length)[:, None] & (jnp.arange(length) == length - 1)[None, :]
+        tokens = jnp.where(cut, jnp.broadcast_to(last, (batch, length)), tokens)
+    return tokens
+
+
 class ColBERT(nn.Module):
     """Late interaction: per-token projection to `projection_dim`, L2 norm, scored by MaxSim."""
 
@@ -203,25 +257,49 @@ class ColBERT(nn.Module):
         hidden = _shared_hidden(self, tokens, attention_mask, deterministic)
         return _l2_normalize(self.projection_layer(hidden, deterministic))
 
-    def encode_query(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
-        """Query ids [B, <=query_length] -> (vectors [B, query_length, dim], mask [B, query_length])."""
+    def query_inputs(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Query ids [B, L] -> (the ids the encoder reads [B, query_length], its attention mask): the
+        marker inserted (ColBERT-X), padding replaced by the mask token (query augmentation)."""
         cfg = self.config
-        tokens = tokens[:, : cfg.query_length]
-        tokens = jnp.pad(tokens, ((0, 0), (0, cfg.query_length - tokens.shape[1])))
-        tokens = jnp.where(tokens == PAD_ID, cfg.query_mask_token_id, tokens)
+        if cfg.colbert_x:
+            tokens = insert_after_first(tokens, (cfg.query_marker_id, *cfg.marker_suffix_ids), cfg.query_length)
+        else:
+            tokens = tokens[:, : cfg.query_length]
+            tokens = jnp.pad(tokens, ((0, 0), (0, cfg.query_length - tokens.shape[1])))
+        real = tokens != PAD_ID
+        attention = jnp.ones(tokens.shape, bool) if cfg.attend_to_mask_tokens else real
+        return jnp.where(real, tokens, cfg.query_mask_token_id), attention
+
+    def document_inputs(self, tokens: jax.Array) -> jax.Array:
+        """Document ids [B, L] -> the ids the encoder reads: marker inserted (ColBERT-X), cut to
+        `document_length`; [B, min(L + inserted, document_length)]."""
+        cfg = self.config
+        ids = (cfg.document_marker_id, *cfg.marker_suffix_ids) if cfg.colbert_x else ()
+        length = tokens.shape[1] + len(ids)
+        if cfg.document_length is not None:
+            length = min(length, cfg.document_length)
+        if not ids and length == tokens.shape[1]:
+            return tokens
+        return insert_after_first(tokens, ids, length)
+
+    def encode_query(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+        """Query ids [B, L] -> (vectors [B, query_length, dim], mask [B, query_length]); every position,
+        mask tokens included, takes part in MaxSim."""
+        tokens, attention = self.query_inputs(tokens)
         mask = jnp.ones(tokens.shape, bool)
-        return self._token_vectors(tokens, mask, deterministic), mask
+        return self._token_vectors(tokens, attention, deterministic), mask
 
     def encode_document(self, tokens: jax.Array, deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
-        """Document ids [..., L] -> (vectors [..., L, dim], mask [..., L]); pads and skip ids masked."""
+        """Document ids [..., L] -> (vectors [..., L', dim], mask [..., L']); pads and skip ids masked and
+        their vectors zero. L' = L unless markers or `document_length` change it (`document_inputs`)."""
         lead = tokens.shape[:-1]
-        flat = tokens.reshape(-1, tokens.shape[-1])
+        flat = self.document_inputs(tokens.reshape(-1, tokens.shape[-1]))
         vectors = self._token_vectors(flat, flat != PAD_ID, deterministic)
         mask = flat != PAD_ID
         for skip in self.config.skip_token_ids:
             mask = mask & (flat != skip)
         vectors = vectors * mask[..., None]
-        return vectors.reshape(lead + vectors.shape[1:]), mask.reshape(tokens.shape)
+        return vectors.reshape(lead + vectors.shape[1:]), mask.reshape(lead + mask.shape[1:])
 
     def __call__(self, left_tokens: jax.Array, right_tokens: jax.Array, right_negative_tokens: jax.Array | None = None,
                  deterministic: bool = True) -> dict[str, jax.Array]:
