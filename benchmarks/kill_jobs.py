@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "synthesis"))  # the local OpenAI-compatible test server
+PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm bar
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1"}
 
@@ -270,6 +272,12 @@ class Demo(Case):
         proc = run(self._argv(self.work / "ref"), timeout=1200)
         assert proc.returncode == 0, proc.stderr[-3000:]
         self.ref = json.loads((self.work / "ref" / "results.json").read_text())
+        # The console fits on one screen apart from progress bars; library messages are in demo.log.
+        stdout = proc.stdout.strip().splitlines()
+        assert len(stdout) <= 40, f"{len(stdout)} lines on stdout"
+        noise = [line for line in re.split(r"[\r\n]+", proc.stderr) if line.strip() and not PROGRESS.search(line)]
+        assert noise == [], noise[:10]
+        assert "uncached FunctionDataset" in (self.work / "ref" / "demo.log").read_text()
 
     def reset(self):
         target = self.work / "target"
@@ -345,6 +353,7 @@ def kill_once(case: Case, rng: random.Random, armed: bool, total: float) -> tupl
 
 
 def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     case = CASES[name](work)
     case.prepare()
     try:

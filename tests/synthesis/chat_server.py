@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,6 +99,11 @@ class ChatServer:
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default backlog of 5 resets connections under load
+
+            def handle_error(self, request, client_address):
+                if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+                    return  # a client killed mid-request (the kill tests): nothing to report
+                super().handle_error(request, client_address)
 
         self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
