@@ -16,7 +16,9 @@ import gin
 import jax
 import numpy as np
 
+from polyret.io.fingerprint import check_match, read_json
 from polyret.io.formats import read_id_text, read_qrels
+from polyret.io.outputs import OutputError, atomic_output_dir, atomic_write_text, read_marker
 from polyret.models.checkpoint import load_model, save_model
 from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
@@ -79,8 +81,36 @@ def _cached(path: Path, compute) -> Any:
     if path.exists():
         return json.loads(path.read_text())
     value = compute()
-    path.write_text(json.dumps(value, indent=2))
+    atomic_write_text(path, json.dumps(value, indent=2))  # a kill mid-write must not leave half a file
     return value
+
+
+SETTINGS_FILE = "demo_settings.json"
+
+
+def _check_workdir(work: Path, settings: dict) -> None:
+    """A work folder holds one demo: resuming with another size or languages is refused (its stages would
+    mix two runs), and so is a folder with other files in it."""
+    recorded = read_json(work / SETTINGS_FILE)
+    if recorded is None:
+        others = sorted(p.name for p in work.iterdir() if p.name != "demo.log") if work.is_dir() else []
+        if others:
+            raise OutputError(f"{work}: not empty and not a polyret demo work folder (it holds "
+                              f"{', '.join(others[:4])}); choose a new or empty --workdir")
+        atomic_write_text(work / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+        return
+    check_match(recorded, settings, work / SETTINGS_FILE, "use another --workdir, or the same --size and --languages")
+
+
+def _data_stage(data_dir: Path, num_entities: int) -> Path:
+    """The template data and its SentencePiece model, written whole or not at all."""
+    from polyret.seqio_tasks.template_tasks import template_data_setup
+    fingerprint = {"num_entities": num_entities}
+    marker = read_marker(data_dir)
+    if marker is None or marker["kind"] != "demo_data" or marker.get("fingerprint") != fingerprint:
+        with atomic_output_dir(data_dir, "demo_data", fingerprint=fingerprint) as tmp:
+            template_data_setup(tmp, num_entities=num_entities)
+    return template_data_setup(data_dir, num_entities=num_entities)  # registers the tasks on the final paths
 
 
 def _st_rankings_match(hf_dir: Path, encoder: TowerEncoder, data_dir: Path, lang: str) -> float:
@@ -101,13 +131,12 @@ def _st_rankings_match(hf_dir: Path, encoder: TowerEncoder, data_dir: Path, lang
 def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, ...] | None = None) -> dict:
     start = time.time()
     work = Path(workdir).absolute()
-    work.mkdir(parents=True, exist_ok=True)
     cfg = SIZES[size]
     data_dir = work / "data"
-    from polyret.seqio_tasks.template_tasks import template_data_setup
     from polyret.seqio_tasks.templates import LANGUAGES
-    spm = template_data_setup(data_dir, num_entities=cfg.num_entities)
     languages = list(languages or LANGUAGES)
+    _check_workdir(work, {"size": dataclasses.asdict(cfg), "languages": languages})
+    spm = _data_stage(data_dir, cfg.num_entities)
 
     print(f"[1/6] training round 1 ({cfg.round1_steps} steps) -> {work / 'round1'}")
     _train(work / "round1", data_dir, cfg.round1_steps, cfg.batch_size,
@@ -124,7 +153,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     if not (mined_dir / "DONE").exists():
         mined_dir.mkdir(exist_ok=True)
         _mine(round1, data_dir, mined_dir, languages)
-        (mined_dir / "DONE").write_text("mined with round 1\n")
+        atomic_write_text(mined_dir / "DONE", "mined with round 1\n")
 
     print(f"[3/6] training round 2 on mined negatives ({cfg.round2_steps} steps) -> {work / 'round2'}")
     _train(work / "round2", data_dir, cfg.round2_steps, cfg.batch_size,
@@ -163,9 +192,10 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     print("\nexported model reloaded with sentence-transformers: same top-10 as JAX for "
           + ", ".join(f"{l} {v:.0%}" for l, v in agreement.items()) + " of the queries")
     artefacts = {"data": data_dir, "round 1": work / "round1", "round 2": work / "round2", "untrained": untrained_dir,
-                 "mined negatives": mined_dir, "Hugging Face export": hf_dir, "table": work / "results.md"}
-    (work / "results.md").write_text(table + "\n")
-    (work / "results.json").write_text(json.dumps({"metrics": results, "st_agreement": agreement}, indent=2))
+                 "mined negatives": mined_dir, "Hugging Face export": hf_dir, "table": work / "results.md",
+                 "library messages": work / "demo.log"}
+    atomic_write_text(work / "results.md", table + "\n")
+    atomic_write_text(work / "results.json", json.dumps({"metrics": results, "st_agreement": agreement}, indent=2))
     print("\nartefacts:\n" + "\n".join(f"  {k:20s} {v}" for k, v in artefacts.items()))
     print(f"total time {time.time() - start:.0f} s")
     return {"metrics": results, "st_agreement": agreement}
