@@ -18,6 +18,10 @@ from polyret.models.bert import BertConfig
 from polyret.models.retrieval_model import build_model, check_param_shapes
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig
 
+# PLAID-X (hltcoe/ColBERT-X) checkpoint folders: HF_ColBERT weights (`roberta.*` / `bert.*` + `linear.weight`,
+# the bias-free projection [dim, hidden]) and the ColBERT settings in artifact.metadata (JSON).
+PLAIDX_METADATA = "artifact.metadata"
+
 _TOWER_KEYS = ("token_embedder", "encoder", "projection_layer")
 
 
@@ -47,8 +51,13 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
     colbert_settings = None
     if hf_path is not None and (Path(hf_path) / COLBERT_SETTINGS_FILE).is_file():
         colbert_settings = json.loads((Path(hf_path) / COLBERT_SETTINGS_FILE).read_text())
-    tower = tower or ("colbert" if colbert_settings is not None else "dual_encoder")
-    if colbert_settings is not None and tower == "colbert":
+    plaidx = None if hf_path is None or colbert_settings is not None else read_plaidx_settings(hf_path)
+    if plaidx is not None and projection is None:
+        projection = load_plaidx_projection(hf_path)
+    tower = tower or ("colbert" if colbert_settings is not None or plaidx is not None else "dual_encoder")
+    if tower == "colbert" and colbert_settings is None and isinstance(encoder, BertConfig):
+        config, params = _colbert_x_import(params, encoder, hf_path, plaidx or {}, projection, projection_dim)
+    elif colbert_settings is not None and tower == "colbert":
         if projection is None:
             raise ValueError(f"{hf_path}: a ColBERT export without its projection (1_Dense/model.safetensors "
                              "is missing or modules.json lists no Dense module)")
@@ -68,6 +77,58 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
         raise ValueError(f"tower must be 'dual_encoder' or 'colbert', got {tower!r}")
     check_param_shapes(params, config, source)
     return params, config
+
+
+def read_plaidx_settings(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """PLAID-X's ColBERT settings (artifact.metadata) of a checkpoint folder, or None when it has none."""
+    path = Path(folder) / PLAIDX_METADATA
+    if not path.is_file():
+        return None
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    settings = settings.get("config", settings)
+    if settings.get("similarity", "cosine") != "cosine":
+        raise ValueError(f"{path}: similarity {settings['similarity']!r} is not supported (only 'cosine')")
+    return settings
+
+
+def load_plaidx_projection(folder: str | os.PathLike) -> np.ndarray | None:
+    """PLAID-X's projection `linear.weight` [dim, hidden] as our kernel [hidden, dim], or None."""
+    from polyret.models.hf_bert import read_safetensors
+
+    weight = read_safetensors(folder).get("linear.weight")
+    return None if weight is None else np.asarray(weight, np.float32).T
+
+
+def _colbert_x_import(params: dict[str, Any], encoder: BertConfig, hf_path: str, plaidx: dict[str, Any],
+                      projection: np.ndarray | None, projection_dim: int | None) -> tuple[ColBERTConfig, dict]:
+    """A BERT-family checkpoint as ColBERT-X the way PLAID-X builds it: settings from artifact.metadata
+    (PLAID-X's defaults otherwise), markers from the tokenizer; markers the tokenizer lacks get new
+    embedding rows drawn as transformers' resize_token_embeddings drew them for PLAID-X (normal, std 0.02)."""
+    from polyret.retrieval import colbert_tokenize as ct
+
+    if plaidx and projection is None:
+        raise ValueError(f"{hf_path}: a PLAID-X checkpoint without its projection (linear.weight is missing "
+                         "from model.safetensors)")
+    dim = projection.shape[1] if projection is not None else (projection_dim or int(plaidx.get("dim", 128)))
+    base = ColBERTConfig(encoder=encoder, projection_dim=int(dim), query_length=int(plaidx.get("query_maxlen", 32)),
+                         document_length=int(plaidx.get("doc_maxlen", 220)),
+                         attend_to_mask_tokens=bool(plaidx.get("attend_to_mask_tokens", False)))
+    config = ct.with_colbert_x(base, hf_path, plaidx.get("query_token_id", ct.QUERY_TOKEN),
+                               plaidx.get("doc_token_id", ct.DOCUMENT_TOKEN), bool(plaidx.get("mask_punctuation", True)))
+    table = params["embeddings"]["word_embeddings"]["embedding"]
+    extra = config.encoder.vocab_size - table.shape[0]
+    if extra > 0:
+        rows = np.random.default_rng(0).normal(0.0, 0.02, (extra, table.shape[1])).astype(np.float32)
+        params["embeddings"]["word_embeddings"]["embedding"] = np.concatenate([np.asarray(table), rows])
+    if projection is not None:
+        params["projection_layer"] = {"kernel": projection}
+    else:  # a fresh head, as when PLAID-X starts training from a plain encoder
+        fresh, _ = build_model(config).init(jax.random.PRNGKey(0))
+        params["projection_layer"] = jax.tree_util.tree_map(np.asarray, fresh["projection_layer"])
+    return config, params
 
 
 def save_imported(params: dict[str, Any], config: ModelConfig, output_dir: str | os.PathLike,

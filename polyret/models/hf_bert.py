@@ -25,7 +25,8 @@ from polyret.models.bert import HIDDEN_ACTS, MODEL_TYPES, BertConfig
 from polyret.models.lora import has_lora, merge_lora
 
 _PREFIXES = ("bert.", "roberta.")
-_IGNORED = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "embeddings.position_ids")
+# Heads beside the encoder: MLM / task heads, and PLAID-X's ColBERT projection `linear.weight` (read by conversion).
+_IGNORED = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "embeddings.position_ids", "linear.")
 _ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model", "added_tokens.json")
@@ -150,6 +151,9 @@ def load_hf_bert(folder: str | os.PathLike, check_tokenizer_files: bool = True) 
             if key.startswith(prefix):
                 key = key[len(prefix):]
                 break
+        # Legacy LayerNorm names (old BERT checkpoints, PLAID-X's HF_ColBERT), as transformers reads them.
+        if ".LayerNorm." in key:
+            key = key.replace(".LayerNorm.gamma", ".LayerNorm.weight").replace(".LayerNorm.beta", ".LayerNorm.bias")
         if not key.startswith(_IGNORED):
             stripped[key] = value
     flat, used = {}, set()
