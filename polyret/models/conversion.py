@@ -125,9 +125,13 @@ def _colbert_x_import(params: dict[str, Any], encoder: BertConfig, hf_path: str,
         params["embeddings"]["word_embeddings"]["embedding"] = np.concatenate([np.asarray(table), rows])
     if projection is not None:
         params["projection_layer"] = {"kernel": projection}
-    else:  # a fresh head, as when PLAID-X starts training from a plain encoder
-        fresh, _ = build_model(config).init(jax.random.PRNGKey(0))
-        params["projection_layer"] = jax.tree_util.tree_map(np.asarray, fresh["projection_layer"])
+    else:  # a fresh head, as when PLAID-X starts training from a plain encoder (only the head is initialised)
+        from flax import linen as nn
+        from polyret.models.towers import _projection
+
+        head = _projection(config.encoder, config.projection_dim)
+        fresh = head.init(jax.random.PRNGKey(0), np.zeros((1, encoder.hidden_size), np.float32), True)
+        params["projection_layer"] = jax.tree_util.tree_map(np.asarray, nn.unbox(fresh)["params"])
     return config, params
 
 

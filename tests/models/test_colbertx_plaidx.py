@@ -195,6 +195,7 @@ def test_query_vectors_equal_plaidx(ours, plaidx, attend):
     if not attend:  # the case must be exercised: mask tokens present and left out of attention
         assert (mask == 0).any() and (ids == plaidx.query_tokenizer.mask_token_id).sum() == (mask == 0).sum()
         assert (mask[:, -1] == 1).any()  # a query cut at query_maxlen (keeps </s> last)
+        assert np.abs(theirs - _plaidx_queries(plaidx, True)[2]).max() > 1e-2  # the attention rule matters
     embedded = jax.jit(model.encode_queries)(params, tokens)
     assert np.asarray(embedded.mask).all()  # every position, mask tokens included, takes part in MaxSim
     np.testing.assert_allclose(np.asarray(embedded.vectors), theirs, atol=1e-5, rtol=0)
