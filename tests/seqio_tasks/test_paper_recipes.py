@@ -86,10 +86,6 @@ PUBLISHED = {
 
 # (run or "*", binding) -> why the bound value still differs from the published one.
 DEVIATIONS = {
-    ("swimx_*", "ContrastiveLoss.bidirectional_reduction"):
-        "t5x_retrieval adds the two directions' losses; polyret's default averages them (half the gradient "
-        "scale, which Adafactor's update clipping and parameter scaling largely absorb). Binding 'sum' is the "
-        "lead's call (loss configuration).",
     ("mtd_*", "t5_config.preset"):
         "the MTD student is XLM-RoBERTa-large; the runs still build an mT5-base ColBERT until the model "
         "binding moves to the BERT/XLM-R encoder family.",
