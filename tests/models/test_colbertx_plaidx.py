@@ -265,3 +265,32 @@ def test_plain_xlmr_import_adds_the_markers_as_plaidx_does(plaidx_dir, tmp_path)
     assert params["projection_layer"]["kernel"].shape == (24, 8)
     assert (config.query_length, config.document_length, config.attend_to_mask_tokens) == (32, 220, False)
     assert config.query_mask_token_id == tok.mask_token_id
+
+
+def test_mtd_run_builds_colbert_x_from_its_vocabulary(plaidx, plaidx_dir):
+    """runs/mtd_colbert.gin: XLM-R encoder, ColBERT-X ids read off %VOCABULARY, PLAID-X's lengths and rules."""
+    import gin
+
+    import polyret.seqio_tasks.template_tasks  # noqa: F401
+    import polyret.training.trainer  # noqa: F401
+    from polyret import GIN_CONFIGS_DIR
+    from polyret.retrieval.colbert_tokenize import colbert_x_config
+
+    gin.clear_config()
+    try:
+        gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
+        gin.parse_config_files_and_bindings([str(GIN_CONFIGS_DIR / "runs" / "mtd_colbert.gin")],
+                                            [f"VOCABULARY = '{plaidx_dir}'", "bert_config.preset = 'xlm_roberta_tiny'"],
+                                            finalize_config=False)
+        assert gin.query_parameter("%MODEL_CONFIG").selector.endswith("colbert_x_config")
+        assert (gin.query_parameter("adamw.weight_decay"), gin.query_parameter("make_optimizer.max_grad_norm")) == (
+            0.0, 2.0)
+        cfg = colbert_x_config()
+    finally:
+        gin.clear_config()
+    assert cfg.encoder.model_type == "xlm-roberta" and cfg.encoder.hidden_size == 32
+    assert (cfg.query_marker_id, cfg.document_marker_id, cfg.query_mask_token_id) == (
+        plaidx.query_tokenizer.Q_marker_token_id, plaidx.doc_tokenizer.D_marker_token_id,
+        plaidx.query_tokenizer.mask_token_id)
+    assert (cfg.query_length, cfg.document_length, cfg.projection_dim, cfg.attend_to_mask_tokens) == (
+        32, 180, 128, False)
