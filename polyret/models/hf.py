@@ -242,13 +242,53 @@ def write_colbert(params: dict[str, Any], model_cfg: ColBERTConfig, out: Path, t
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"}]
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    markers = _plaidx_marker_tokens(out, model_cfg) if model_cfg.colbert_x else ("", "")
     (out / "config_sentence_transformers.json").write_text(json.dumps({
         "model_type": "ColBERT", "similarity_fn_name": "MaxSim", "query_length": model_cfg.query_length,
-        "document_length": max_seq_length, "query_prefix": "", "document_prefix": "",
-        "do_query_expansion": True, "attend_to_expansion_tokens": True, "skiplist_words": [],
+        "document_length": model_cfg.document_length or max_seq_length, "query_prefix": markers[0],
+        "document_prefix": markers[1], "do_query_expansion": True,
+        "attend_to_expansion_tokens": model_cfg.attend_to_mask_tokens, "skiplist_words": [],
         "prompts": {}, "default_prompt_name": None}, indent=2))
     (out / COLBERT_SETTINGS_FILE).write_text(json.dumps(
         {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "encoder"}, indent=2))
+    if model_cfg.colbert_x:
+        _write_plaidx(out, params, model_cfg, projection, markers)
+
+
+def _plaidx_marker_tokens(out: Path, cfg: ColBERTConfig) -> tuple[str, str]:
+    """The marker tokens' strings: the exported tokenizer's, else PLAID-X's defaults (which PLAID-X appends
+    to the vocabulary at the same ids: the table was grown by exactly those rows on import)."""
+    from polyret.retrieval.colbert_tokenize import DOCUMENT_TOKEN, QUERY_TOKEN
+    names = [QUERY_TOKEN, DOCUMENT_TOKEN]
+    if (out / "tokenizer.json").is_file():
+        from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
+        tokenizer, vocab = load_tokenizer(out), HfVocabulary(out)
+        for i, marker in enumerate((cfg.query_marker_id, cfg.document_marker_id)):
+            names[i] = tokenizer.id_to_token(vocab.to_hf(marker)) or names[i]
+    return names[0], names[1]
+
+
+def _write_plaidx(out: Path, params: dict[str, Any], cfg: ColBERTConfig, projection: np.ndarray,
+                  markers: tuple[str, str]) -> None:
+    """Make the folder a PLAID-X checkpoint too: HF_ColBERT's weights in model.safetensors (the encoder under
+    `roberta.` / `bert.`, which transformers' AutoModel also reads, + `linear.weight`) and artifact.metadata.
+    PLAID-X picks its model class from `model_name` (a Hub id of the same architecture; pass
+    `ColBERTConfig(model_name=<this folder>)` to load offline)."""
+    from polyret.models.hf_bert import bert_to_hf_tensors
+    encoder = cfg.encoder
+    prefix = "bert." if encoder.model_type == "bert" else "roberta."
+    tensors = {prefix + k: v for k, v in bert_to_hf_tensors(
+        {"embeddings": params["embeddings"], "encoder": params["encoder"]}, encoder).items()}
+    tensors["linear.weight"] = np.ascontiguousarray(projection.T.astype(np.float32))
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model_name = {"bert": "bert-base-multilingual-uncased", "roberta": "roberta-base"}.get(
+        encoder.model_type, "xlm-roberta-large" if encoder.hidden_size == 1024 else "xlm-roberta-base")
+    (out / "artifact.metadata").write_text(json.dumps({
+        "query_token_id": markers[0], "doc_token_id": markers[1], "query_token": "[Q]", "doc_token": "[D]",
+        "query_maxlen": cfg.query_length, "doc_maxlen": cfg.document_length or 220, "dim": cfg.projection_dim,
+        "attend_to_mask_tokens": cfg.attend_to_mask_tokens, "mask_punctuation": bool(cfg.skip_token_ids),
+        "similarity": "cosine", "interaction": "colbert", "model_name": model_name,
+        "force_resize_embeddings": True}, indent=2))
 
 
 COLBERT_SETTINGS_FILE = "polyret_colbert.json"

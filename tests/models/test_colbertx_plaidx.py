@@ -294,3 +294,52 @@ def test_mtd_run_builds_colbert_x_from_its_vocabulary(plaidx, plaidx_dir):
         plaidx.query_tokenizer.mask_token_id)
     assert (cfg.query_length, cfg.document_length, cfg.projection_dim, cfg.attend_to_mask_tokens) == (
         32, 180, 128, False)
+
+
+def _same_vectors_as_plaidx(folder: Path, model, params, tokenizer: Tokenizer) -> None:
+    """PLAID-X loading `folder` (an export) gives polyret's query and document vectors."""
+    Checkpoint, PlaidConfig = _import_plaidx()
+    theirs = Checkpoint(str(folder), colbert_config=PlaidConfig(checkpoint=str(folder), model_name=str(folder)))
+    cfg = model.config
+    assert (theirs.colbert_config.query_maxlen, theirs.colbert_config.doc_maxlen, theirs.colbert_config.dim) == (
+        cfg.query_length, cfg.document_length, cfg.projection_dim)
+    q = theirs.queryFromText(QUERIES).numpy()
+    ours_q = model.encode_queries(params, jnp.asarray(pad_batch(tokenizer.encode(QUERIES, cfg.query_length),
+                                                                max_length=cfg.query_length)))
+    np.testing.assert_allclose(np.asarray(ours_q.vectors), q, atol=1e-5, rtol=0)
+    ids, mask = theirs.doc_tokenizer.tensorize(DOCUMENTS)
+    with torch.no_grad():
+        d, d_mask = theirs.doc(ids, mask, keep_dims="return_mask")
+    ours_d = model.encode_documents(params, jnp.asarray(pad_batch(tokenizer.encode(DOCUMENTS, DOC_MAXLEN))))
+    width = ids.shape[1]
+    np.testing.assert_array_equal(np.asarray(ours_d.mask)[:, :width], d_mask.squeeze(-1).numpy())
+    np.testing.assert_allclose(np.asarray(ours_d.vectors)[:, :width], d.numpy(), atol=1e-5, rtol=0)
+
+
+def test_export_is_read_by_plaidx_and_polyret(ours, plaidx_dir, tmp_path):
+    from polyret.models.hf import export_hf
+
+    model, params, tokenizer = ours
+    export_hf(params, model.config, tmp_path / "export", tokenizer=str(plaidx_dir), max_seq_length=DOC_MAXLEN)
+    _same_vectors_as_plaidx(tmp_path / "export", model, params, tokenizer)
+    # transformers' AutoModel (what sentence-transformers / PyLate load) reads the `roberta.` weights too.
+    encoder = transformers.AutoModel.from_pretrained(str(tmp_path / "export"))
+    table = np.asarray(params["embeddings"]["word_embeddings"]["embedding"])
+    np.testing.assert_array_equal(encoder.embeddings.word_embeddings.weight.detach().numpy()[2:], table[2:])
+    back, config = import_checkpoint(hf_path=str(tmp_path / "export"))
+    assert config == model.config
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_plain_xlmr_as_colbert_x_matches_plaidx_after_export(plaidx_dir, tmp_path):
+    """Markers polyret appended on import sit at the ids PLAID-X gives them when it loads the export."""
+    from polyret.models.hf import export_hf
+
+    base = tmp_path / "xlmr"
+    shutil.copytree(plaidx_dir.parent / "xlmr", base)
+    (base / "artifact.metadata").unlink()
+    params, config = import_checkpoint(hf_path=str(base), tower="colbert", projection_dim=8)
+    config = dataclasses.replace(config, document_length=DOC_MAXLEN)
+    export_hf(params, config, tmp_path / "export", tokenizer=str(base), max_seq_length=DOC_MAXLEN)
+    _same_vectors_as_plaidx(tmp_path / "export", build_model(config), params, Tokenizer(base))
