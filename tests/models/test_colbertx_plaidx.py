@@ -257,7 +257,13 @@ def test_plain_xlmr_import_adds_the_markers_as_plaidx_does(plaidx_dir, tmp_path)
     base = tmp_path / "xlmr"
     shutil.copytree(plaidx_dir.parent / "xlmr", base)
     (base / "artifact.metadata").unlink()  # written for PLAID-X's offline start; a plain XLM-R has none
-    params, config = import_checkpoint(hf_path=str(base), tower="colbert", projection_dim=8)
+    from polyret.jobs import import_checkpoint as import_job
+    from polyret.models.checkpoint import load_model
+
+    assert import_job.main(["--hf", str(base), "--tower", "colbert", "--projection_dim", "8",
+                            "--output_dir", str(tmp_path / "ckpt")]) == 0
+    params, config, stored_tokenizer = load_model(tmp_path / "ckpt")
+    assert stored_tokenizer is not None and stored_tokenizer.is_dir()
     tok = transformers.AutoTokenizer.from_pretrained(str(base))
     n = len(tok)
     assert (config.query_marker_id, config.document_marker_id, config.encoder.vocab_size) == (n, n + 1, n + 2)
