@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
 
@@ -65,8 +66,11 @@ class BertConfig:
     dtype: str = "float32"  # activations, e.g. "bfloat16"
     param_dtype: str = "float32"
     lora: LoraConfig | None = None
+    scan_layers: bool = False  # one scanned layer body (compiles once); same parameter layout either way
+    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" (polyret/models/layer_stack.py)
 
     def __post_init__(self):
+        check_stack_options("BertConfig", self.scan_layers, self.remat_policy)
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"BertConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.hidden_act not in HIDDEN_ACTS:
@@ -256,10 +260,7 @@ class BertStack(nn.Module):
     def __call__(self, embedded: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
         # Masked keys get the most negative float32 (HF's choice), added to float32 logits.
         bias = jnp.where(attention_mask[:, None, None, :], 0.0, jnp.finfo(jnp.float32).min)
-        x = embedded
-        for i in range(self.config.num_layers):
-            x = EncoderLayer(self.config, name=f"layers_{i}")(x, bias, deterministic)
-        return x
+        return run_layers(self, EncoderLayer, self.config, self.config.num_layers, embedded, bias, deterministic)
 
 
 class BertEncoder(nn.Module):

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
 
@@ -49,10 +50,13 @@ class T5Config:
     dtype: str = "float32"  # activations, e.g. "bfloat16"
     param_dtype: str = "float32"
     lora: LoraConfig | None = None
+    scan_layers: bool = False  # one scanned layer body (compiles once); same parameter layout either way
+    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" (polyret/models/layer_stack.py)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"T5Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        check_stack_options("T5Config", self.scan_layers, self.remat_policy)
 
     @property
     def gated(self) -> bool:
@@ -216,8 +220,7 @@ class EncoderStack(nn.Module):
         bias = RelativePositionBias(cfg, name="relpos_bias")(length, length)
         bias = bias + jnp.where(attention_mask[:, None, None, :], 0.0, -1e10)
         x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
-        for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, deterministic)
+        x = run_layers(self, EncoderLayer, cfg, cfg.num_layers, x, bias, deterministic)
         x = RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                     name="encoder_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
