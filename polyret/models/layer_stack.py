@@ -27,6 +27,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 REMAT_POLICIES = ("none", "full", "dots_saveable")
+# Encoder config fields that change how the layers run, never the parameters: a resumed run may change them.
+EXECUTION_ONLY_FIELDS = ("scan_layers", "remat_policy")
 
 _LAYER = re.compile(r"layers_(\d+)$")
 

@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 
 from polyret.models.checkpoint import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, TOKENIZER_DIR, copy_tokenizer_files,
                                        load_model)
+from polyret.models.layer_stack import EXECUTION_ONLY_FIELDS
 from polyret.models.lora import LORA_A, LORA_B
 from polyret.models.retrieval_model import RetrievalModel, model_config_to_dict
 from polyret.seqio_tasks.hf_vocab import HfVocabulary
@@ -99,6 +100,8 @@ def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabu
     if resuming and config_file.is_file():
         old = json.loads(config_file.read_text())
         changed = _dict_diff(old, json.loads(json.dumps(config)))
+        # How the layers execute (scan, remat) does not change the parameters: a run may switch on resume.
+        changed = [c for c in changed if c.split(":")[0].split(".")[-1] not in EXECUTION_ONLY_FIELDS]
         if changed:
             raise ConfigError(f"{config_file}: the run's model config differs from the checkpoints' "
                               f"({'; '.join(changed[:4])}); use a new MODEL_DIR or restore the settings")
