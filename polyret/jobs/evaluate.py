@@ -45,6 +45,14 @@ def parse_args(argv):
                    help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
     p.add_argument("--batch_size", type=common.at_least(1), default=64)
     p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
+    p.add_argument("--recall_target", type=float, default=None,
+                   help="ScaNN auto-tuning: recall@10 against brute force the index must reach (default 0.95, "
+                        "ScannConfig.recall_target); 0 turns tuning off")
+    p.add_argument("--threads", type=common.at_least(0), default=None,
+                   help="ScaNN search/training threads (default every core, ScannConfig.threads)")
+    p.add_argument("--colbert_index", choices=("auto", "exact", "compressed"), default="auto",
+                   help="ColBERT: exact in-memory MaxSim, or the compressed out-of-core index under "
+                        "output_dir/colbert_index (resumed and reused by a rerun); auto picks by corpus size")
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
         p.error("give --checkpoint, or --query_embeddings and --corpus_embeddings")
@@ -56,6 +64,8 @@ def parse_args(argv):
         p.error("give --qrels or --answers")
     if args.k is not None and args.k < 1:
         p.error(f"--k must be at least 1, got {args.k}")
+    if args.recall_target is not None and not 0 <= args.recall_target <= 1:
+        p.error(f"--recall_target must be between 0 and 1, got {args.recall_target}")
     return args
 
 
@@ -67,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def evaluate(args) -> int:
     import polyret.retrieval.encode  # noqa: F401  (its gin configurables must exist before gin is locked)
+    import polyret.retrieval.compressed_index  # noqa: F401  (CompressedIndexConfig, CompressedSearchConfig)
     common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
     start = time.time()
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -85,10 +96,12 @@ def evaluate(args) -> int:
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size)
         if encoder.is_colbert:
-            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length)
+            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length,
+                                               index_dir=f"{args.output_dir}/colbert_index", mode=args.colbert_index)
         else:
             runs["dense"], index, recall, *_ = P.encode_and_search(
-                encoder, corpus, queries, args.k, args.query_max_length, args.passage_max_length, progress=True)
+                encoder, corpus, queries, args.k, args.query_max_length, args.passage_max_length, progress=True,
+                config=P.scann_config(args.recall_target, args.threads))
     else:
         from polyret.retrieval.encode import load_embeddings
         query_ids, query_vectors = load_embeddings(args.query_embeddings, args.query_ids)
@@ -98,9 +111,13 @@ def evaluate(args) -> int:
                                    args.corpus or args.dataset, "documents")
         P.check_embedding_coverage(query_ids, queries, args.query_ids or args.query_embeddings,
                                    args.queries or args.dataset, "queries")
-        runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k)
+        runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k,
+                                                      config=P.scann_config(args.recall_target, args.threads))
     if "dense" in runs:
-        extra["scann"] = {"brute_force": index.brute_force, **index.params, "recall@10_vs_brute_force": recall}
+        params = {key: value for key, value in index.params.items() if key != "tuning"}
+        tuning = {key: value for key, value in index.params.get("tuning", {}).items() if key != "sweep"}
+        extra["scann"] = {"brute_force": index.brute_force, **params, **({"tuning": tuning} if tuning else {}),
+                          "recall@10_vs_brute_force": recall}
         if args.save_index:
             index.save(f"{args.output_dir}/index")
     if args.bm25:

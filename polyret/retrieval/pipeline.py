@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -13,7 +14,8 @@ from tqdm.auto import tqdm
 from polyret.io.formats import DataError
 from polyret.retrieval import metrics as M
 from polyret.retrieval.encode import TowerEncoder
-from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_against_brute_force
+from polyret.retrieval.index import ScannConfig, ScannIndex
+from polyret.retrieval.index import measure_recall as measure_recall_vs_brute_force
 from polyret.retrieval.late_interaction import LateInteractionIndex
 from polyret.retrieval.tokenize import EOS_ID
 from polyret.io.runs import Run, run_from_topk, write_trec_run
@@ -72,13 +74,24 @@ def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: S
         row = first_non_finite(vectors)
         if row is not None:  # NaN scores would rank arbitrarily and be written as `nan` into the run
             raise ValueError(f"the vector of {what} {ids[row]!r} is not finite (NaN or inf); a diverged checkpoint?")
-    index = ScannIndex.build(list(doc_ids), doc_vectors, k=k, config=config)
+    # The auto-tuner (ScannConfig.recall_target) tunes on half of a sample of these queries and holds
+    # out the other half; the recall reported is on (up to 1000 of) all of them, streamed (bounded memory).
+    index = ScannIndex.build(list(doc_ids), doc_vectors, k=k, config=config, tuning_queries=query_vectors)
     rows, scores = index.search(query_vectors, k)
     recall = None
     if measure_recall and not index.brute_force:
-        exact, _ = brute_force_topk(query_vectors[:1000], doc_vectors, 10)
-        recall = recall_against_brute_force(rows[:1000], exact, 10)
+        recall = measure_recall_vs_brute_force(index, query_vectors, doc_vectors, 10)
     return run_from_topk(list(query_ids), list(doc_ids), rows, scores), index, recall
+
+
+def scann_config(recall_target: float | None = None, threads: int | None = None) -> ScannConfig:
+    """ScannConfig as gin binds it, with the evaluate flags on top (recall_target 0: no tuning)."""
+    changes: dict = {}
+    if recall_target is not None:
+        changes["recall_target"] = recall_target or None
+    if threads is not None:
+        changes["threads"] = threads
+    return dataclasses.replace(ScannConfig(), **changes)
 
 
 class DenseResult(NamedTuple):
@@ -93,23 +106,35 @@ class DenseResult(NamedTuple):
 
 def encode_and_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
                       query_max_length: int, passage_max_length: int, progress: bool = False,
-                      measure_recall: bool = True) -> DenseResult:
+                      measure_recall: bool = True, config: ScannConfig | None = None) -> DenseResult:
     """Encode a corpus and queries with a dual encoder, then search them with ScaNN."""
     doc_ids, query_ids = list(corpus), list(queries)
     doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", passage_max_length, progress,
                                  "encoding passages")
     query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length, progress,
                                    "encoding queries")
-    run, index, recall = dense_search(query_ids, query_vectors, doc_ids, doc_vectors, k, measure_recall=measure_recall)
+    run, index, recall = dense_search(query_ids, query_vectors, doc_ids, doc_vectors, k, config=config,
+                                      measure_recall=measure_recall)
     return DenseResult(run, index, recall, doc_ids, doc_vectors, query_ids, query_vectors)
 
 
 def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
-                   query_max_length: int, window: int = 180, stride: int = 90) -> Run:
-    """ColBERT: documents split into `window`-token windows with `stride` (MaxP), token-level candidates,
-    exact MaxSim."""
+                   query_max_length: int, window: int = 180, stride: int = 90,
+                   index_dir: str | os.PathLike | None = None, mode: str = "auto",
+                   exact_below_tokens: int = 500_000) -> Run:
+    """ColBERT: documents split into `window`-token windows with `stride` (MaxP). mode "exact": every token
+    vector in memory, token-level candidates and exact MaxSim (small corpora); "compressed": token vectors
+    encoded in shards under index_dir/tokens and indexed PLAID-style under index_dir/compressed (out of
+    core, resumable, reused by a rerun), final candidates re-scored with their exact vectors; "auto":
+    exact below `exact_below_tokens` tokens, else compressed."""
+    import hashlib
+
+    from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
+                                                    write_token_shards)
     from polyret.retrieval.late_interaction import maxp, split_windows
 
+    if mode not in ("auto", "exact", "compressed"):
+        raise ValueError(f"ColBERT index mode must be auto, exact or compressed, got {mode!r}")
     doc_ids = list(corpus)
     token_ids = encoder.tokenizer.encode([corpus[d] for d in doc_ids], max_length=10 ** 9)
     window_ids, window_doc = [], []
@@ -118,17 +143,47 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
         for w in split_windows(body, window - 1, stride):
             window_ids.append(w + [EOS_ID])
             window_doc.append(doc)
-    window_vectors = encoder.encode_ids(window_ids, "right", max(len(w) for w in window_ids), progress=True,
-                                        desc="encoding passages")
-    index = LateInteractionIndex([str(i) for i in range(len(window_ids))], window_vectors)
+    max_len = max(len(w) for w in window_ids)
+    if mode == "auto":
+        mode = "exact" if sum(len(w) for w in window_ids) < exact_below_tokens or index_dir is None else "compressed"
+    if mode == "compressed" and index_dir is None:
+        raise ValueError("the compressed ColBERT index needs an index folder")
     query_ids = list(queries)
     query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length)
+    if mode == "exact":
+        window_vectors = encoder.encode_ids(window_ids, "right", max_len, progress=True, desc="encoding passages")
+        index = LateInteractionIndex([str(i) for i in range(len(window_ids))], window_vectors)
+        hits_per_query = [index.search(qv, k=k * 4) for qv in tqdm(query_vectors, desc="MaxSim search", unit="query")]
+    else:
+        # What produced the shards: a rerun with another corpus or checkpoint must not reuse them.
+        digest = hashlib.sha256()
+        for w in window_ids:
+            digest.update(np.asarray(w, np.int32).tobytes() + b"|")
+        fingerprint = {"windows_sha256": digest.hexdigest(), "model": repr(encoder.config),
+                       "params_sha256": _params_digest(encoder.params)}
+        tokens_dir = write_token_shards(
+            Path(index_dir) / "tokens", [str(i) for i in range(len(window_ids))],
+            lambda a, b: encoder.encode_ids(window_ids[a:b], "right", max_len), fingerprint=fingerprint)
+        compressed = build_compressed_index(tokens_dir, Path(index_dir) / "compressed")
+        index = CompressedLateInteractionIndex(compressed, exact_shards=tokens_dir)
+        hits_per_query = index.search_many(list(query_vectors), k=k * 4)
     run: Run = {}
-    for qid, qv in tqdm(list(zip(query_ids, query_vectors)), desc="MaxSim search", unit="query"):
-        hits = index.search(qv, k=k * 4)
+    for qid, hits in zip(query_ids, hits_per_query):
         best = maxp(np.array([s for _, s in hits]), [window_doc[int(i)] for i, _ in hits])
         run[qid] = dict(sorted(best.items(), key=lambda kv: -kv[1])[:k])
     return run
+
+
+def _params_digest(params) -> str:
+    """sha256 of a parameter tree's leaves (identifies the checkpoint that encoded a shard folder)."""
+    import hashlib
+
+    import jax
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def retrieve(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
