@@ -1,1 +1,1 @@
-"""Mesh and partitioning, optimizers, objectives, GradCache, checkpoints, input pipeline and the train loop."""
+"""Training: the trainer (loop and step), state set-up, mesh and partitioning, optimizers, checkpoints."""
