@@ -1,1 +1,2 @@
-"""T5/mT5 encoders, retrieval towers, losses, LoRA and checkpoint conversion."""
+"""Retrieval models: the RetrievalModel interface and registry, loss classes, Flax towers over the T5 and
+BERT/XLM-R encoder families, LoRA, and checkpoint conversion (T5X, Hugging Face, sentence-transformers, PyLate)."""
