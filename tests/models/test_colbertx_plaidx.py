@@ -195,7 +195,7 @@ def test_query_vectors_equal_plaidx(ours, plaidx, attend):
     if not attend:  # the case must be exercised: mask tokens present and left out of attention
         assert (mask == 0).any() and (ids == plaidx.query_tokenizer.mask_token_id).sum() == (mask == 0).sum()
         assert (mask[:, -1] == 1).any()  # a query cut at query_maxlen (keeps </s> last)
-        assert np.abs(theirs - _plaidx_queries(plaidx, True)[2]).max() > 1e-2  # the attention rule matters
+        assert np.abs(theirs - _plaidx_queries(plaidx, True)[2]).max() > 1e-3  # the attention rule matters
     embedded = jax.jit(model.encode_queries)(params, tokens)
     assert np.asarray(embedded.mask).all()  # every position, mask tokens included, takes part in MaxSim
     np.testing.assert_allclose(np.asarray(embedded.vectors), theirs, atol=1e-5, rtol=0)
@@ -277,12 +277,12 @@ def test_mtd_run_builds_colbert_x_from_its_vocabulary(plaidx, plaidx_dir):
     """runs/mtd_colbert.gin: XLM-R encoder, ColBERT-X ids read off %VOCABULARY, PLAID-X's lengths and rules."""
     import gin
 
+    gin.clear_config()  # also unlocks a config an earlier job finalized, before new configurables register
     import polyret.seqio_tasks.template_tasks  # noqa: F401
     import polyret.training.trainer  # noqa: F401
     from polyret import GIN_CONFIGS_DIR
     from polyret.retrieval.colbert_tokenize import colbert_x_config
 
-    gin.clear_config()
     try:
         gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
         gin.parse_config_files_and_bindings([str(GIN_CONFIGS_DIR / "runs" / "mtd_colbert.gin")],
