@@ -221,6 +221,13 @@ def one_line(error: BaseException) -> str:
     return redact(lines[0].strip() if lines else type(error).__name__)
 
 
+def _release_gin() -> None:
+    """A job's gin configuration ends with the job: gin locks it when parsed, and a locked config makes any
+    later import of a module with configurables fail (a second job in the same process, tests)."""
+    import gin
+    gin.clear_config()
+
+
 def run_main(job: str, body: Callable[[], int | None],
              extra_expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
@@ -228,7 +235,10 @@ def run_main(job: str, body: Callable[[], int | None],
     Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
     from polyret.synthesis.llm import LLMUnreachable
     try:
-        return body() or 0
+        try:
+            return body() or 0
+        finally:
+            _release_gin()
     except KeyboardInterrupt:
         print(f"polyret {job}: interrupted", file=sys.stderr)
         return 130
