@@ -124,9 +124,10 @@ def plaidx_dir(tmp_path_factory) -> Path:
         vocab_size=len(tokenizer), hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
         max_position_embeddings=QUERY_MAXLEN + DOC_MAXLEN + 2, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, layer_norm_eps=1e-5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
-    with torch.no_grad():  # every weight random and large enough to matter
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
+    with torch.no_grad():  # every weight random and large enough to matter; token vectors stay distinct
+        for name, p in model.named_parameters():
+            centre = 1.0 if "LayerNorm.weight" in name else 0.0
+            p.copy_(centre + torch.randn_like(p) * (0.1 if "LayerNorm" in name else 0.3))
     model.save_pretrained(base)
     settings = PlaidConfig(model_name=str(base), checkpoint=str(base), query_maxlen=QUERY_MAXLEN,
                            doc_maxlen=DOC_MAXLEN, dim=DIM)
@@ -195,7 +196,7 @@ def test_query_vectors_equal_plaidx(ours, plaidx, attend):
     if not attend:  # the case must be exercised: mask tokens present and left out of attention
         assert (mask == 0).any() and (ids == plaidx.query_tokenizer.mask_token_id).sum() == (mask == 0).sum()
         assert (mask[:, -1] == 1).any()  # a query cut at query_maxlen (keeps </s> last)
-        assert np.abs(theirs - _plaidx_queries(plaidx, True)[2]).max() > 1e-3  # the attention rule matters
+        assert np.abs(theirs - _plaidx_queries(plaidx, True)[2]).max() > 1e-2  # the attention rule matters
     embedded = jax.jit(model.encode_queries)(params, tokens)
     assert np.asarray(embedded.mask).all()  # every position, mask tokens included, takes part in MaxSim
     np.testing.assert_allclose(np.asarray(embedded.vectors), theirs, atol=1e-5, rtol=0)
