@@ -16,6 +16,8 @@ from polyret.retrieval import metrics as M
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.index import ScannConfig, ScannIndex
 from polyret.retrieval.index import measure_recall as measure_recall_vs_brute_force
+from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
+                                                write_token_shards)
 from polyret.retrieval.late_interaction import LateInteractionIndex
 from polyret.retrieval.tokenize import EOS_ID
 from polyret.io.runs import Run, run_from_topk, write_trec_run
@@ -129,8 +131,6 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     exact below `exact_below_tokens` tokens, else compressed."""
     import hashlib
 
-    from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
-                                                    write_token_shards)
     from polyret.retrieval.late_interaction import maxp, split_windows
 
     if mode not in ("auto", "exact", "compressed"):
