@@ -350,3 +350,41 @@ def test_plain_xlmr_as_colbert_x_matches_plaidx_after_export(plaidx_dir, tmp_pat
     config = dataclasses.replace(config, document_length=DOC_MAXLEN)
     export_hf(params, config, tmp_path / "export", tokenizer=str(base), max_seq_length=DOC_MAXLEN)
     _same_vectors_as_plaidx(tmp_path / "export", build_model(config), params, Tokenizer(base))
+
+
+def test_maxsim_scores_equal_plaidx(ours, plaidx):
+    """Every query against every document: polyret's MaxSim = PLAID-X's colbert_score (cosine similarity)."""
+    from colbert.modeling.colbert import colbert_score
+
+    model, params, tokenizer = ours
+    q_ids, q_mask = plaidx.query_tokenizer.tensorize(QUERIES)
+    d_ids, d_mask = plaidx.doc_tokenizer.tensorize(DOCUMENTS)
+    with torch.no_grad():
+        q = plaidx.query(q_ids, q_mask)
+        d, d_keep = plaidx.doc(d_ids, d_mask, keep_dims="return_mask")
+        theirs = np.stack([colbert_score(q[i:i + 1], d, d_keep, config=plaidx.colbert_config).numpy()
+                           for i in range(len(QUERIES))])
+    queries = model.encode_queries(params, jnp.asarray(pad_batch(tokenizer.encode(QUERIES, QUERY_MAXLEN),
+                                                                 max_length=QUERY_MAXLEN)))
+    documents = model.encode_documents(params, jnp.asarray(pad_batch(tokenizer.encode(DOCUMENTS, DOC_MAXLEN))))
+    np.testing.assert_allclose(np.asarray(model.score(queries, documents)), theirs, atol=1e-4, rtol=0)
+
+
+def test_colbert_x_trains_under_jit(ours):
+    """One KL-distillation gradient (dropout on) through the markers, mask augmentation and skip list."""
+    from polyret.models.losses import KLDistillationLoss
+
+    model, params, tokenizer = ours
+    cfg = model.config
+    model = build_model(dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, hidden_dropout_rate=0.1)),
+                        KLDistillationLoss())
+    passages = pad_batch(tokenizer.encode(DOCUMENTS[:4], DOC_MAXLEN), max_length=DOC_MAXLEN)
+    batch = {"left_encoder_input_tokens": jnp.asarray(pad_batch(tokenizer.encode(QUERIES[:2], QUERY_MAXLEN),
+                                                                max_length=QUERY_MAXLEN)),
+             "right_encoder_input_tokens": jnp.asarray(passages.reshape(2, 2, -1)),
+             "teacher_scores": jnp.asarray([[3.0, 1.0], [0.0, 2.0]])}
+    (loss, _), grads = jax.jit(model.value_and_grad)(params, batch, jax.random.PRNGKey(0))
+    table = np.asarray(grads["embeddings"]["word_embeddings"]["embedding"])
+    assert np.isfinite(float(loss)) and all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+    for used in (cfg.query_marker_id, cfg.document_marker_id, cfg.query_mask_token_id):
+        assert np.abs(table[used]).sum() > 0
