@@ -38,6 +38,9 @@ try:
     PLAIDX_VERSION = importlib.metadata.version("PLAID-X")
 except importlib.metadata.PackageNotFoundError:
     pytest.skip("plaid-x is not installed (pip install --no-deps plaid-x gitpython)", allow_module_level=True)
+if importlib.util.find_spec("git") is None:
+    pytest.skip("plaid-x needs gitpython (pip install gitpython)", allow_module_level=True)
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # plaid-x imports git; no git executable is needed here
 
 from polyret.models.conversion import import_checkpoint, save_imported
 from polyret.models.retrieval_model import build_model
