@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--hf", help="Hugging Face T5/mT5 folder (config.json + safetensors), sentence-transformers ok")
     p.add_argument("--output_dir", required=True, help="polyret checkpoint folder to write")
     p.add_argument("--tower", choices=["dual_encoder", "colbert"], default=None,
-                   help="default: colbert for a polyret ColBERT export, else dual_encoder")
+                   help="default: colbert for a polyret ColBERT export or a PLAID-X folder, else dual_encoder "
+                        "(colbert on a BERT/XLM-R folder builds ColBERT-X as PLAID-X does)")
     p.add_argument("--pooling", choices=["mean", "first"], default=None,
                    help="dual encoder pooling (default: from the sentence-transformers layout, else mean)")
     p.add_argument("--no_l2_norm", action="store_true", help="dual encoder without L2 normalisation")

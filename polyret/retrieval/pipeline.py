@@ -19,7 +19,6 @@ from polyret.retrieval.index import measure_recall as measure_recall_vs_brute_fo
 from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
                                                 write_token_shards)
 from polyret.retrieval.late_interaction import LateInteractionIndex
-from polyret.retrieval.tokenize import EOS_ID
 from polyret.io.runs import Run, run_from_topk, write_trec_run
 
 
@@ -139,9 +138,11 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     token_ids = encoder.tokenizer.encode([corpus[d] for d in doc_ids], max_length=10 ** 9)
     window_ids, window_doc = [], []
     for doc, ids in zip(doc_ids, token_ids):
-        body = ids[:-1]  # windows of the text; each window gets its own EOS
-        for w in split_windows(body, window - 1, stride):
-            window_ids.append(w + [EOS_ID])
+        # Windows of the text; each window gets the vocabulary's own start ([CLS] / <s>, if any) and end ids.
+        start, end = encoder.tokenizer.start_ids, [encoder.tokenizer.eos_id]
+        body = ids[len(start):-1]
+        for w in split_windows(body, window - len(start) - 1, stride):
+            window_ids.append(start + w + end)
             window_doc.append(doc)
     max_len = max(len(w) for w in window_ids)
     if mode == "auto":
