@@ -36,8 +36,10 @@ def logical_axis_rules(preset: str = "data_parallel", extra: Rules = ()) -> tupl
                "fsdp_tensor_parallel": FSDP_RULES + TENSOR_PARALLEL_RULES}
     if preset not in presets:
         raise ConfigError(f"logical_axis_rules.preset {preset!r} is not one of {sorted(presets)}")
-    # Activations: batch over the batch axes; everything not named stays replicated.
-    return tuple(extra) + tuple(presets[preset]) + (("batch", BATCH_AXES),)
+    # Activations: batch over the batch axes; everything not named stays replicated. The batch rule comes
+    # before the presets: flax assigns rules in order and a mesh axis once, so with ('embed', 'fsdp') first an
+    # activation [batch, length, embed] would be split on embed and the batch replicated over fsdp.
+    return tuple(extra) + (("batch", BATCH_AXES),) + tuple(presets[preset])
 
 
 @gin.configurable

@@ -194,7 +194,9 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
     losses: list[float] = []
     window_start, window_steps, window_tokens = time.time(), 0, 0
     postfix: dict[str, str] = {}
-    with mesh:
+    # jax.set_mesh (not `with mesh:`, which no longer defines the mesh flax reads): without it every
+    # nn.with_logical_constraint in the models is a no-op and FSDP replicates the activations' batch.
+    with jax.set_mesh(mesh):
         while state.step < train_steps:
             local = next(batches)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}

@@ -1,0 +1,73 @@
+"""Memory plan of a training run for a mesh, before a pod is booked (no weights, no data).
+
+  polyret plan --gin_file=runs/swimx_xor.gin --mesh data=8,fsdp=8 --accelerator tpu-v4 \
+      --gin.logical_axis_rules.preset="'fsdp'" --gin.t5_config.dtype="'bfloat16'" \
+      --gin.t5_config.scan_layers=True --gin.t5_config.remat_policy="'full'"
+
+Compiles the trainer's step for the mesh on simulated CPU devices (re-running itself with
+XLA_FLAGS=--xla_force_host_platform_device_count=N when needed) and prints per-device parameters,
+optimizer state, batch and XLA's temporaries (activations), and whether the peak fits --accelerator.
+REQUIRED macros that do not change shapes (MODEL_DIR, data paths, VOCABULARY) may stay unset.
+Accelerators: tpu-v4, tpu-v5e, tpu-v5p, a100-40gb, a100-80gb, h100-80gb.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from polyret.jobs import common
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def _ensure_devices(count: int, argv: list[str]) -> None:
+    """Re-exec this job with enough simulated CPU devices (JAX reads XLA_FLAGS once, at start-up)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if f"{_FLAG}=" in flags and int(flags.split(f"{_FLAG}=")[1].split()[0]) >= count:
+        return
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": " ".join([f for f in flags.split() if not f.startswith(_FLAG)] + [f"{_FLAG}={count}"])}
+    os.execve(sys.executable, [sys.executable, "-m", "polyret.jobs.plan", *argv], env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = common.parser("polyret plan", __doc__)
+    common.add_gin_flags(p)
+    p.add_argument("--mesh", required=True, help="AXIS=SIZE,... over data, fsdp, model (missing axes are 1)")
+    p.add_argument("--accelerator", default=None, help="say whether the peak fits this accelerator's memory")
+    p.add_argument("--rows", type=common.at_least(1), default=None,
+                   help="passages per query (distillation; default %%MTD_PASSAGES) or hard negatives per query "
+                        "(default 7)")
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON line")
+    args, bindings = common.parse_args_with_gin(p, argv)
+
+    def body() -> None:
+        from polyret.training import plan
+        if not args.gin_file:
+            raise common.UsageError("give the run's --gin_file (see polyret/gin_configs/runs/)")
+        try:
+            mesh = plan.parse_mesh(args.mesh)
+        except plan.ConfigError as e:
+            raise common.UsageError(f"--mesh: {e}") from None
+        if args.accelerator is not None and args.accelerator not in plan.ACCELERATORS:
+            raise common.UsageError(f"--accelerator {args.accelerator!r} is not one of {', '.join(plan.ACCELERATORS)}")
+        _ensure_devices(math.prod(mesh.values()), argv)
+        result = plan.plan_run(args.gin_file, bindings, mesh, args.gin_search_paths or (), args.rows)
+        if args.json:
+            row = {k: v for k, v in vars(result).items()}
+            row["peak"] = result.peak
+            if args.accelerator:
+                row["fits"] = {args.accelerator: result.fits(args.accelerator)}
+            print(json.dumps(row))
+        else:
+            print(result.summary(args.accelerator))
+
+    return common.run_main("plan", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
