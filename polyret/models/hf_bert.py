@@ -227,6 +227,6 @@ def export_hf_bert(params: dict[str, Any], cfg: BertConfig, output_dir: str | os
     """Write a HF folder atomically (nothing is left at `output_dir` if writing fails)."""
     from polyret.models.checkpoint import atomic_output_dir
 
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         write_hf_bert(tmp, params, cfg, tokenizer_dir)
     return Path(output_dir)

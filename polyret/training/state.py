@@ -63,6 +63,10 @@ def _initial_params(model: RetrievalModel, fresh: Any, shardings: Any, path: str
     if not path:
         return fresh, set(flat)
     loaded, loaded_config, _ = load_model(path)
+    if type(loaded_config) is not type(model.config):
+        raise ConfigError(f"INITIAL_CHECKPOINT_PATH {path} is a {type(loaded_config).__name__} checkpoint; the run "
+                          f"trains a {type(model.config).__name__} (import the encoder with "
+                          f"`polyret import_checkpoint --tower ...` to change the tower)")
     loaded_flat = traverse_util.flatten_dict(loaded)
     name = lambda k: "/".join(k)
     unexpected = sorted(name(k) for k in loaded_flat if k not in flat)

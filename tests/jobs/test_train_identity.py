@@ -68,9 +68,6 @@ def test_initial_checkpoint_with_another_layer_count_is_refused(tmp_path, data_d
     assert not (tmp_path / "a" / "checkpoints").exists() or not any((tmp_path / "a" / "checkpoints").iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="the trainer compares parameter trees only; a ColBERT checkpoint with the "
-                                       "dual encoder's projection size has the same tree (issue 15 item 3: check "
-                                       "the tower kind in training/state.py _initial_params, then drop this mark)")
 def test_initial_checkpoint_of_another_tower_is_refused(tmp_path, data_dir):
     colbert = _checkpoint(tmp_path / "colbert", ColBERTConfig(encoder=PRESETS["mt5_tiny"], projection_dim=16,
                                                               query_length=16, query_mask_token_id=3))
