@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from polyret.seqio_tasks import examples as ex
 from polyret.seqio_tasks import preprocessors
+from polyret.seqio_tasks.vocab import get_vocabulary
 from polyret.io.formats import open_text
 
 _STR = tf.TensorSpec([], tf.string)
@@ -296,6 +297,16 @@ def mc4_data_setup(languages: Sequence[str] = gin.REQUIRED, vocabulary_path: str
     from polyret.seqio_tasks.vocab import get_vocabulary
     register_mc4_tasks(languages, get_vocabulary(vocabulary_path), alpha=alpha, tfds_data_dir=tfds_data_dir,
                        crop={"chunk_length": chunk_length, "ratio_min": ratio_min, "ratio_max": ratio_max})
+
+
+@gin.configurable
+def swim_ir_data_setup(files: Mapping[str, str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
+                       mixture: str = gin.REQUIRED) -> None:
+    """Register SWIM-IR-layout files {name: path} as tasks `{mixture}_{name}` and the mixture `mixture`, rates
+    proportional to their sizes (for `DatasetConfig.setup`; the vocabulary may be a checkpoint's tokenizer/)."""
+    vocab = get_vocabulary(vocabulary_path)
+    add_mixture(mixture, [(register_swim_ir_task(f"{mixture}_{name}", path, vocab), _count_lines(path))
+                          for name, path in sorted(files.items())])
 
 
 @gin.configurable
