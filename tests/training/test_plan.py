@@ -57,3 +57,15 @@ def test_fsdp_rules_keep_the_activation_batch_sharded(preset):
     rules = logical_axis_rules(preset)
     assert nn.logical_to_mesh_axes(("batch", "length", "embed"), rules) == P(("data", "fsdp"), None, None)
     assert nn.logical_to_mesh_axes(("vocab", "embed"), rules)[1] == "fsdp"  # parameters still FSDP-sharded
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--mesh", "data=two"], "--mesh: mesh 'data=two': 'data=two' is not AXIS=SIZE"),
+    (["--mesh", "data=2", "--accelerator", "tpu-v9"], "--accelerator 'tpu-v9' is not one of"),
+])
+def test_plan_job_refuses_bad_flags_in_one_line(flags, message):
+    proc = subprocess.run([sys.executable, "-m", "polyret.jobs.plan", "--gin_file=runs/tiny/swimx_xor.gin", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
