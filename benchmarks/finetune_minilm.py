@@ -68,6 +68,9 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/minilm_ft")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--train_languages", default="de,fr,ja,zh-cn")
+    ap.add_argument("--batch_size", type=int, default=32)
+    ap.add_argument("--learning_rate", type=float, default=2e-5)
+    ap.add_argument("--pairs", default=None, help="comma-separated pairs to evaluate (default: all)")
     args = ap.parse_args()
     pairs_dir, work = Path(args.set) / "pairs", Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -94,12 +97,13 @@ def main() -> None:
     finetuned = work / "finetuned"
     train_from_gin(["runs/finetune_minilm.gin"], [
         f"MODEL_DIR='{finetuned}'", "MIXTURE_OR_TASK_NAME='rts_train'", f"TRAIN_STEPS={args.steps}",
-        f"INITIAL_CHECKPOINT_PATH='{imported}'"])
+        f"INITIAL_CHECKPOINT_PATH='{imported}'", f"BATCH_SIZE={args.batch_size}",
+        f"learning_rate_schedule.base_learning_rate={args.learning_rate}"])
 
     baselines = json.loads((Path(args.set) / "baselines.json").read_text())
     systems = {"zero-shot": TowerEncoder.from_checkpoint(imported), "fine-tuned": TowerEncoder.from_checkpoint(finetuned)}
     rows = []
-    for pair in sorted(p.name for p in pairs_dir.iterdir()):
+    for pair in args.pairs.split(",") if args.pairs else sorted(p.name for p in pairs_dir.iterdir()):
         scores = {name: evaluate_pair(encoder, pairs_dir / pair) for name, encoder in systems.items()}
         covered = pair.split("-", 1)[1] in train_languages and pair != "en-en"
         rows.append((pair, covered, baselines[pair]["bm25"], scores["zero-shot"], scores["fine-tuned"]))
