@@ -45,4 +45,8 @@ def test_minilm_fsdp_on_eight_devices_equals_one(tmp_path, minilm_checkpoint, da
     np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-4, atol=1e-6)
     assert params_one.keys() == params_eight.keys()
     for key in params_one:
+        if key.endswith("attention/key/bias"):
+            # Its true gradient is exactly 0 (a key bias shifts every logit of a query's row equally and softmax
+            # ignores it); AdamW turns the float32 noise left in its place into lr-sized steps, on any device count.
+            continue
         np.testing.assert_allclose(params_eight[key], params_one[key], rtol=2e-4, atol=2e-6, err_msg=key)
