@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def read_trec_run(path: str | os.PathLike) -> Run:
 
 
 def run_from_topk(query_ids: list[str], doc_ids: list[str], rows, scores) -> Run:
-    """Search output (row indices and scores per query) -> Run."""
-    return {qid: {doc_ids[int(r)]: float(s) for r, s in zip(row, score) if r >= 0}
+    """Search output (row indices and scores per query) -> Run. Slots the index could not fill (row -1, or a
+    NaN score when a tree search reaches fewer than k candidates) are dropped; input vectors are checked finite
+    before any search, so a non-finite score here can only be such a slot."""
+    return {qid: {doc_ids[int(r)]: float(s) for r, s in zip(row, score) if r >= 0 and math.isfinite(float(s))}
             for qid, row, score in zip(query_ids, rows, scores)}
