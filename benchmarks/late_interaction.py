@@ -164,6 +164,24 @@ else:
 '''
 
 
+def sweep_depth(index_dir: Path, shards: TokenShards, queries, threads: int) -> None:
+    """Quality and speed of polyret's index at several search depths (k=10 and k=100 runs)."""
+    exact = exact_maxsim(shards, queries)
+    print("| rerank from | nprobe | ndocs | rerank | q/s (k=10) | nDCG@10 | R@100 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for exact_dir in (None, shards.dir):
+        index = CompressedLateInteractionIndex(index_dir, exact_shards=exact_dir)
+        for nprobe, ndocs, rerank in ((2, 256, 64), (4, 1024, 256), (8, 2048, 512), (8, 4096, 1024)):
+            config = CompressedSearchConfig(nprobe=nprobe, ndocs=ndocs, rerank=rerank, threads=threads)
+            t = time.perf_counter()
+            run10 = index.search_many(list(queries), 10, config)
+            qps = len(queries) / (time.perf_counter() - t)
+            run100 = index.search_many(list(queries), 100, config)
+            n10, r100 = quality(run10, run100, exact)
+            print(f"| {'shards (exact)' if exact_dir else 'decompressed'} | {nprobe} | {ndocs} | {rerank} | "
+                  f"{qps:.1f} | {n10:.3f} | {r100:.3f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(CACHE / "late_interaction"))
@@ -171,9 +189,13 @@ def main() -> None:
     ap.add_argument("--max_chunks", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--fast_plaid_python", default=os.path.expanduser("~/.cache/polyret/peer-venv/bin/python"))
+    ap.add_argument("--sweep_only", action="store_true",
+                    help="only sweep polyret's search depth on the index a previous run built")
     args = ap.parse_args()
     work = Path(args.work)
     shards, queries = prepare(work, args.queries, args.max_chunks)
+    if args.sweep_only:
+        return sweep_depth(work / "polyret_index", shards, queries, args.threads)
     num_tokens = shards.num_tokens()
     num_docs = shards.manifest["num_docs"]
     raw_mb = num_tokens * DIM * 4 / 2**20
