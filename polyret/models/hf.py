@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 from flax import traverse_util
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from polyret.models.checkpoint import atomic_output_dir
 from polyret.models.lora import has_lora, merge_lora
 from polyret.models.t5 import ACTIVATIONS, T5Config
 from polyret.models.bert import MODEL_TYPES, BertConfig
-from polyret.models.hf_bert import load_hf_bert, write_hf_bert
+from polyret.models.hf_bert import load_hf_bert, read_safetensors, write_hf_bert
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size
 
 
@@ -64,25 +64,6 @@ def t5_config_from_hf(config: dict[str, Any], source: str = "config.json") -> T5
         raise ValueError(f"{source}: field {e.args[0]!r} is missing") from e
 
 
-def _read_safetensors(folder: Path) -> dict[str, np.ndarray]:
-    single = folder / "model.safetensors"
-    index = folder / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
-                                "(PyTorch .bin checkpoints: re-save them with safe_serialization=True)")
-    tensors = {}
-    for f in files:
-        try:
-            tensors.update(load_file(str(f)))
-        except Exception as e:
-            raise ValueError(f"{f}: cannot read safetensors: {e}") from e
-    return tensors
-
-
 T5_MODEL_TYPES = ("t5", "mt5", "umt5")
 
 
@@ -104,7 +85,7 @@ def load_hf_encoder(folder: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         raise ValueError(f"{config_file}: model_type {model_type!r} is not supported (supported: "
                          f"{', '.join(T5_MODEL_TYPES + MODEL_TYPES)})")
     cfg = t5_config_from_hf(hf_config, str(config_file))
-    tensors = _read_safetensors(folder)
+    tensors = read_safetensors(folder)
     flat = {}
     for ours, hf, transpose in hf_name_map(cfg):
         if hf not in tensors:
@@ -122,7 +103,7 @@ def load_st_projection(folder: str | os.PathLike) -> np.ndarray | None:
         return None
     for module in json.loads(modules_file.read_text()):
         if module["type"].endswith("Dense"):
-            weights = _read_safetensors(Path(folder) / module["path"])
+            weights = read_safetensors(Path(folder) / module["path"])
             return np.asarray(weights["linear.weight"], np.float32).T
     return None
 
