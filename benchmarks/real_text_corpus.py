@@ -11,7 +11,6 @@ usr/share/doc and usr/share/help). Reruns reuse the downloaded .deb files.
 from __future__ import annotations
 
 import argparse
-import glob
 import gzip
 import html
 import json
@@ -20,6 +19,7 @@ import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from polyret.datasets.debian_docs import fetch_package
 
 # English documentation first (the model is English MiniLM); translations only add scale.
 DEFAULT_PACKAGES = [
@@ -76,22 +76,6 @@ def sentences(text: str, min_words: int = 5, max_words: int = 60):
                 yield s
 
 
-def fetch(package: str, cache: Path) -> Path:
-    """Download and unpack one package (cached) -> its unpacked root."""
-    root = cache / "unpacked" / package
-    if (root / ".done").exists():
-        return root
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    if not glob.glob(str(debs / f"{package}_*.deb")):
-        subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
-    deb = sorted(glob.glob(str(debs / f"{package}_*.deb")))[-1]
-    root.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["dpkg", "-x", deb, str(root)], check=True)
-    (root / ".done").write_text("")
-    return root
-
-
 def documents(root: Path):
     """Texts of the documentation files under a package root (HTML, plain text; never man pages)."""
     for path in sorted(root.rglob("*")):
@@ -121,9 +105,9 @@ def build(cache: Path, packages: list[str]) -> Path:
     with open(out.with_suffix(".tmp"), "w", encoding="utf-8") as f:
         for package in packages:
             try:
-                root = fetch(package, cache)
-            except subprocess.CalledProcessError as e:
-                print(f"{package}: not fetched ({e.stderr.decode(errors='replace').strip()[:120]})")
+                root = fetch_package(package, cache)
+            except (RuntimeError, subprocess.CalledProcessError) as e:  # apt-get / dpkg failed
+                print(f"{package}: not fetched ({str(e)[:120]})")
                 continue
             n = 0
             for text in documents(root):
