@@ -89,3 +89,24 @@ def span_pairs(dataset: tf.data.Dataset, sequence_length: Mapping[str, int], chu
         return {"inputs": crop(tokens, u[0], u[1])[:max_a], "targets": crop(tokens, u[2], u[3])[:max_b]}
 
     return cut(chunks)
+
+
+def ragged_rows(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+    """[N, T] token features (0-padded rows) -> ragged [N, None], for seqio's cache: a cached feature has
+    one fixed width in the cache's info file, while the width of a list of tokenised strings varies per
+    example. `dense_rows` after the cache point undoes it exactly (token ids are never 0 = padding)."""
+    names = [k for k, f in output_features.items() if f.rank == 2 and k in dataset.element_spec]
+
+    def fn(example):
+        return {**example, **{k: tf.RaggedTensor.from_tensor(example[k], padding=0) for k in names}}
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE) if names else dataset
+
+
+def dense_rows(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature]) -> tf.data.Dataset:
+    """The inverse of `ragged_rows`: ragged [N, None] -> [N, longest row], 0-padded."""
+    spec = dataset.element_spec
+    names = [k for k, f in output_features.items() if f.rank == 2 and isinstance(spec.get(k), tf.RaggedTensorSpec)]
+
+    def fn(example):
+        return {**example, **{k: example[k].to_tensor() for k in names}}
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE) if names else dataset

@@ -2,6 +2,11 @@
 
 Every `register_*` function adds seqio Tasks (replacing any of the same name) and returns their names,
 so a gin file or a user script can register data and select it with `MIXTURE_OR_TASK_NAME`.
+
+Offline caching (seqio's Beam cache, `polyret cache_tasks`): every task but Translate-Distill has a
+`seqio.CacheDatasetPlaceholder` right after tokenisation, so the cache holds the tokenised examples and
+whatever is random per epoch (span crops) runs after it, on every read. Uncached reads skip the
+placeholder and are unchanged.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ def _generator_source(make_examples: Callable[[], Iterator[dict[str, Any]]], sig
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         return tf.data.Dataset.from_generator(chunks, output_signature=chunk_signature).unbatch()
 
-    return seqio.FunctionDataSource(dataset_fn, splits=splits, caching_permitted=False)
+    # Caching permitted: the readers are deterministic (any sampling is seeded by line), so a cache of
+    # their tokenised examples is what every uncached read would produce.
+    return seqio.FunctionDataSource(dataset_fn, splits=splits, caching_permitted=True)
 
 
 def _add_task(name: str, **kwargs) -> str:
@@ -105,8 +112,10 @@ CROP_DEFAULTS = {"chunk_length": 256, "ratio_min": 0.1, "ratio_max": 0.5}
 
 
 def _span_pair_preprocessors(min_span_length: int, crop: Mapping[str, float] | None = None) -> list:
+    # The cache holds tokenised documents; the random crops stay after it (new crops every epoch).
     return [functools.partial(seqio.preprocessors.rekey, key_map={"text": "text"}),
             functools.partial(preprocessors.tokenize, also={"text": "targets"}),
+            seqio.CacheDatasetPlaceholder(),
             functools.partial(preprocessors.span_pairs, min_span_length=min_span_length,
                               **{**CROP_DEFAULTS, **(crop or {})})]
 
@@ -146,6 +155,14 @@ def register_text_span_task(name: str, files: Sequence[str | os.PathLike], vocab
 
 # ------------------------------------------------------------------------------------------ SWIM-IR pairs
 
+def _cached_tokenize() -> list:
+    """Tokenise, then the cache point. Lists of strings ([N, T] after tokenising, T varying per example)
+    are cached as ragged rows and made dense again after the cache point (seqio's cache stores one fixed
+    width per dense feature)."""
+    return [preprocessors.tokenize, preprocessors.ragged_rows, seqio.CacheDatasetPlaceholder(),
+            preprocessors.dense_rows]
+
+
 def register_swim_ir_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary,
                           with_negatives: bool = False, skip_bad: bool = False) -> str:
     signature = {"inputs": _STR, "targets": _STR, "query_id": _STR, "language": _STR}
@@ -154,7 +171,7 @@ def register_swim_ir_task(name: str, path: str | os.PathLike, vocabulary: seqio.
         signature["negative_targets"] = _STRS
         features["negative_targets"] = _token_feature(vocabulary, rank=2)
     source = _generator_source(lambda: ex.swim_ir_examples(path, skip_bad=skip_bad), signature)
-    return _add_task(name, source=source, output_features=features, preprocessors=[preprocessors.tokenize])
+    return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())
 
 
 def register_swim_ir_tasks(files: Mapping[tuple[str, str], str | os.PathLike], vocabulary: seqio.Vocabulary,
@@ -181,7 +198,7 @@ def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: 
     source = _generator_source(lambda: ex.hard_negative_examples(path, num_negatives, seed), signature)
     features = {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary),
                 "negative_targets": _token_feature(vocabulary, rank=2)}
-    return _add_task(name, source=source, output_features=features, preprocessors=[preprocessors.tokenize])
+    return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())
 
 
 # ------------------------------------------------------------------------------- translated distillation
@@ -250,6 +267,9 @@ def register_distillation_task(name: str, score_file: str | os.PathLike, queries
         GROUP_SIZES[name] = data.copies
     else:
         GROUP_SIZES.pop(name, None)
+    # Not cacheable (no CacheDatasetPlaceholder; EpochSource forbids caching): the passages and their
+    # languages are drawn inside the source, afresh for every (seed, epoch, line), as PLAID-X redraws on
+    # every pass; a cache would freeze one epoch's draw. Tokenising is its only step after the source.
     return _add_task(name, source=EpochSource(data.examples, signature), output_features=features,
                      preprocessors=[preprocessors.tokenize], shuffle_buffer_size=None)
 
@@ -259,13 +279,15 @@ def register_distillation_task(name: str, score_file: str | os.PathLike, queries
 def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], batch_size: int,
                     feature_converter: seqio.FeatureConverter, split: str = "train", shuffle: bool = True,
                     seed: int | None = 0, shard_info: seqio.ShardInfo | None = None,
-                    single_language_batches: bool = False, num_epochs: int | None = None) -> tf.data.Dataset:
+                    single_language_batches: bool = False, num_epochs: int | None = None,
+                    use_cached: bool = False) -> tf.data.Dataset:
     """Batches of model features. With `single_language_batches`, every batch comes from one task of the
     mixture (SWIM-X's last 100K pre-training steps), tasks drawn by the mixture's rates; otherwise
-    examples of all tasks are mixed within a batch."""
+    examples of all tasks are mixed within a batch. `use_cached`: read the tasks' offline caches (seqio's
+    global cache dirs; see `polyret.seqio_tasks.caching`)."""
     get = functools.partial(seqio.get_dataset, task_feature_lengths=task_feature_lengths, dataset_split=split,
                             shuffle=shuffle, seed=seed, shard_info=shard_info, feature_converter=feature_converter,
-                            num_epochs=num_epochs)
+                            num_epochs=num_epochs, use_cached=use_cached)
     mixture = seqio.get_mixture_or_task(mixture_or_task_name)
     tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
     grouped = {t.name: GROUP_SIZES[t.name] for t in tasks if t.name in GROUP_SIZES}

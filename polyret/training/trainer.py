@@ -47,6 +47,10 @@ class DatasetConfig:
     seed: int = 0
     single_language_batches: bool = False
     setup: Callable[[], Any] | None = None  # registers the tasks (e.g. mtd_data_setup)
+    # Read the tasks' offline caches (pre-tokenised TFRecords written by `polyret cache_tasks`) from
+    # `cache_dirs` (added to seqio's global cache dirs) instead of tokenising on the fly.
+    use_cached: bool = False
+    cache_dirs: tuple[str, ...] = ()
 
 
 @gin.configurable
@@ -160,6 +164,12 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     mesh, rules = part.create_mesh(), part.logical_axis_rules()
     model = build_model(model_config, loss)
     task = _check_config(mesh, dataset, model, train_steps)
+    if dataset.use_cached:
+        from polyret.seqio_tasks.caching import CacheError, check_cached
+        try:
+            check_cached(dataset.mixture_or_task_name, dataset.cache_dirs, jax.process_count())
+        except CacheError as e:
+            raise ConfigError(str(e)) from None
     vocab = task.output_features["inputs"].vocabulary
     schedule = learning_rate or learning_rate_schedule()
     state = setup_state(model, mesh, rules, model_dir, vocab, schedule, checkpointing, initial_checkpoint_path, seed)
@@ -173,7 +183,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     data = seqio_tasks.batched_dataset(
         dataset.mixture_or_task_name, dataset.task_feature_lengths, dataset.batch_size // jax.process_count(),
         model.feature_converter(task), shuffle=dataset.shuffle, seed=dataset.seed, shard_info=shard_info,
-        single_language_batches=dataset.single_language_batches)
+        single_language_batches=dataset.single_language_batches, use_cached=dataset.use_cached)
     batches = data.skip(state.step).as_numpy_iterator()  # resume at the same data position
 
     losses = _loop(state, step_fn, batches, batch_sharding, mesh, train_steps, dataset.batch_size, model_dir,
