@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.seqio_tasks import caching
         if not args.gin_file:
             raise common.UsageError("give the run's --gin_file (its DatasetConfig.setup registers the tasks)")
+        if "://" not in args.output_cache_dir:  # refused before any work (cache_tasks checks again)
+            from polyret.io.outputs import check_target
+            check_target(args.output_cache_dir, caching.KIND)
         common.setup_logging(f"{args.output_cache_dir.rstrip('/')}.log", only_if_warned=True)
         dataset = caching.run_dataset_config(args.gin_file, bindings, args.gin_search_paths)
         if dataset.setup is not None:
