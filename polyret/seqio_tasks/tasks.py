@@ -300,9 +300,16 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
             raise ValueError(f"per-host batch size {batch_size} is not a multiple of {size}, the number of "
                              f"round-robin copies of a query in {mixture_or_task_name!r}: copies would straddle "
                              "two batches")
+    rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
+    if use_cached:
+        from polyret.seqio_tasks import caching
+        names = [t.name for t in tasks]
+        if caching.batched_read_supported(names, feature_converter):  # same examples, read a batch at a time
+            return caching.cached_batches(names, list(rates), dict(task_feature_lengths), batch_size,
+                                          feature_converter, split, shuffle, seed, shard_info, num_epochs,
+                                          single_language_batches)
     if not single_language_batches:
         return get(mixture_or_task_name).batch(batch_size, drop_remainder=True)
-    rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
     batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
     return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
                                                 stop_on_empty_dataset=False)

@@ -27,8 +27,8 @@ def _write_jsonl(path, rows):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory, tiny_spm):
-    """Three tasks (SentencePiece pairs, byte-level hard negatives of varying count and width, span pairs)
-    cached into one folder with 4 shards each."""
+    """Four tasks (SentencePiece pairs, byte-level hard negatives of varying count and width, span pairs,
+    byte-level pairs) cached into one folder with 4 shards each."""
     tmp = tmp_path_factory.mktemp("cache")
     swim = [{"_id": f"q{i}", "lang": "German", "code": "de", "query": f"wo ist der hund {i}" + " x" * (i % 4),
              "title": f"T{i}", "text": f"the quick brown fox {i}"} for i in range(26)]
@@ -36,13 +36,15 @@ def cache(tmp_path_factory, tiny_spm):
                  for i in range(22)]
     (tmp / "docs.txt").write_text("".join(d + "\n" for d in DOCS), encoding="utf-8")
     T.register_swim_ir_task("c_pairs", _write_jsonl(tmp / "swim.jsonl", swim), seqio.SentencePieceVocabulary(str(tiny_spm)))
+    T.register_swim_ir_task("c_pairs_bytes", tmp / "swim.jsonl", BYTES)
     T.register_hard_negative_task("c_negs", _write_jsonl(tmp / "neg.jsonl", negatives), BYTES, num_negatives=2, seed=3)
     T.register_text_span_task("c_spans", [tmp / "docs.txt"], BYTES, min_span_length=2,
                               crop={"chunk_length": 16, "ratio_min": 0.2, "ratio_max": 0.6})
     lines = []
-    done = caching.cache_tasks(["c_pairs", "c_negs", "c_spans"], str(tmp / "out"), num_shards=4, report=lines.append)
-    assert [d.examples for d in done] == [{"train": 26}, {"train": 22}, {"train": len(DOCS)}]
-    assert len(lines) == 3 and lines[0].startswith("c_pairs: cached in ")
+    done = caching.cache_tasks(["c_pairs", "c_negs", "c_spans", "c_pairs_bytes"], str(tmp / "out"), num_shards=4,
+                               report=lines.append)
+    assert [d.examples for d in done] == [{"train": 26}, {"train": 22}, {"train": len(DOCS)}, {"train": 26}]
+    assert len(lines) == 4 and lines[0].startswith("c_pairs: cached in ")
     seqio.add_global_cache_dirs([str(tmp / "out")])
     return tmp / "out"
 
@@ -127,10 +129,50 @@ def test_foreign_folder_refused_and_a_cache_replaced_whole(cache, tmp_path):
         caching.cache_tasks(["c_pairs"], str(foreign))
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
     # Caching again into the same cache replaces the task's folder whole; skip_cached keeps it.
-    before = sorted(p.name for p in (cache / "c_negs").iterdir())
-    [again] = caching.cache_tasks(["c_negs"], str(cache), num_shards=2, report=None)
-    assert again.num_shards == 2 and len(list((cache / "c_negs").glob("train.tfrecord-*-of-00002"))) == 2
-    assert not list((cache / "c_negs").glob("*-of-00004")) and len(before) > 0
+    [again] = caching.cache_tasks(["c_spans"], str(cache), num_shards=2, report=None)
+    assert again.num_shards == 2 and len(list((cache / "c_spans").glob("train.tfrecord-*-of-00002"))) == 2
+    assert not list((cache / "c_spans").glob("*-of-00004"))
     assert not [p for p in cache.iterdir() if "polyret-tmp" in p.name]  # no temp folder left beside it
-    [kept] = caching.cache_tasks(["c_negs"], str(cache), num_shards=4, skip_cached=True, report=None)
+    [kept] = caching.cache_tasks(["c_spans"], str(cache), num_shards=4, skip_cached=True, report=None)
     assert kept.skipped and kept.num_shards == 2
+
+
+# ------------------------------------------------------------ the trainer's batched read of the caches
+
+def _rows(ds):
+    """Model-feature rows of a batched dataset, comparable across a reordering."""
+    return Counter(tuple((k, b[k][i].shape, b[k][i].tobytes()) for k in sorted(b))
+                   for b in ds.as_numpy_iterator() for i in range(next(iter(b.values())).shape[0]))
+
+
+@pytest.mark.parametrize("name,lengths,converter,batch", [
+    ("c_pairs", {"inputs": 8, "targets": 6}, "DualEncoderFeatureConverter", 13),
+    ("c_negs", {"inputs": 4, "targets": 4, "negative_targets": 3}, "HardNegativeFeatureConverter", 11)])
+def test_batched_cache_read_gives_the_uncached_model_features(cache, name, lengths, converter, batch):
+    from polyret.seqio_tasks import feature_converters as fc
+    conv = getattr(fc, converter)()
+    assert caching.batched_read_supported([name], conv)
+    cached = T.batched_dataset(name, lengths, batch, conv, shuffle=True, seed=5, num_epochs=1, use_cached=True)
+    reference = seqio.get_dataset(name, lengths, conv, use_cached=False, shuffle=False)  # seqio, tokenising
+    rows = _rows(cached)
+    assert sum(rows.values()) == 2 * batch and rows == _rows(reference.batch(1))  # short rows cut, EOS, padding
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_batched_cache_read_splits_across_hosts(cache, hosts):
+    from polyret.seqio_tasks.feature_converters import HardNegativeFeatureConverter
+    conv, lengths = HardNegativeFeatureConverter(), {"inputs": 8, "targets": 8, "negative_targets": 8}
+    whole = _rows(T.batched_dataset("c_negs", lengths, 1, conv, shuffle=False, num_epochs=1, use_cached=True))
+    parts = [_rows(T.batched_dataset("c_negs", lengths, 1, conv, shuffle=True, num_epochs=1, use_cached=True,
+                                     shard_info=seqio.ShardInfo(h, hosts))) for h in range(hosts)]
+    assert sum(whole.values()) == 22 and all(parts) and sum(parts, Counter()) == whole
+
+
+def test_batched_cache_read_mixes_by_rate(cache):
+    from polyret.seqio_tasks.feature_converters import DualEncoderFeatureConverter
+    T.add_mixture("c_mix", [("c_pairs", 3.0), ("c_pairs_bytes", 1.0)])
+    ds = T.batched_dataset("c_mix", {"inputs": 8, "targets": 8}, 8, DualEncoderFeatureConverter(), seed=2,
+                           use_cached=True).take(100)
+    first = np.concatenate([b["left_encoder_input_tokens"][:, 0] for b in ds.as_numpy_iterator()])
+    from_bytes = np.mean(first == BYTES.encode("w")[0])  # queries "wo ist ..."; SentencePiece ids are < 80
+    assert len(first) == 800 and abs(from_bytes - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 800)
