@@ -25,7 +25,8 @@ from typing import Sequence
 
 import gin
 import numpy as np
-from scann import scann_ops_pybind
+from polyret.retrieval.scann_import import scann_ops_pybind
+from polyret.retrieval.vector_file import VectorFile
 
 
 @gin.configurable
@@ -50,7 +51,11 @@ class ScannConfig:
     tune_leaf_factors: tuple = (1.0, 2.0)  # num_leaves = factor * sqrt(n)
     tune_dims_per_block: tuple = (2, 4)
     tune_thresholds: tuple = (0.2,)
-    tune_margin: float = 0.005  # tune to target + margin so held-out queries still meet the target
+    # A setting is accepted when its mean recall on the tuning queries, less tune_confidence standard errors
+    # of that mean, reaches target + margin: the tuning queries are a sample, and a setting that only
+    # just meets the target on them misses it on other queries about half the time.
+    tune_confidence: float = 2.0
+    tune_margin: float = 0.0
     seed: int = 0
 
 
@@ -62,10 +67,10 @@ def _threads(config: ScannConfig) -> int:
 # Exact search and recall (streamed, bounded memory)
 
 def brute_force_topk(queries: np.ndarray, vectors: np.ndarray, k: int, batch_size: int = 256,
-                     corpus_batch: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+                     corpus_batch: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
     """Exact maximum inner product -> (rows [q, k], scores [q, k]) best first. Streams over the corpus in
     chunks of `corpus_batch` rows keeping a running top-k, so memory is batch_size x corpus_batch floats
-    (vectors may be a np.memmap)."""
+    (16 MiB; no slower than larger chunks) plus one chunk (vectors may be a np.memmap or a VectorFile)."""
     queries = np.asarray(queries, np.float32)
     n = vectors.shape[0]
     k = min(k, n)
@@ -121,13 +126,19 @@ def recall_by_score(queries: np.ndarray, vectors: np.ndarray, approx_rows: np.nd
                     exact_kth_scores: np.ndarray, k: int = 10) -> float:
     """Share of the approximate top-k whose exact score reaches the exact k-th score: recall@k that
     counts a tie (a duplicate vector) as a hit. Memory: queries x k x dim."""
+    return float(recall_per_query(queries, vectors, approx_rows, exact_kth_scores, k).mean())
+
+
+def recall_per_query(queries: np.ndarray, vectors: np.ndarray, approx_rows: np.ndarray,
+                     exact_kth_scores: np.ndarray, k: int = 10) -> np.ndarray:
+    """recall_by_score of each query on its own -> [queries]."""
     rows = np.asarray(approx_rows)[:, :k]
     valid = rows >= 0
     gathered = np.asarray(vectors[np.where(valid, rows, 0).ravel()], np.float32).reshape(*rows.shape, -1)
     true = np.einsum("qd,qkd->qk", np.asarray(queries, np.float32), gathered)
     tol = 1e-5 * np.maximum(1.0, np.abs(exact_kth_scores))[:, None]  # float32 rounding only
     hits = (true >= exact_kth_scores[:, None] - tol) & valid
-    return float(hits.sum() / (len(rows) * k))
+    return hits.sum(axis=1) / k
 
 
 def measure_recall(index: "ScannIndex", queries: np.ndarray, vectors: np.ndarray, k: int = 10,
@@ -159,7 +170,8 @@ class ScannIndex:
         tuned on `tuning_queries` (half for tuning, half held out) or, without them, on a sample of
         corpus vectors used as queries (each one's own row excluded from its neighbours)."""
         config = config or ScannConfig()
-        vectors = np.ascontiguousarray(vectors, np.float32)
+        if not isinstance(vectors, VectorFile):  # a VectorFile stays on disk: the index holds the one copy
+            vectors = np.ascontiguousarray(vectors, np.float32)
         if len(ids) != vectors.shape[0]:
             raise ValueError(f"{len(ids)} ids but {vectors.shape[0]} vectors")
         if vectors.shape[0] == 0:
@@ -212,7 +224,8 @@ class ScannIndex:
                    threads)
 
 
-def _builder(vectors: np.ndarray, k: int, threads: int):
+def _builder(vectors: np.ndarray | VectorFile, k: int, threads: int):
+    vectors = np.ascontiguousarray(vectors, np.float32)  # a VectorFile is read here, whole
     return scann_ops_pybind.builder(vectors, k, "dot_product").set_n_training_threads(threads)
 
 
@@ -228,16 +241,51 @@ def _untuned_params(n: int, k: int, config: ScannConfig) -> dict:
             "training_sample_size": min(n, config.training_sample_size)}
 
 
-def _build_tree_ah(vectors: np.ndarray, k: int, params: dict, config: ScannConfig, threads: int):
+def _build_tree_ah(vectors: np.ndarray | VectorFile, k: int, params: dict, config: ScannConfig, threads: int):
     n = vectors.shape[0]
     tree = {"num_leaves": params["num_leaves"], "num_leaves_to_search": params["num_leaves_to_search"],
             "training_sample_size": min(n, config.training_sample_size)}
     if params.get("soar_lambda") is not None:
         tree["soar_lambda"] = params["soar_lambda"]
-    return (_builder(vectors, min(k, n), threads).tree(**tree)
-            .score_ah(params["dimensions_per_block"],
-                      anisotropic_quantization_threshold=params["anisotropic_quantization_threshold"])
-            .reorder(params["reorder"]).build())
+
+    def build(db):
+        return (_builder(db, min(k, n), threads).tree(**tree)
+                .score_ah(params["dimensions_per_block"],
+                          anisotropic_quantization_threshold=params["anisotropic_quantization_threshold"])
+                .reorder(params["reorder"]).build())
+
+    # Built in blocks from a sample that trains the partitions and the AH codebooks on as many vectors as
+    # a one-go build would (ScaNN's AH samples 100K); ScaNN's upsert crashes (SIGSEGV, scann 1.4.2) on a
+    # SOAR index, so SOAR indexes are built in one go.
+    sample = max(config.training_sample_size, AH_TRAINING_SAMPLE)
+    if sample >= n or params.get("soar_lambda") is not None:
+        return build(vectors)
+    return _build_in_blocks(vectors, sample, build, config.seed)
+
+
+AH_TRAINING_SAMPLE = 100_000  # scann_builder.score_ah's training_sample_size default
+
+
+def _build_in_blocks(vectors: np.ndarray | VectorFile, sample: int, build, seed: int, block: int = 65_536):
+    """A tree + AH searcher over every row of `vectors`, built without ScaNN ever holding more than the
+    final index plus one block. Given the whole matrix, ScaNN copies it and, while hashing it, holds about
+    twice as much again (peak 3.3x the vectors above the input on 200K x 128). The partitions and the AH
+    codebooks are trained on a random sample of `sample` rows (a one-go build samples as many), the
+    sample's rows are deleted again (centroids and codebooks stay), then every row is added in order, one
+    block at a time (upsert: nearest centroid, AH code, float copy for the reorder), so row i stays
+    datapoint i. Recall at equal knobs matches a one-go build (tests/retrieval/test_scann_blocks.py)."""
+    n = vectors.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+    searcher = build(np.ascontiguousarray(vectors[rows], np.float32))
+    raw = searcher.searcher  # the pybind searcher: upsert and delete by datapoint index, no docids
+    raw.delete(list(range(sample - 1, -1, -1)))  # last first: nothing is moved into a freed slot
+    raw.reserve(n)  # one allocation, not a doubling copy while growing
+    for start in range(0, n, block):
+        part = np.ascontiguousarray(vectors[start:start + block], np.float32)
+        raw.upsert([None] * len(part), part, 256)
+    if int(raw.size()) != n:
+        raise RuntimeError(f"ScaNN holds {int(raw.size())} datapoints after adding {n}")
+    return searcher
 
 
 class _Tuner:
@@ -278,16 +326,21 @@ class _Tuner:
         return scores[:, self.tk - 1]
 
     def _recall(self, index: ScannIndex, queries, vectors, kth, self_rows, leaves, reorder) -> tuple[float, float]:
+        """(mean recall, its lower confidence bound, queries/s) of one setting."""
         extra = 0 if self_rows is None else 1
         start = time.perf_counter()
         rows, scores = index.search(queries, self.tk + extra, leaves, max(reorder, self.tk + extra))
         seconds = time.perf_counter() - start
         if self_rows is not None:
             rows, scores = _drop_self(rows, scores, self_rows, self.tk)
-        return recall_by_score(queries, vectors, rows, kth, self.tk), len(queries) / seconds
+        per_query = recall_per_query(queries, vectors, rows, kth, self.tk)
+        stderr = per_query.std(ddof=1) / math.sqrt(len(per_query)) if len(per_query) > 1 else 0.0
+        return float(per_query.mean()), float(per_query.mean() - self.config.tune_confidence * stderr), \
+            len(queries) / seconds
 
     def _sweep(self, index: ScannIndex, vectors, queries, kth, self_rows, label: str) -> dict | None:
-        """Fastest (leaves searched, reorder) reaching target + margin on `queries` -> setting, or None."""
+        """Fastest (leaves searched, reorder) whose recall's lower confidence bound on `queries` reaches
+        target + margin -> setting, or None."""
         need = min(1.0, self.target + self.config.tune_margin)
         leaves = index.params["num_leaves"]
         n = vectors.shape[0]
@@ -299,10 +352,11 @@ class _Tuner:
         found, start_at = [], 0
         for r in reorders:  # deepest reorder first: the fewest leaves; shallower ones need at least as many
             for j in range(start_at, len(leaf_steps)):
-                recall, qps = self._recall(index, queries, vectors, kth, self_rows, leaf_steps[j], r)
+                recall, bound, qps = self._recall(index, queries, vectors, kth, self_rows, leaf_steps[j], r)
                 self.log.append({"stage": label, "leaves_to_search": leaf_steps[j], "reorder": r,
-                                 "recall": round(recall, 4), "qps": round(qps, 1)})
-                if recall >= need:
+                                 "recall": round(recall, 4), "recall_lower_bound": round(bound, 4),
+                                 "qps": round(qps, 1)})
+                if bound >= need:
                     found.append({"num_leaves_to_search": leaf_steps[j], "reorder": r})
                     start_at = j
                     break
@@ -312,7 +366,7 @@ class _Tuner:
             return None
         for f in found:  # time the candidates again, best of two runs, on the same queries
             f["qps"] = max(self._recall(index, queries, vectors, kth, self_rows, f["num_leaves_to_search"],
-                                        f["reorder"])[1] for _ in range(2))
+                                        f["reorder"])[2] for _ in range(2))
         best = max(found, key=lambda f: f["qps"])
         self._say(f"{label}: leaves {index.params['num_leaves']} search {best['num_leaves_to_search']}, "
                   f"reorder {best['reorder']}: {best['qps']:.0f} q/s")
@@ -375,6 +429,7 @@ class _Tuner:
                 if qps > best_qps:
                     best_qps, chosen = qps, cand
                     built = (index, params, best) if sub_n == n else None
+            del index, sub  # free the last candidate and the subsample before the full index is built
         kth = self._exact(self.tune_q, vectors, self.tune_self)
         if built is None or built[2] is None:
             index, params, best, _ = self._try(vectors, chosen, self.tune_q, kth, self.tune_self, "full index")
@@ -389,10 +444,10 @@ class _Tuner:
                        self.threads)
         params.update(num_leaves_to_search=best["num_leaves_to_search"], reorder=max(best["reorder"], self.k))
         index.params = params
-        held, _ = self._recall(index, self.held_q, vectors, held_kth, self.held_q_self,
-                               params["num_leaves_to_search"], params["reorder"])
-        tune_recall, _ = self._recall(index, self.tune_q, vectors, kth, self.tune_self,
-                                      params["num_leaves_to_search"], params["reorder"])
+        held = self._recall(index, self.held_q, vectors, held_kth, self.held_q_self,
+                            params["num_leaves_to_search"], params["reorder"])[0]
+        tune_recall = self._recall(index, self.tune_q, vectors, kth, self.tune_self,
+                                   params["num_leaves_to_search"], params["reorder"])[0]
         params["tuning"] = self._report(tune_recall, held, t0)
         self._say(f"chosen {params['num_leaves']} leaves, search {params['num_leaves_to_search']}, "
                   f"AH {params['dimensions_per_block']} dims/block t={params['anisotropic_quantization_threshold']}, "

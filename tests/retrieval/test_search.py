@@ -36,8 +36,6 @@ def clustered():
     return _structured(25_000, 64, 300, seed=0)
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 14): on the final main the tuned index reached 0.89-0.95 on "
-                   "held-out queries, below the 0.95 target it meets on its tuning queries; under investigation")
 @pytest.mark.parametrize("n,d,seed", [(6_000, 32, 1), (15_000, 64, 2), (10_000, 128, 3)])
 def test_autotuner_meets_target_on_heldout_queries(n, d, seed):
     x, q = _structured(n, d, 500, seed)
