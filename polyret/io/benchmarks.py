@@ -47,10 +47,30 @@ class TitledCorpus(Mapping):
         return docid in self.texts
 
 
+class CorpusIds(Mapping):
+    """The ids of a corpus read without its texts (evaluate on precomputed vectors needs only the ids);
+    asking for a text is an error, never an empty string."""
+
+    def __init__(self, ids: dict[str, None]):
+        self.ids = ids
+
+    def __getitem__(self, docid: str) -> str:
+        raise KeyError(f"{docid!r}: the corpus was read for its ids only, without texts")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, docid: object) -> bool:
+        return docid in self.ids
+
+
 @dataclass
 class Benchmark:
     name: str
-    corpus: TitledCorpus
+    corpus: TitledCorpus | CorpusIds
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)
     query_languages: dict[str, str] = field(default_factory=dict)
@@ -62,25 +82,35 @@ class Benchmark:
         return self.corpus.texts
 
 
-def read_corpus(paths: list[Path] | Path) -> TitledCorpus:
-    """One corpus from one or more files (shards); duplicate ids and empty texts are errors."""
-    texts: dict[str, str] = {}
+def read_corpus(paths: list[Path] | Path, texts: bool = True) -> TitledCorpus | CorpusIds:
+    """One corpus from one or more files (shards); duplicate ids and empty texts are errors. With
+    `texts=False` only the ids are kept (the files are still checked line by line)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    kept: dict[str, str | None] = {}
     titles: dict[str, str] = {}
-    where: dict[str, str] = {}
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+    for path in paths:
         for line_no, r in iter_records(path, "corpus"):
             docid = r["id"]
             if not r["text"].strip():
                 raise DataError(path, line_no, f"field 'text' is empty (id {docid!r})")
-            if docid in texts:
-                raise DataError(path, line_no, f"duplicate id {docid!r} (first at {where[docid]})")
-            texts[docid] = r["text"]
-            where[docid] = f"{path}:{line_no}"
-            if r["title"]:
+            if docid in kept:
+                raise DataError(path, line_no, f"duplicate id {docid!r} (first at {_first_line(paths, docid)})")
+            kept[docid] = r["text"] if texts else None
+            if texts and r["title"]:
                 titles[docid] = r["title"]
-    if not texts:
-        raise DataError(paths if isinstance(paths, (str, Path)) else paths[0], None, "no records")
-    return TitledCorpus(texts, titles)
+    if not kept:
+        raise DataError(paths[0], None, "no records")
+    return TitledCorpus(kept, titles) if texts else CorpusIds(kept)
+
+
+def _first_line(paths: list[Path], docid: str) -> str:
+    """`path:line` of the first record with this id (looked up again only for the error message, so
+    reading a corpus keeps no per-line positions)."""
+    for path in paths:
+        for line_no, r in iter_records(path, "corpus"):
+            if r["id"] == docid:
+                return f"{path}:{line_no}"
+    return "?"
 
 
 def read_answers(path: str | os.PathLike) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -108,10 +138,11 @@ def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[st
 
 
 def load_files(corpus: str | os.PathLike, queries: str | os.PathLike, qrels: str | os.PathLike | None = None,
-               answers: str | os.PathLike | None = None, name: str = "files") -> Benchmark:
+               answers: str | os.PathLike | None = None, name: str = "files", corpus_texts: bool = True) -> Benchmark:
     """A benchmark from separate files: corpus and queries (JSONL / TSV / parquet), TREC or BEIR qrels,
-    XOR-Retrieve answers. Query languages come from the queries' language column, else the answers file."""
-    bench = Benchmark(name, read_corpus(Path(corpus)), read_id_text(queries, with_title=False),
+    XOR-Retrieve answers. Query languages come from the queries' language column, else the answers file.
+    `corpus_texts=False` keeps only the corpus ids (`CorpusIds`)."""
+    bench = Benchmark(name, read_corpus(Path(corpus), corpus_texts), read_id_text(queries, with_title=False),
                       source={"corpus": os.fspath(corpus), "queries": os.fspath(queries)})
     bench.query_languages = read_languages(queries)
     if qrels:

@@ -17,12 +17,13 @@ from polyret import configuration
 from polyret.configuration import GinConfigError  # noqa: F401  (re-exported for the jobs)
 
 
-def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = ()) -> None:
+def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = (),
+              modules: tuple[str, ...] = configuration.CONFIGURABLE_MODULES) -> None:
     """polyret.configuration.parse_gin on a clear configuration: a job's settings are its own flags, and a
     job run twice in one process (tests, notebooks) would otherwise find gin locked by the first run."""
     import gin
     gin.clear_config()
-    configuration.parse_gin(files, bindings, search_paths)
+    configuration.parse_gin(files, bindings, search_paths, modules)
 
 
 class UsageError(ValueError):

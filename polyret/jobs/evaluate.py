@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 from polyret.jobs import common
 from polyret.retrieval import metrics as M
 from polyret.retrieval import pipeline as P
@@ -75,14 +77,25 @@ def main(argv: list[str] | None = None) -> int:
     return common.run_main("evaluate", lambda: evaluate(args))
 
 
+# What evaluate on precomputed vectors may bind in gin: the search index. Registering only these keeps the
+# model code, JAX and TensorFlow out of the process (~800 MiB resident, more than 1M x 128 vectors).
+SEARCH_CONFIGURABLES = ("polyret.retrieval.index", "polyret.retrieval.compressed_index")
+
+
 def evaluate(args) -> int:
-    import polyret.retrieval.encode  # noqa: F401  (its gin configurables must exist before gin is locked)
-    import polyret.retrieval.compressed_index  # noqa: F401  (CompressedIndexConfig, CompressedSearchConfig)
-    common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+    if args.checkpoint:
+        import polyret.retrieval.encode  # noqa: F401  (its gin configurables must exist before gin is locked)
+        import polyret.retrieval.compressed_index  # noqa: F401  (CompressedIndexConfig, CompressedSearchConfig)
+        common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
+    else:
+        common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths, modules=SEARCH_CONFIGURABLES)
     start = time.time()
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     M.parse_metrics(metrics)  # fail on a bad name before any work
-    bench = P.load_eval_benchmark(args.dataset, args.split, args.corpus, args.queries, args.qrels, args.answers)
+    # Precomputed vectors need the corpus texts only for BM25 and XOR-Retrieve's R@kt: else only its ids.
+    corpus_texts = bool(args.checkpoint or args.bm25 or args.answers)
+    bench = P.load_eval_benchmark(args.dataset, args.split, args.corpus, args.queries, args.qrels, args.answers,
+                                  corpus_texts=corpus_texts)
     corpus, queries, qrels, languages = bench.corpus, bench.queries, bench.qrels, bench.query_languages
     if not qrels and not bench.answers:
         raise common.UsageError(f"--dataset {args.dataset}: no relevance judgements or answers to score against")
@@ -103,14 +116,18 @@ def evaluate(args) -> int:
                 encoder, corpus, queries, args.k, args.query_max_length, args.passage_max_length, progress=True,
                 config=P.scann_config(args.recall_target, args.threads))
     else:
-        from polyret.retrieval.encode import load_embeddings
-        query_ids, query_vectors = load_embeddings(args.query_embeddings, args.query_ids)
-        doc_ids, doc_vectors = load_embeddings(args.corpus_embeddings, args.corpus_ids)
+        from polyret.retrieval.vector_file import open_embeddings
+        query_ids, query_vectors = open_embeddings(args.query_embeddings, args.query_ids)
+        query_vectors = np.asarray(query_vectors)
+        # Corpus vectors stay on disk, read in blocks: the ScaNN index holds the one in-memory copy.
+        doc_ids, doc_vectors = open_embeddings(args.corpus_embeddings, args.corpus_ids)
         # Before any search: vectors for exactly the corpus and queries evaluated (else metrics are silently 0).
         P.check_embedding_coverage(doc_ids, corpus, args.corpus_ids or args.corpus_embeddings,
                                    args.corpus or args.dataset, "documents")
         P.check_embedding_coverage(query_ids, queries, args.query_ids or args.query_embeddings,
                                    args.queries or args.dataset, "queries")
+        if not (args.bm25 or bench.answers):  # the corpus was for the checks above; the index needs the memory now
+            bench.corpus = corpus = None
         runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k,
                                                       config=P.scann_config(args.recall_target, args.threads))
     if "dense" in runs:

@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 
 from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
                                     texts_fingerprint)
-from polyret.io.formats import DataError
 from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
 from polyret.models.checkpoint import load_model
 from polyret.models.retrieval_model import build_model, model_config_to_dict
 from polyret.models.towers import ModelConfig
 from polyret.retrieval.tokenize import Tokenizer, pad_batch
+from polyret.retrieval.vector_file import MANIFEST, open_embeddings, read_manifest as _read_manifest
+from polyret.retrieval.vector_file import shard_paths as _shard_paths
 
 
 class TowerEncoder:
@@ -87,11 +88,6 @@ class TowerEncoder:
         return np.stack(results) if results else np.zeros((0, 0), np.float32)
 
 
-def _shard_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
-    return out_dir / f"shard-{index:05d}.npy", out_dir / f"shard-{index:05d}.ids"
-
-
-MANIFEST = "manifest.json"
 STAGING_SUFFIX = ".polyret-next"
 
 
@@ -100,16 +96,6 @@ def embeddings_fingerprint(encoder: TowerEncoder, corpus: Mapping[str, str]) -> 
     return {"corpus": texts_fingerprint(corpus),
             "model": {"config_sha256": digest(model_config_to_dict(encoder.config)),
                       "params_sha256": params_fingerprint(encoder.params)}}
-
-
-def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as e:
-        raise DataError(folder / MANIFEST, None, f"unreadable manifest ({e}); not written by polyret encode, "
-                                                 "or damaged") from None
 
 
 def _where_to_write(out: Path, manifest: dict[str, Any], overwrite: bool) -> Path:
@@ -206,60 +192,7 @@ def _tmp_paths(out_dir: Path, index: int) -> tuple[Path, Path]:
 def load_embeddings(path: str | os.PathLike, ids_file: str | os.PathLike | None = None
                     ) -> tuple[list[str], np.ndarray]:
     """Shards written by `encode_corpus_to_shards` (a folder), or a precomputed `.npy` with an ids file
-    (one id a line, same order) -> (ids, float32 [n, dim]). Vectors are read into one array without
-    intermediate copies; a NaN/inf vector is a DataError naming the ids file and line."""
-    path = Path(path)
-    if path.is_dir():
-        manifest = _read_manifest(path)
-        if manifest is None:
-            raise FileNotFoundError(f"{path / MANIFEST}: missing; not an embeddings folder")
-        parts = []
-        for s in range(manifest["num_shards"]):
-            vec_path, ids_path = _shard_paths(path, s)
-            if not ids_path.exists():
-                raise FileNotFoundError(f"{ids_path}: shard {s} of {manifest['num_shards']} is not written yet; "
-                                        "run encode again to finish it")
-            shard_ids = ids_path.read_text(encoding="utf-8").splitlines()
-            shard = np.load(vec_path, mmap_mode="r")  # only the header is read here
-            if shard.ndim != 2 or shard.shape[0] != len(shard_ids):
-                raise DataError(vec_path, None, f"{shard.shape} vectors but {len(shard_ids)} ids in {ids_path}")
-            parts.append((ids_path, shard_ids, shard))
-        dims = {shard.shape[1] for _, _, shard in parts}
-        if len(dims) != 1:
-            raise DataError(path, None, f"shards of different dimensions {sorted(dims)}")
-        ids: list[str] = []
-        vectors = np.empty((sum(len(i) for _, i, _ in parts), dims.pop()), np.float32)
-        for ids_path, shard_ids, shard in parts:
-            vectors[len(ids):len(ids) + len(shard_ids)] = np.load(shard.filename)  # one shard at a time
-            _check_finite(vectors[len(ids):len(ids) + len(shard_ids)], shard_ids, ids_path)
-            ids += shard_ids
-        _check_unique(ids, path)
-        return ids, vectors
-    if ids_file is None:
-        raise ValueError(f"{path}: a precomputed .npy needs its ids file")
-    try:
-        vectors = np.load(path)  # read straight into memory (a memory map would count twice while copied)
-    except ValueError as e:
-        raise DataError(path, None, f"not a .npy array ({e})") from None
-    ids = Path(ids_file).read_text(encoding="utf-8").splitlines()
-    if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
-        raise DataError(path, None, f"{vectors.shape} vectors but {len(ids)} ids in {ids_file}")
-    vectors = vectors.astype(np.float32, copy=False)  # float16/64 files converted; float32 not copied
-    _check_finite(vectors, ids, Path(ids_file))
-    _check_unique(ids, Path(ids_file))
-    return ids, vectors
-
-
-def _check_finite(vectors: np.ndarray, ids: Sequence[str], ids_path: Path, block: int = 65536) -> None:
-    for start in range(0, len(vectors), block):  # in blocks: no full-size boolean temporary
-        finite = np.isfinite(vectors[start:start + block]).all(axis=1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise DataError(ids_path, row + 1, f"the vector of id {ids[row]!r} is not finite (NaN or inf)")
-
-
-def _check_unique(ids: Sequence[str], where: Path) -> None:
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        dup = next(i for i in ids if i in seen or seen.add(i))
-        raise DataError(where, None, f"duplicate id {dup!r}")
+    (one id a line, same order) -> (ids, float32 [n, dim]) in memory, checked as
+    `polyret.retrieval.vector_file.open_embeddings` checks them (which reads them on demand instead)."""
+    ids, vectors = open_embeddings(path, ids_file)
+    return ids, np.asarray(vectors)  # read once into one array, no intermediate copies

@@ -6,20 +6,20 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from polyret.io.formats import DataError
 from polyret.retrieval import metrics as M
-from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.index import ScannConfig, ScannIndex
 from polyret.retrieval.index import measure_recall as measure_recall_vs_brute_force
-from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
-                                                write_token_shards)
-from polyret.retrieval.late_interaction import LateInteractionIndex
+from polyret.retrieval.vector_file import VectorFile
 from polyret.io.runs import Run, run_from_topk, write_trec_run
+
+if TYPE_CHECKING:  # the encoder brings JAX and the model code: imported where a checkpoint is used
+    from polyret.retrieval.encode import TowerEncoder
 
 
 def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str], corpus_ids,
@@ -65,9 +65,11 @@ def read_query_languages(path: str | os.PathLike) -> dict[str, str]:
 
 
 def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: Sequence[str],
-                 doc_vectors: np.ndarray, k: int, config: ScannConfig | None = None,
+                 doc_vectors: np.ndarray | VectorFile, k: int, config: ScannConfig | None = None,
                  measure_recall: bool = True) -> tuple[Run, ScannIndex, float | None]:
-    """ScaNN search -> (run, index, recall@10 of the index against brute force on these queries)."""
+    """ScaNN search -> (run, index, recall@10 of the index against brute force on these queries).
+    doc_vectors may be a VectorFile (read from disk in blocks): the index then holds the only in-memory
+    copy, and the recall check streams the file."""
     if query_vectors.shape[1] != doc_vectors.shape[1]:
         raise ValueError(f"embedding dimension mismatch: queries {query_vectors.shape[1]}, "
                          f"corpus {doc_vectors.shape[1]}")
@@ -130,7 +132,9 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     exact below `exact_below_tokens` tokens, else compressed."""
     import hashlib
 
-    from polyret.retrieval.late_interaction import maxp, split_windows
+    from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
+                                                    write_token_shards)
+    from polyret.retrieval.late_interaction import LateInteractionIndex, maxp, split_windows
 
     if mode not in ("auto", "exact", "compressed"):
         raise ValueError(f"ColBERT index mode must be auto, exact or compressed, got {mode!r}")
@@ -221,10 +225,10 @@ def load_eval_inputs(corpus_path, queries_path, qrels_path):
 
 
 def load_eval_benchmark(dataset: str | None, split: str | None = None, corpus_path=None, queries_path=None,
-                        qrels_path=None, answers_path=None):
+                        qrels_path=None, answers_path=None, corpus_texts: bool = True):
     """A `polyret.io.benchmarks.Benchmark` from `--dataset` (ir_datasets id or a benchmark folder) or
-    from separate files."""
+    from separate files (`corpus_texts=False`: only the corpus ids are kept)."""
     from polyret.io.benchmarks import load_benchmark, load_files
     if dataset:
         return load_benchmark(dataset, split)
-    return load_files(corpus_path, queries_path, qrels_path, answers_path)
+    return load_files(corpus_path, queries_path, qrels_path, answers_path, corpus_texts=corpus_texts)
