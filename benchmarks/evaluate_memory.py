@@ -6,7 +6,9 @@ vectors' size at 1M x 128).
 Writes random unit vectors (.npy + ids), a TSV corpus with one short text per document, queries and qrels,
 runs `python -m polyret.jobs.evaluate` on them in a child process and reports the child's peak RSS
 (ru_maxrss) beside the vectors' size; a run on a 1,000-document corpus gives the start-up baseline
-(Python, TensorFlow, JAX, ScaNN) for comparison.
+(Python, NumPy, ScaNN's pybind module, ir_measures; no TensorFlow or JAX on this path) for comparison.
+Extra `--gin.NAME=VALUE` arguments are passed to evaluate (e.g. a smaller ScannConfig.training_sample_size
+to exercise the block build on a small corpus).
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ def write_inputs(folder: Path, docs: int, dim: int, queries: int, seed: int = 0)
                                              "queries.ids", "queries.tsv", "qrels.txt")}
 
 
-def run_evaluate(files: dict[str, Path], out: Path) -> tuple[float, float, dict]:
+def run_evaluate(files: dict[str, Path], out: Path, gin: list[str] = ()) -> tuple[float, float, dict]:
     """-> (peak RSS of the child in bytes, seconds, metrics.json)."""
     argv = [sys.executable, "-m", "polyret.jobs.evaluate", "--corpus", str(files["corpus.tsv"]),
             "--queries", str(files["queries.tsv"]), "--qrels", str(files["qrels.txt"]),
             "--corpus_embeddings", str(files["corpus.npy"]), "--corpus_ids", str(files["corpus.ids"]),
             "--query_embeddings", str(files["queries.npy"]), "--query_ids", str(files["queries.ids"]),
-            "--output_dir", str(out), "--k", "100", "--metrics", "RR@10,R@100"]
+            "--output_dir", str(out), "--k", "100", "--metrics", "RR@10,R@100", *gin]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.time()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -73,7 +75,9 @@ def main() -> int:
     p.add_argument("--docs", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--queries", type=int, default=1000)
-    args = p.parse_args()
+    args, gin = p.parse_known_args()
+    if any(not g.startswith("--gin.") for g in gin):
+        p.error(f"unknown arguments {[g for g in gin if not g.startswith('--gin.')]}")
     with tempfile.TemporaryDirectory(prefix="polyret_evalmem_") as tmp:
         tmp = Path(tmp)
         # Each measurement in its own child of a fresh interpreter, so ru_maxrss is that run's alone.
@@ -83,7 +87,7 @@ def main() -> int:
             code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
                     f"import evaluate_memory as m, json, pathlib; "
                     f"files={{k: pathlib.Path(v) for k, v in {json.dumps({k: str(v) for k, v in files.items()})}.items()}}; "
-                    f"print(json.dumps(m.run_evaluate(files, pathlib.Path({str(tmp / (str(docs) + '_out'))!r}))))")
+                    f"print(json.dumps(m.run_evaluate(files, pathlib.Path({str(tmp / (str(docs) + '_out'))!r}), {gin!r})))")
             out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(out.stderr[-3000:])
@@ -91,7 +95,7 @@ def main() -> int:
             vector_bytes = docs * args.dim * 4
             rows.append((label, vector_bytes, peak, seconds, metrics.get("scann", {})))
     print(f"\nevaluate with precomputed {args.dim}-d vectors, {args.queries} queries, recall check on "
-          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)\n")
+          f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs{', ' + ' '.join(gin) if gin else ''})\n")
     print("| corpus | vectors | peak RSS | peak / vectors | peak - baseline | time | ScaNN recall@10 vs brute force |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = rows[0][2]

@@ -364,7 +364,10 @@ def kill_once(case: Case, rng: random.Random, armed: bool, total: float) -> tupl
     return state, moment
 
 
-def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[str], None] = print) -> dict:
+def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[str], None] = print,
+             minutes: float | None = None) -> dict:
+    """`kills` kills of job `name`; with `minutes`, no new kill starts once that much time has passed since
+    the first one (the row then reports the kills done)."""
     work.mkdir(parents=True, exist_ok=True)
     case = CASES[name](work)
     case.prepare()
@@ -374,7 +377,13 @@ def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[st
         rng = random.Random(seed)
         counts: dict[str, int] = {}
         failures = []
+        deadline = None if minutes is None else time.monotonic() + 60 * minutes
+        done = 0
         for i in range(kills):
+            if deadline is not None and time.monotonic() > deadline:
+                log(f"  {name}: {minutes} minutes spent, stopping after {done} of {kills} kills")
+                break
+            done += 1
             try:
                 state, moment = kill_once(case, rng, armed=i % 2 == 1, total=total)
             except AssertionError as e:
@@ -382,7 +391,7 @@ def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[st
                 state, moment = "FAILED", float("nan")
             counts[state] = counts.get(state, 0) + 1
             log(f"  {name} kill {i + 1}/{kills} at {moment:.2f} s: {state}")
-        return {"job": name, "kills": kills, "seconds": round(total, 1), "states": counts, "failures": failures}
+        return {"job": name, "kills": done, "seconds": round(total, 1), "states": counts, "failures": failures}
     finally:
         getattr(case, "close", lambda: None)()
 
@@ -392,13 +401,15 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--jobs", default=",".join(CASES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="per job: start no new kill after this many minutes (the table reports the kills done)")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="polyret_kills_") as tmp:
         for name in args.jobs.split(","):
             print(f"{name}: preparing and measuring an uninterrupted run", flush=True)
             rows.append(run_case(name, args.kills, Path(tmp) / name, args.seed,
-                                 log=lambda line: print(line, flush=True)))
+                                 log=lambda line: print(line, flush=True), minutes=args.minutes))
     print("\n| job | kills | uninterrupted run (s) | previous output intact | new output complete | "
           "resumable part (consistent) | finished before the kill | lost or damaged | rerun identical |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
