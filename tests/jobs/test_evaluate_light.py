@@ -80,3 +80,26 @@ def test_corpus_read_for_ids_only_has_the_same_ids_and_checks(tmp_path):
     corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"text {i}"}) + "\n" for i in range(3)))
     with pytest.raises(ValueError, match="'d3'"):
         load_files(corpus, tmp_path / "q.tsv", tmp_path / "qrels.txt", corpus_texts=False)
+
+
+def test_precomputed_evaluate_keeps_the_texts_bm25_and_xor_need(tmp_path):
+    from polyret.jobs import evaluate as evaluate_job
+
+    argv = _inputs(tmp_path, n_docs=50, n_queries=5)
+    q = np.load(tmp_path / "q.npy")
+    q[:3] = np.load(tmp_path / "d.npy")[:3]  # queries 0-2 retrieve their document, 3-4 probably not
+    np.save(tmp_path / "q.npy", q)
+    # Document d{i} says "zq{i}x"; query q{i}'s gold answer is in d{i} only.
+    (tmp_path / "corpus.tsv").write_text("".join(f"d{i}\tdocument number {i} zq{i}x\n" for i in range(50)))
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "lang": "de", "answers": [f"zq{i}x"]})
+                                                    + "\n" for i in range(5)))
+    assert evaluate_job.main(argv + ["--bm25", "--answers", str(tmp_path / "answers.jsonl")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert {"dense", "bm25", "dense XOR R@2kt", "bm25 XOR R@5kt"} <= set(metrics)
+    # Every document is among a query's 10 retrieved ones at most 10 x 6 tokens = 60 tokens deep: within
+    # 2000 tokens, a query is a hit exactly when d{i} was retrieved, which the TREC run tells independently.
+    from polyret.io.runs import read_trec_run
+    run = read_trec_run(tmp_path / "out" / "dense.trec")
+    expected = np.mean([f"d{i}" in run[f"q{i}"] for i in range(5)])
+    assert expected >= 0.6
+    assert metrics["dense XOR R@2kt"]["de"]["R@2kt"] == pytest.approx(expected)
