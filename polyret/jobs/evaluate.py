@@ -125,7 +125,8 @@ def evaluate(args) -> int:
         P.check_embedding_coverage(doc_ids, corpus, args.corpus_ids or args.corpus_embeddings,
                                    args.corpus or args.dataset, "documents")
         P.check_embedding_coverage(query_ids, queries, args.query_ids or args.query_embeddings,
-                                   args.queries or args.dataset, "queries")
+                                   args.queries or args.dataset, "queries",
+                                   required=[q for q in queries if q in qrels] if qrels else None)
         if not (args.bm25 or bench.answers):  # the corpus was for the checks above; the index needs the memory now
             bench.corpus = corpus = None
         runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k,

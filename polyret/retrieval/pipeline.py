@@ -35,14 +35,19 @@ def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[st
 
 
 def check_embedding_coverage(ids: Sequence[str], expected: Mapping[str, str], ids_source: str | os.PathLike,
-                             expected_source: str | os.PathLike, what: str) -> None:
-    """Precomputed vectors must be exactly those of the corpus (or queries) being evaluated: a missing
-    vector would silently score zero, a foreign one would be retrieved."""
+                             expected_source: str | os.PathLike, what: str,
+                             required: Sequence[str] | None = None) -> None:
+    """Precomputed vectors must be those of the corpus (or queries) being evaluated: a missing vector would
+    silently score zero, a foreign one would be retrieved. `required`: the ids that must have one (default:
+    every expected id; for queries, the judged ones — a queries file often holds train and test queries)."""
     have = set(ids)
-    missing = [i for i in expected if i not in have]
+    required = list(expected) if required is None else required
+    missing = [i for i in required if i not in have]
     if missing:
-        raise DataError(ids_source, None, f"{len(missing)} of the {len(expected)} {what} in {expected_source} have "
-                                          f"no vector (first: {missing[0]!r}); the embeddings do not match the {what}")
+        judged = "" if len(required) == len(expected) else "judged "
+        raise DataError(ids_source, None, f"{len(missing)} of the {len(required)} {judged}{what} in {expected_source} "
+                                          f"have no vector (first: {missing[0]!r}); the embeddings do not match the "
+                                          f"{what}")
     unknown = sorted(have - set(expected))
     if unknown:
         raise DataError(ids_source, None, f"{len(unknown)} ids are not {what} in {expected_source} "

@@ -59,6 +59,26 @@ def test_ids_of_other_queries_are_refused(inputs, capsys):
     assert "have no vector" in _err(capsys) and not (tmp_path / "out").exists()
 
 
+def test_unjudged_queries_need_no_vector_but_judged_ones_do(inputs, capsys, tmp_path):
+    args, files, out = inputs
+    qrels = args[args.index("--qrels") + 1]
+    judged = sorted({line.split()[0] for line in open(qrels) if line.strip()})
+    some = judged[:3]
+    (tmp_path / "qrels_some.txt").write_text("".join(l for l in open(qrels) if l.split() and l.split()[0] in some))
+    vectors = np.load(out / "query.npy")
+    keep = [i for i, q in enumerate(files["query"]) if q in some]
+    np.save(out / "query.npy", vectors[keep])  # vectors of the judged queries only (a test split)
+    (out / "query.ids").write_text("".join(files["query"][i] + "\n" for i in keep))
+    with_some = list(args)
+    with_some[args.index("--qrels") + 1] = str(tmp_path / "qrels_some.txt")
+    assert job.main(with_some) == 0
+    assert {line.split()[0] for line in open(out / "out" / "dense.trec")} == set(some)
+    all_judged = list(args)
+    all_judged[args.index("--output_dir") + 1] = str(tmp_path / "out_all")
+    assert job.main(all_judged) == 2  # every query judged: the missing vectors are refused
+    assert f"{len(judged) - len(some)} of the {len(judged)} queries in" in _err(capsys)
+
+
 @pytest.mark.parametrize("which,value", [("corpus", np.nan), ("query", np.inf)])
 def test_non_finite_vectors_are_refused_with_file_and_line(inputs, capsys, which, value):
     args, files, tmp_path = inputs
