@@ -4,7 +4,8 @@ reorder above a size threshold, searched with every core (`search_batched_parall
 With `ScannConfig.recall_target` set (the default, recall@10 >= 0.95), the knobs are chosen at build time
 by a short sweep measured against brute force: the tree size and AH settings (dims per block, anisotropic
 threshold) on a subsample of the corpus, then the leaves searched and the reorder depth on the full
-index; the fastest setting that meets the target wins. Knobs the user sets (gin) are kept as given. The
+index; the fastest setting whose recall on the tuning queries meets the target with confidence (mean less
+two standard errors) wins. Knobs the user sets (gin) are kept as given. The
 chosen knobs, the recall on the tuning queries and on held-out queries, and the sweep are stored in
 `params` and saved with the index.
 
