@@ -42,9 +42,13 @@ def main() -> None:
     ap.add_argument("--cache_dir", default=os.path.expanduser("~/.cache/polyret/debian"))
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--chunk", type=int, default=1000, help="passages per output chunk")
+    ap.add_argument("--max_chunks", type=int, default=None, help="encode only the first N chunks")
     ap.add_argument("--passage_sentences", type=int, default=6)
     ap.add_argument("--batch_size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast (CPUs with AVX512-BF16 run its matmuls ~2.8x faster than fp32); "
+                         "pooling and normalisation stay fp32")
     args = ap.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
@@ -60,6 +64,8 @@ def main() -> None:
     model = AutoModel.from_pretrained(model_dir()).eval()
     start, done_sentences = time.time(), 0
     num_chunks = -(-len(groups) // args.chunk)
+    if args.max_chunks:
+        num_chunks = min(num_chunks, args.max_chunks)
     for c in range(num_chunks):
         if (out / f"dense-{c:05d}.npy").exists():
             continue
@@ -70,12 +76,12 @@ def main() -> None:
         order = np.argsort([len(t) for t in texts], kind="stable")  # length-sorted batches pad little
         dense = np.zeros((len(texts), 384), np.float32)
         tokens: list = [None] * len(texts)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=args.bf16):
             for b in range(0, len(texts), args.batch_size):
                 idx = order[b:b + args.batch_size]
                 enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=256,
                                 return_tensors="pt")
-                hidden = model(**enc).last_hidden_state
+                hidden = model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
