@@ -125,15 +125,40 @@ def quality(runs10, runs100, exact):
     return float(n), float(r)
 
 
-def build_in_subprocess(code: str, python: str = sys.executable) -> tuple[float, float, str]:
-    """Run a build in a child process -> (seconds, peak RSS MiB of the child from /usr/bin/time, stdout)."""
+def build_in_subprocess(code: str, python: str = sys.executable, limit_gib: float | None = None,
+                        timeout_s: float | None = None) -> tuple[float, float, str]:
+    """Run a build in a child process -> (seconds, peak RSS MiB of the child from /usr/bin/time, stdout).
+
+    The child is killed (RuntimeError) when its resident memory passes `limit_gib` or it runs past
+    `timeout_s`, so a peer that does not fit stops before the machine's OOM killer picks a victim."""
+    import psutil
+
     start = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M", python, "-c", code], capture_output=True, text=True)
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "maxrss_kb=%M", python, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stopped = None
+    while proc.poll() is None:
+        try:
+            rss = sum(c.memory_info().rss for c in psutil.Process(proc.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            rss = 0
+        elapsed = time.perf_counter() - start
+        if limit_gib and rss > limit_gib * 2**30:
+            stopped = f"stopped at {rss / 2**30:.1f} GiB resident (limit {limit_gib} GiB) after {elapsed:.0f} s"
+        elif timeout_s and elapsed > timeout_s:
+            stopped = f"stopped after {elapsed:.0f} s (limit {timeout_s:.0f} s)"
+        if stopped:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.wait()
+            raise RuntimeError(stopped)
+        time.sleep(1)
+    stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - start
     if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    peak_kb = int(proc.stderr.strip().splitlines()[-1].split("=")[1])
-    return seconds, peak_kb / 1024, proc.stdout
+        raise RuntimeError(stderr[-3000:])
+    peak_kb = int(stderr.strip().splitlines()[-1].split("=")[1])
+    return seconds, peak_kb / 1024, stdout
 
 
 FAST_PLAID = r'''
@@ -164,14 +189,16 @@ else:
 '''
 
 
-def sweep_depth(index_dir: Path, shards: TokenShards, queries, threads: int) -> None:
+def sweep_depth(index_dir: Path, shards: TokenShards, queries, threads: int,
+                depths: list[tuple[int, int, int]]) -> None:
     """Quality and speed of polyret's index at several search depths (k=10 and k=100 runs)."""
-    exact = exact_maxsim(shards, queries)
+    exact_file = index_dir.parent / "exact.json"
+    exact = json.loads(exact_file.read_text()) if exact_file.exists() else exact_maxsim(shards, queries)
     print("| rerank from | nprobe | ndocs | rerank | q/s (k=10) | nDCG@10 | R@100 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for exact_dir in (None, shards.dir):
         index = CompressedLateInteractionIndex(index_dir, exact_shards=exact_dir)
-        for nprobe, ndocs, rerank in ((2, 256, 64), (4, 1024, 256), (8, 2048, 512), (8, 4096, 1024)):
+        for nprobe, ndocs, rerank in depths:
             config = CompressedSearchConfig(nprobe=nprobe, ndocs=ndocs, rerank=rerank, threads=threads)
             t = time.perf_counter()
             run10 = index.search_many(list(queries), 10, config)
@@ -189,13 +216,19 @@ def main() -> None:
     ap.add_argument("--max_chunks", type=int, default=None)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--fast_plaid_python", default=os.path.expanduser("~/.cache/polyret/peer-venv/bin/python"))
+    ap.add_argument("--fast_plaid_limit_gib", type=float, default=20.0,
+                    help="stop fast-plaid's build above this resident memory (the machine's OOM killer is worse)")
+    ap.add_argument("--fast_plaid_timeout_min", type=float, default=60.0)
     ap.add_argument("--sweep_only", action="store_true",
                     help="only sweep polyret's search depth on the index a previous run built")
+    ap.add_argument("--depths", default="2,256,64 4,1024,256 8,2048,512 8,4096,1024 16,8192,2048",
+                    help="--sweep_only: space-separated nprobe,ndocs,rerank settings")
     args = ap.parse_args()
     work = Path(args.work)
     shards, queries = prepare(work, args.queries, args.max_chunks)
     if args.sweep_only:
-        return sweep_depth(work / "polyret_index", shards, queries, args.threads)
+        depths = [tuple(int(v) for v in d.split(",")) for d in args.depths.split()]
+        return sweep_depth(work / "polyret_index", shards, queries, args.threads, depths)
     num_tokens = shards.num_tokens()
     num_docs = shards.manifest["num_docs"]
     raw_mb = num_tokens * DIM * 4 / 2**20
@@ -205,6 +238,8 @@ def main() -> None:
     start = time.perf_counter()
     exact = exact_maxsim(shards, queries)
     exact_qps = len(queries) / (time.perf_counter() - start)
+    (work / "exact.json").write_text(json.dumps(exact))
+    print(f"exact MaxSim: {exact_qps:.2f} queries/s", flush=True)
     rows = [("exact MaxSim (numpy, streamed over the shards)", num_tokens * DIM * 4, 0.0, float("nan"), exact_qps,
              1.0, 1.0)]
 
@@ -232,7 +267,8 @@ def main() -> None:
         shutil.rmtree(peer, ignore_errors=True)
         fmt = dict(threads=args.threads, shards=str(shards.dir), index=str(peer), queries=str(work / "queries.npz"))
         try:
-            build_s, rss, _ = build_in_subprocess(FAST_PLAID.format(mode="build", **fmt), args.fast_plaid_python)
+            build_s, rss, _ = build_in_subprocess(FAST_PLAID.format(mode="build", **fmt), args.fast_plaid_python,
+                                                  args.fast_plaid_limit_gib, args.fast_plaid_timeout_min * 60)
             proc = subprocess.run([args.fast_plaid_python, "-c", FAST_PLAID.format(mode="search", **fmt)],
                                   capture_output=True, text=True, check=True)
             out = json.loads(proc.stdout.strip().splitlines()[-1])
