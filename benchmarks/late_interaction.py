@@ -9,6 +9,11 @@ measured against exact MaxSim over every passage (nDCG@10 with the exact top-10 
 R@100 = share of the exact top-100 found).
 
   python benchmarks/late_interaction.py [--queries 200] [--fast_plaid_python ~/.cache/polyret/peer-venv/bin/python]
+  python benchmarks/late_interaction.py --max_chunks 95 [--sweep_only]   # the 10M-token run in RESULTS.md
+
+A stopped run keeps its prepared shards and exact results (exact.json) for `--sweep_only`; fast-plaid's build is
+stopped past --fast_plaid_timeout_min or --fast_plaid_limit_gib (at 10M tokens its default k-means alone takes
+over an hour on 2 cores).
 """
 
 from __future__ import annotations
