@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 DEVICES = 8
 FAST = ["t5_config.dtype='bfloat16'", "t5_config.scan_layers=True", "t5_config.remat_policy='full'"]
@@ -42,7 +43,8 @@ CASES = [
 GIB = 2 ** 30
 
 
-def _status_kib(field: str) -> int:
+def _status_bytes(field: str) -> int:
+    """A /proc/self/status memory field (reported in kB) in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -88,9 +90,9 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
     rules = part.logical_axis_rules()
     model = build_model(run.model_config, run.loss)
     _trim()
-    rss0 = _status_kib("VmRSS")
+    rss0 = _status_bytes("VmRSS")
     with tempfile.TemporaryDirectory() as model_dir:
-        state = setup_state(model, mesh, rules, __import__("pathlib").Path(model_dir), None, run.schedule,
+        state = setup_state(model, mesh, rules, Path(model_dir), None, run.schedule,
                             CheckpointConfig(async_save=False), None, 0)
         state.checkpointer.close()
     converter = model.loss.FEATURE_CONVERTER
@@ -108,7 +110,7 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
     batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
     jax.block_until_ready((state.params, state.opt_state, batch))
     _trim()
-    rss_state = _status_kib("VmRSS")
+    rss_state = _status_bytes("VmRSS")
 
     step = jax.jit(make_train_step(model, state.tx, run.schedule, rules, jax.random.PRNGKey(1)),
                    in_shardings=(state.param_sharding, state.opt_sharding, sharding, None),
@@ -125,14 +127,14 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
     out["rss"] = {"before": rss0, "state": rss_state - rss0}
     if run_step:
         _trim()
-        rss_pre = _status_kib("VmRSS")
+        rss_pre = _status_bytes("VmRSS")
         _reset_peak()
         start = time.time()
         with jax.set_mesh(mesh):
             params, opt_state, metrics = compiled(state.params, state.opt_state, batch, jnp.int32(0))
             jax.block_until_ready((params, opt_state, metrics))
         out["rss"].update(step_seconds=time.time() - start, pre_step=rss_pre - rss0,
-                          step_extra=_status_kib("VmHWM") - rss_pre, loss=float(metrics["loss"]))
+                          step_extra=_status_bytes("VmHWM") - rss_pre, loss=float(metrics["loss"]))
         out["rss"]["growth"] = out["rss"]["state"] + out["rss"]["step_extra"]
     gin.clear_config()
     return out
