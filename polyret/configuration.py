@@ -1,12 +1,14 @@
-"""Gin configuration shared by the jobs, the demo and the tests: find gin files (a path, a search path, or
-polyret's own gin_configs/), parse them with bindings, and train from the result."""
+"""The one gin parser: find gin files (a path, a search path, or polyret's own gin_configs/) and parse them
+with `NAME=VALUE` bindings. Every job, the trainer, `plan`, `cache_tasks`, the experiments and the tests
+parse through `parse_gin`; this module sits at the bottom of the layers and imports nothing of polyret's
+but the package root."""
 
 from __future__ import annotations
 
 import importlib
 import logging
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import gin
 
@@ -15,6 +17,11 @@ from polyret import GIN_CONFIGS_DIR
 
 class GinConfigError(ValueError):
     """A gin file that cannot be found or parsed; the message is one line."""
+
+
+# The modules that define gin configurables, named as strings so this bottom layer imports none of them:
+# registering them is the caller's request (`modules`), the way gin's own `external_configurable` works.
+ALL_CONFIGURABLE_MODULES = ("polyret.models.losses", "polyret.retrieval.index", "polyret.training.trainer")
 
 
 def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
@@ -27,35 +34,40 @@ def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:
                          f"{', '.join(list(search_paths) + [str(GIN_CONFIGS_DIR)])})")
 
 
-# Modules that define gin configurables: imported before parsing so a config may name any of them.
-CONFIGURABLE_MODULES = ("polyret.models.losses", "polyret.retrieval.index", "polyret.training.trainer")
-
-
-def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] | str = (),
-              modules: Sequence[str] = CONFIGURABLE_MODULES) -> None:
-    """Parse gin files and `NAME=VALUE` bindings, then finalize. The configurables of `modules` (by default
-    every configurable polyret module, so any job can bind ScannConfig, losses, encoders, ...) are
-    registered first. A job that needs only a few names them (evaluate on precomputed vectors: the search
-    index, without the model code, JAX and TensorFlow that the others import); a config that names a
-    configurable outside them still works: every module is then registered and the config parsed again."""
+def split_search_paths(search_paths: Sequence[str] | str) -> list[str]:
+    """`--gin_search_paths` as given on a command line (comma-separated) or as a list."""
     if isinstance(search_paths, str):
-        search_paths = [p for p in search_paths.split(",") if p]
-    search_paths = list(search_paths)
+        return [p for p in search_paths.split(",") if p]
+    return list(search_paths)
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_paths: Sequence[str] | str = (),
+              modules: Sequence[str] = ALL_CONFIGURABLE_MODULES, finalize: bool = True) -> None:
+    """Clear gin, then parse gin files and `NAME=VALUE` bindings (and finalize unless `finalize=False`, which
+    lets REQUIRED macros a caller does not need stay unset, as `plan` and `cache_tasks` read a run).
+
+    The configurables of `modules` are registered first. A caller that needs only a few names them
+    (evaluate on precomputed vectors: the search index, without the model code, JAX and TensorFlow); a
+    config that names a configurable outside them still works: every module is then registered and the
+    config parsed again."""
+    search_paths = split_search_paths(search_paths)
     files = [resolve_gin_file(f, search_paths) for f in files]
     for path in search_paths + [str(GIN_CONFIGS_DIR)]:
         gin.add_config_file_search_path(path)
+    gin.clear_config()
     for module in modules:
         importlib.import_module(module)
     try:
         _parse(files, bindings)
     except GinConfigError as e:
-        if "No configurable matching" not in str(e) or set(CONFIGURABLE_MODULES) <= set(modules):
+        if "No configurable matching" not in str(e) or set(ALL_CONFIGURABLE_MODULES) <= set(modules):
             raise
-        for module in CONFIGURABLE_MODULES:
+        for module in ALL_CONFIGURABLE_MODULES:
             importlib.import_module(module)
         gin.clear_config()  # drop what the failed parse bound before it stopped
         _parse(files, bindings)
-    gin.finalize()
+    if finalize:
+        gin.finalize()
 
 
 def _parse(files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -69,15 +81,3 @@ def _parse(files: Sequence[str], bindings: Sequence[str]) -> None:
         raise GinConfigError(f"gin configuration error: {str(e).splitlines()[0]}") from None
     finally:
         root.setLevel(level)
-
-
-def train_from_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] | str = (),
-                   **train_kwargs: Any):
-    """Parse the gin files and bindings, run `train()`, and clear gin again (returns the TrainResult)."""
-    from polyret.training.trainer import train
-    gin.clear_config()
-    try:
-        parse_gin(files, bindings, search_paths)
-        return train(**train_kwargs)
-    finally:
-        gin.clear_config()

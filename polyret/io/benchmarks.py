@@ -115,7 +115,7 @@ def _first_line(paths: list[Path], docid: str) -> str:
 
 def read_answers(path: str | os.PathLike) -> tuple[dict[str, list[str]], dict[str, str]]:
     """XOR-Retrieve question file (JSONL `id, lang, question, answers`) -> ({qid: answers}, {qid: lang})."""
-    from polyret.seqio_tasks.languages import check_language
+    from polyret.io.languages import check_language
 
     answers, langs = {}, {}
     for line_no, obj in iter_jsonl(path, {"id": (str, int), "lang": str, "answers": list}):
@@ -187,7 +187,7 @@ def _miracl_corpus_files(folder: Path, lang: str) -> list[Path]:
 def load_miracl(folder: str | os.PathLike, split: str = "dev") -> Benchmark:
     """MIRACL as released: topics (`qid<TAB>query`, no header), qrels (`qid Q0 docid rel`), and the
     corpus shards (`{"docid": "<article>#<passage>", "title", "text"}`)."""
-    from polyret.seqio_tasks.languages import check_language
+    from polyret.io.languages import check_language
 
     folder = Path(folder)
     m = _MIRACL_DIR.match(folder.name)
@@ -255,7 +255,7 @@ def load_ir_datasets(dataset_id: str, query_field: str | None = None) -> Benchma
         check_judgements(bench.qrels, queries, texts, dataset_id)
     lang = ds.queries_lang() if hasattr(ds, "queries_lang") else None
     if lang:
-        from polyret.seqio_tasks.languages import check_language
+        from polyret.io.languages import check_language
         lang = check_language({"eng": "en", "fas": "fa", "rus": "ru", "zho": "zh"}.get(lang, lang), dataset_id,
                               None, "queries_lang")
         bench.query_languages = {q: lang for q in queries}

@@ -19,13 +19,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class DataError(ValueError):
-    """Bad input data; the message starts with `file:line:` and names the field."""
-
-    def __init__(self, path: str | os.PathLike, line: int | None, message: str):
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {message}")
+from polyret.errors import DataError  # noqa: F401  (re-exported: the readers' error)
+from polyret.io.languages import normalize_language
 
 
 class SkipCounter(collections.Counter):
@@ -295,8 +290,7 @@ def read_id_text(path: str | os.PathLike, id_fields: tuple[str, ...] = ID_COLUMN
 
 def read_languages(path: str | os.PathLike, kind: str = "queries") -> dict[str, str]:
     """{id: language code} from the file's language column or field (empty when it has none); codes are
-    normalised (`hn` -> `hi`, see polyret.seqio_tasks.languages) and unknown codes are errors."""
-    from polyret.seqio_tasks.languages import normalize_language
+    normalised (`hn` -> `hi`, see polyret.io.languages) and unknown codes are errors."""
 
     out = {}
     for line_no, r in iter_records(path, kind):

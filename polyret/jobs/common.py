@@ -13,17 +13,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from polyret import configuration
-from polyret.configuration import GinConfigError  # noqa: F401  (re-exported for the jobs)
-
-
-def parse_gin(files: list[str], bindings: list[str], search_paths: list[str] | str = (),
-              modules: tuple[str, ...] = configuration.CONFIGURABLE_MODULES) -> None:
-    """polyret.configuration.parse_gin on a clear configuration: a job's settings are its own flags, and a
-    job run twice in one process (tests, notebooks) would otherwise find gin locked by the first run."""
-    import gin
-    gin.clear_config()
-    configuration.parse_gin(files, bindings, search_paths, modules)
+from polyret.configuration import GinConfigError, parse_gin  # noqa: F401  (re-exported for the jobs)
+from polyret.errors import ServiceUnreachable
+from polyret.io.secrets import redact
 
 
 class UsageError(ValueError):
@@ -86,7 +78,6 @@ class _LazyFileHandler(logging.FileHandler):
 
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from polyret.synthesis.llm import redact
         record.msg, record.args = redact(record.getMessage()), ()
         return True
 
@@ -147,19 +138,6 @@ def setup_logging(log_file: str | os.PathLike | None, only_if_warned: bool = Fal
     return path
 
 
-def quiet_transformers() -> None:
-    """After importing transformers: its warnings to the log file, no per-model "Loading weights" bars."""
-    try:
-        import transformers
-    except ImportError:
-        return
-    transformers.utils.logging.disable_progress_bar()
-    logger = logging.getLogger("transformers")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    logger.propagate = True
-
-
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
     parser.add_argument("--gin_search_paths", default="", help="comma-separated folders to find gin files in")
@@ -217,7 +195,6 @@ def unwrap_gin(error: BaseException) -> BaseException:
 
 
 def one_line(error: BaseException) -> str:
-    from polyret.synthesis.llm import redact
     lines = [line for line in str(error).splitlines() if line.strip()]
     return redact(lines[0].strip() if lines else type(error).__name__)
 
@@ -234,7 +211,6 @@ def run_main(job: str, body: Callable[[], int | None],
     """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
     The LLM server gone for good: one line and a hint to rerun (everything written is kept), return 1.
     Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
-    from polyret.synthesis.llm import LLMUnreachable
     try:
         try:
             return body() or 0
@@ -245,7 +221,7 @@ def run_main(job: str, body: Callable[[], int | None],
         return 130
     except Exception as wrapped:  # noqa: BLE001 (classified below; the rest is re-raised)
         error = unwrap_gin(wrapped)
-        if isinstance(error, LLMUnreachable):
+        if isinstance(error, ServiceUnreachable):
             print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
                   "again to resume.", file=sys.stderr)
             return 1

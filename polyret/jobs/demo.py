@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     common.setup_logging(Path(args.workdir) / "demo.log")
 
     def body() -> None:
-        from polyret.demo import run_demo
+        from polyret.experiments.template_demo import run_demo
         run_demo(args.workdir, args.size, languages)
 
     return common.run_main("demo", body)

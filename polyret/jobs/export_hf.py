@@ -14,7 +14,7 @@ import sys
 
 from polyret.io import outputs
 from polyret.jobs import common
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.hf import export_hf
 
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.gin_file:
             raise common.UsageError("give at least one --gin_file (see polyret/gin_configs/runs/)")
         common.initialize_distributed(args.multihost, args.coordinator_address, args.num_processes, args.process_id)
-        from polyret.configuration import train_from_gin
+        from polyret.training.trainer import train_from_gin
         train_from_gin(args.gin_file, bindings, args.gin_search_paths)
 
     return common.run_main("train", body)

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from polyret.models.checkpoint import save_model
+from polyret.models.model_folder import save_model
 from polyret.models.hf import COLBERT_SETTINGS_FILE, dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
 from polyret.models.t5x import infer_t5_config, load_t5x_params
 from polyret.models.bert import BertConfig

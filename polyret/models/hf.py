@@ -19,7 +19,7 @@ import numpy as np
 from flax import traverse_util
 from safetensors.numpy import save_file
 
-from polyret.models.checkpoint import atomic_output_dir
+from polyret.models.model_folder import atomic_output_dir
 from polyret.models.lora import has_lora, merge_lora
 from polyret.models.t5 import ACTIVATIONS, T5Config
 from polyret.models.bert import MODEL_TYPES, BertConfig

@@ -225,7 +225,7 @@ def write_hf_bert(out: str | os.PathLike, params: dict[str, Any], cfg: BertConfi
 def export_hf_bert(params: dict[str, Any], cfg: BertConfig, output_dir: str | os.PathLike,
                    tokenizer_dir: str | os.PathLike | None = None) -> Path:
     """Write a HF folder atomically (nothing is left at `output_dir` if writing fails)."""
-    from polyret.models.checkpoint import atomic_output_dir
+    from polyret.models.model_folder import atomic_output_dir
 
     with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         write_hf_bert(tmp, params, cfg, tokenizer_dir)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
                                     texts_fingerprint)
 from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.retrieval_model import build_model, model_config_to_dict
 from polyret.models.towers import ModelConfig
 from polyret.retrieval.tokenize import Tokenizer, pad_batch

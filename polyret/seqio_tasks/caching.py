@@ -31,14 +31,11 @@ import seqio
 import tensorflow as tf
 
 from polyret.io import outputs
+from polyret.seqio_tasks.dataset import CacheError, read_json, run_dataset_config
 
 KIND = "seqio_cache"  # the cache folder
 TASK_KIND = "seqio_task_cache"  # one task's folder inside it
 DEFAULT_NUM_SHARDS = 64  # seqio's --min_shards: a multiple of every power-of-two host count up to 64
-
-
-class CacheError(ValueError):
-    """A task that cannot be cached or read from a cache; the message names the task (one line)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,33 +71,6 @@ def task_cache_dir(output_dir: str, name: str) -> str:
 
 def _is_complete(folder: str) -> bool:
     return tf.io.gfile.exists(os.path.join(folder, "COMPLETED"))
-
-
-def _read_json(path: str) -> dict:
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def run_dataset_config(gin_files: Sequence[str], bindings: Sequence[str] = (),
-                       search_paths: Sequence[str] | str = ()):
-    """The run's `DatasetConfig` from its gin files, parsed without finalising (as `polyret plan` does):
-    MODEL_DIR and other REQUIRED macros that caching does not need may stay unset. Leaves gin parsed."""
-    import gin
-    from polyret import GIN_CONFIGS_DIR
-    from polyret.configuration import GinConfigError, resolve_gin_file
-    import polyret.models.losses  # noqa: F401  (registers the configurables the run files bind)
-    from polyret.training.trainer import DatasetConfig
-    if isinstance(search_paths, str):
-        search_paths = [p for p in search_paths.split(",") if p]
-    gin.clear_config()
-    for path in list(search_paths) + [str(GIN_CONFIGS_DIR)]:
-        gin.add_config_file_search_path(path)
-    try:
-        gin.parse_config_files_and_bindings([resolve_gin_file(f, list(search_paths)) for f in gin_files],
-                                            list(bindings), finalize_config=False)
-    except (ValueError, KeyError, IOError, NameError, SyntaxError) as e:
-        raise GinConfigError(f"gin configuration error: {str(e).splitlines()[0]}") from None
-    return DatasetConfig()  # gin fills the fields the run binds
 
 
 class RegisterTasks:
@@ -174,7 +144,7 @@ def _finish(task: seqio.Task, folder: str) -> dict[str, int]:
     """Check what the pipeline wrote, then write seqio's COMPLETED; returns examples per split."""
     examples = {}
     for split in task.splits:
-        stats = _read_json(seqio.get_cached_stats_path(folder, split))
+        stats = read_json(seqio.get_cached_stats_path(folder, split))
         if not stats.get("examples"):
             raise CacheError(f"task {task.name!r}: split {split!r} has no examples; nothing to cache")
         examples[split] = int(stats["examples"])
@@ -214,9 +184,9 @@ def cache_tasks(names: Sequence[str], output_dir: str, num_shards: int = DEFAULT
     for task in tasks:
         folder = task_cache_dir(output_dir, task.name)
         if skip_cached and _is_complete(folder):
-            result = CachedTask(task.name, folder, {s: int(_read_json(seqio.get_cached_stats_path(folder, s))["examples"])
+            result = CachedTask(task.name, folder, {s: int(read_json(seqio.get_cached_stats_path(folder, s))["examples"])
                                                     for s in task.splits},
-                                int(_read_json(seqio.get_cached_info_path(folder, task.splits[0]))["num_shards"]),
+                                int(read_json(seqio.get_cached_info_path(folder, task.splits[0]))["num_shards"]),
                                 skipped=True)
         else:
             start = time.time()
@@ -262,7 +232,7 @@ def check_cached(mixture_or_task_name: str, cache_dirs: Sequence[str], num_hosts
         info_path = seqio.get_cached_info_path(task.cache_dir, split)
         if not tf.io.gfile.exists(info_path):
             raise CacheError(f"task {name!r}: the cache {task.cache_dir} has no split {split!r}")
-        shards = int(_read_json(info_path)["num_shards"])
+        shards = int(read_json(info_path)["num_shards"])
         if shards % num_hosts:
             raise CacheError(f"task {name!r}: the cache {task.cache_dir} has {shards} shards, not a multiple of "
                              f"the {num_hosts} hosts (each host reads its own files); cache it again with "
@@ -278,111 +248,3 @@ def check_cached(mixture_or_task_name: str, cache_dirs: Sequence[str], num_hosts
 # on the fly. The tasks here need nothing after their cache point but `dense_rows`, so their caches are
 # read as serialized records (mixed by rate, shuffled, batched) and parsed, trimmed, given their EOS and
 # padded a batch at a time: the same examples and model features, every step vectorised.
-
-_VECTORISABLE_POSTCACHE = {"dense_rows"}
-
-
-def _postcache_names(task: seqio.Task) -> list[str]:
-    after = task.preprocessors[task._cache_step_idx + 1:]  # noqa: SLF001 (seqio keeps the index private)
-    return [getattr(getattr(p, "func", p), "__name__", type(p).__name__) for p in after]
-
-
-def batched_read_supported(task_names_: Sequence[str], feature_converter: seqio.FeatureConverter) -> bool:
-    """Whether `cached_batches` can read these tasks (cached, nothing random after the cache point) for
-    this converter (polyret's token converters without pass-through features)."""
-    token_features = getattr(feature_converter, "TOKEN_FEATURES", None)
-    if not token_features or getattr(feature_converter, "PASSTHROUGH", ()):
-        return False
-    for name in task_names_:
-        task = seqio.TaskRegistry.get(name)
-        if not task.supports_caching or not task.cache_dir:
-            return False
-        if not set(_postcache_names(task)) <= _VECTORISABLE_POSTCACHE:
-            return False
-    return True
-
-
-def _task_records(task: seqio.Task, split: str, shuffle: bool, seed: int | None,
-                  shard_info: seqio.ShardInfo | None, num_epochs: int | None) -> tf.data.Dataset:
-    """A task's serialized cached examples: this host's files (as seqio shards them), files and records
-    shuffled, repeated `num_epochs` times (None: forever)."""
-    info = _read_json(seqio.get_cached_info_path(task.cache_dir, split))
-    files = sorted(tf.io.gfile.glob(f"{seqio.get_cached_tfrecord_prefix(task.cache_dir, split)}-*-of-"
-                                    f"{info['num_shards']:05d}"))
-    if len(files) != info["num_shards"]:
-        raise CacheError(f"task {task.name!r}: the cache {task.cache_dir} has {len(files)} of its "
-                         f"{info['num_shards']} TFRecord files")
-    if shard_info and shard_info.num_shards > 1:
-        if len(files) % shard_info.num_shards:
-            raise CacheError(f"task {task.name!r}: the cache {task.cache_dir} has {len(files)} shards, not a "
-                             f"multiple of the {shard_info.num_shards} hosts")
-        files = files[shard_info.index::shard_info.num_shards]
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        ds = ds.shuffle(len(files), seed=seed)
-    # Local files: read in turn (on a loaded 2-core machine parallel reads of 14 tasks' files halved the
-    # throughput, all of it thread hand-offs); remote files: in parallel, to hide the latency.
-    parallel = tf.data.AUTOTUNE if "://" in task.cache_dir else None
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=16, block_length=16, num_parallel_calls=parallel)
-    if num_epochs != 1:
-        ds = ds.repeat(num_epochs)
-    if shuffle:
-        ds = ds.shuffle(task.shuffle_buffer_size or 1000, seed=seed)
-    return ds
-
-
-def _selector(rates: Sequence[float], seed: int | None, block: int = 4096) -> tf.data.Dataset:
-    """An endless stream of task indices drawn by `rates`, `block` draws per random op."""
-    logits = tf.math.log(tf.constant([list(rates)], tf.float64) / sum(rates))
-    base = 0 if seed is None else int(seed)
-    return tf.data.Dataset.counter().map(
-        lambda i: tf.random.stateless_categorical(logits, block, seed=tf.stack([tf.cast(base, tf.int64), i]))[0]
-    ).unbatch()
-
-
-def _append_eos_pad(rows: tf.RaggedTensor, length: int, eos_id: int) -> tf.Tensor:
-    """Ragged [B, None] or [B, N, None] token rows -> [B, length] or [B, N, length]: cut to length - 1,
-    0-padded, EOS after every non-empty row (feature_converters.trim_append_eos_pad, a batch at a time)."""
-    dense = rows.to_tensor(shape=[None, length - 1] if rows.ragged_rank == 1 else [None, None, length - 1])
-    dense = tf.pad(dense, [[0, 0]] * (dense.shape.rank - 1) + [[0, 1]])
-    lengths = tf.math.count_nonzero(dense, axis=-1, dtype=tf.int32)  # token ids are never 0 (padding)
-    eos = tf.one_hot(lengths, length, dtype=dense.dtype) * tf.cast(lengths > 0, dense.dtype)[..., None]
-    return dense + eos_id * eos
-
-
-def cached_batches(task_names_: Sequence[str], rates: Sequence[float], task_feature_lengths: dict[str, int],
-                   batch_size: int, feature_converter: seqio.FeatureConverter, split: str = "train",
-                   shuffle: bool = True, seed: int | None = 0, shard_info: seqio.ShardInfo | None = None,
-                   num_epochs: int | None = None, single_language_batches: bool = False) -> tf.data.Dataset:
-    """Batches of model features read from the tasks' caches (see `batched_read_supported`), mixed by
-    `rates`: per example, or per batch with `single_language_batches`. A finite read (num_epochs) ends
-    when the first task runs out, as seqio's mixtures do."""
-    tasks = [seqio.TaskRegistry.get(n) for n in task_names_]
-    eos_id = feature_converter.eos_id
-    token_features = list(feature_converter.TOKEN_FEATURES)
-    for task_name, _ in token_features:
-        if task_name not in task_feature_lengths:
-            raise ValueError(f"TASK_FEATURE_LENGTHS has no length for {task_name!r}")
-    spec = {}
-    for task_name, _ in token_features:
-        rank = tasks[0].output_features[task_name].rank
-        spec[task_name] = (tf.io.RaggedFeature(tf.int64) if rank == 1 else tf.io.RaggedFeature(
-            tf.int64, partitions=[tf.io.RaggedFeature.RowLengths(seqio.utils.tfexample_ragged_length_key(task_name, 0))]))
-
-    def convert(serialized):
-        parsed = tf.io.parse_example(serialized, spec)
-        return {model: _append_eos_pad(tf.cast(parsed[task], tf.int32), task_feature_lengths[task], eos_id)
-                for task, model in token_features}
-
-    def batches(ds):
-        return ds.batch(batch_size, drop_remainder=True).map(convert, num_parallel_calls=tf.data.AUTOTUNE)
-
-    records = [_task_records(t, split, shuffle, seed, shard_info, num_epochs) for t in tasks]
-    if len(records) == 1:
-        ds = batches(records[0])
-    elif single_language_batches:
-        ds = tf.data.Dataset.sample_from_datasets([batches(r).repeat() for r in records], weights=list(rates),
-                                                  seed=seed, stop_on_empty_dataset=False)
-    else:
-        ds = batches(tf.data.Dataset.choose_from_datasets(records, _selector(rates, seed), stop_on_empty_dataset=True))
-    return ds.prefetch(tf.data.AUTOTUNE)

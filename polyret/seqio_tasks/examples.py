@@ -15,7 +15,7 @@ import numpy as np
 
 from polyret.io.formats import (DataError, SkipCounter, iter_jsonl, iter_objects, iter_teacher_scores, open_text,
                                 read_id_text)
-from polyret.seqio_tasks.languages import check_language
+from polyret.io.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")
 

@@ -274,47 +274,6 @@ def register_distillation_task(name: str, score_file: str | os.PathLike, queries
                      preprocessors=[preprocessors.tokenize], shuffle_buffer_size=None)
 
 
-# ------------------------------------------------------------------------------------------------ batches
-
-def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], batch_size: int,
-                    feature_converter: seqio.FeatureConverter, split: str = "train", shuffle: bool = True,
-                    seed: int | None = 0, shard_info: seqio.ShardInfo | None = None,
-                    single_language_batches: bool = False, num_epochs: int | None = None,
-                    use_cached: bool = False) -> tf.data.Dataset:
-    """Batches of model features. With `single_language_batches`, every batch comes from one task of the
-    mixture (SWIM-X's last 100K pre-training steps), tasks drawn by the mixture's rates; otherwise
-    examples of all tasks are mixed within a batch. `use_cached`: read the tasks' offline caches (seqio's
-    global cache dirs; see `polyret.seqio_tasks.caching`)."""
-    get = functools.partial(seqio.get_dataset, task_feature_lengths=task_feature_lengths, dataset_split=split,
-                            shuffle=shuffle, seed=seed, shard_info=shard_info, feature_converter=feature_converter,
-                            num_epochs=num_epochs, use_cached=use_cached)
-    mixture = seqio.get_mixture_or_task(mixture_or_task_name)
-    tasks = mixture.tasks if isinstance(mixture, seqio.Mixture) else [mixture]
-    grouped = {t.name: GROUP_SIZES[t.name] for t in tasks if t.name in GROUP_SIZES}
-    if grouped:  # a group's examples arrive consecutively; whole groups per batch need aligned batches
-        if len(tasks) > 1:
-            raise ValueError(f"task(s) {sorted(grouped)} emit groups that must share a batch (round robin): "
-                             "train on them alone, not in a mixture")
-        size = next(iter(grouped.values()))
-        if batch_size % size:
-            raise ValueError(f"per-host batch size {batch_size} is not a multiple of {size}, the number of "
-                             f"round-robin copies of a query in {mixture_or_task_name!r}: copies would straddle "
-                             "two batches")
-    rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
-    if use_cached:
-        from polyret.seqio_tasks import caching
-        names = [t.name for t in tasks]
-        if caching.batched_read_supported(names, feature_converter):  # same examples, read a batch at a time
-            return caching.cached_batches(names, list(rates), dict(task_feature_lengths), batch_size,
-                                          feature_converter, split, shuffle, seed, shard_info, num_epochs,
-                                          single_language_batches)
-    if not single_language_batches:
-        return get(mixture_or_task_name).batch(batch_size, drop_remainder=True)
-    batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
-    return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
-                                                stop_on_empty_dataset=False)
-
-
 # ------------------------------------------------------------------------------------- gin data set-ups
 
 @gin.configurable

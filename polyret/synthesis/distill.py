@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from polyret.io.formats import DataError, read_id_text
 from polyret.io.runs import read_trec_run
-from polyret.seqio_tasks.languages import language_name
+from polyret.io.languages import language_name
 from polyret.synthesis.resumable import ResumableFiles
 
 TEACHER_KINDS = ("auto", "cross_encoder", "bi_encoder")

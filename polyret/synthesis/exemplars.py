@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from polyret.io.formats import DataError
-from polyret.seqio_tasks.languages import language_code
+from polyret.io.languages import language_code
 
 DEFAULT_EXEMPLARS = Path(__file__).parent / "data" / "sap_exemplars.csv"
 _PASSAGE_COLUMNS = ("article", "passage", "text")

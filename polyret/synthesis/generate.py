@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
-from polyret.seqio_tasks.languages import language_name
+from polyret.io.languages import language_name
 from polyret.synthesis.exemplars import Exemplar, exemplars_for
 from polyret.synthesis.filters import FilterConfig, QueryFilter
 from polyret.synthesis.llm import Completion, Messages, Usage

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from polyret.io.fingerprint import check_match
-from polyret.synthesis.llm import redact
+from polyret.io.secrets import redact
 
 
 class ResumableFiles:

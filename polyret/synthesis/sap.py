@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from polyret.seqio_tasks.languages import language_name
+from polyret.io.languages import language_name
 from polyret.synthesis.exemplars import Exemplar
 from polyret.synthesis.llm import Messages
 

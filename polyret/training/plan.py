@@ -23,6 +23,7 @@ import gin
 import jax
 import jax.numpy as jnp
 
+from polyret.configuration import parse_gin
 from polyret.training import partitioning as part
 from polyret.training.partitioning import ConfigError
 
@@ -143,18 +144,7 @@ def read_run(files: Sequence[str], bindings: Sequence[str], search_paths: Sequen
              rows: int | None = None) -> RunShapes:
     """Parse the run's gin without finalising (MODEL_DIR, data paths and other REQUIRED macros that do not
     change shapes may stay unset) and read the pieces that set the memory."""
-    from polyret import GIN_CONFIGS_DIR
-    from polyret.configuration import GinConfigError, resolve_gin_file
-    import polyret.models.losses  # noqa: F401  (registers configurables)
-    import polyret.training.trainer  # noqa: F401
-    gin.clear_config()
-    for path in list(search_paths) + [str(GIN_CONFIGS_DIR)]:
-        gin.add_config_file_search_path(path)
-    try:
-        gin.parse_config_files_and_bindings([resolve_gin_file(f, list(search_paths)) for f in files], list(bindings),
-                                            finalize_config=False)
-    except (ValueError, KeyError, IOError, NameError, SyntaxError) as e:
-        raise GinConfigError(f"gin configuration error: {str(e).splitlines()[0]}") from None
+    parse_gin(files, bindings, search_paths, finalize=False)
     from polyret.training.optimizers import learning_rate_schedule
     model_config = _model_config()
     loss = _bound("train.loss")

@@ -20,14 +20,14 @@ import seqio
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from polyret.models.checkpoint import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, TOKENIZER_DIR, copy_tokenizer_files,
+from polyret.models.model_folder import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, TOKENIZER_DIR, copy_tokenizer_files,
                                        load_model)
 from polyret.models.layer_stack import EXECUTION_ONLY_FIELDS
 from polyret.models.lora import LORA_A, LORA_B
 from polyret.models.retrieval_model import RetrievalModel, model_config_to_dict
 from polyret.seqio_tasks.hf_vocab import HfVocabulary
 from polyret.training import partitioning as part
-from polyret.training.checkpoints import CheckpointConfig, TrainCheckpointer, abstract_like
+from polyret.training.train_checkpoints import CheckpointConfig, TrainCheckpointer, abstract_like
 from polyret.training.optimizers import lora_trainable, make_optimizer
 from polyret.training.partitioning import ConfigError
 

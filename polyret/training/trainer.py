@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import gin
 import jax
@@ -24,33 +24,16 @@ import seqio
 from flax import linen as nn
 from tqdm.auto import tqdm
 
+from polyret.configuration import parse_gin
 from polyret.models.losses import Loss
 from polyret.models.retrieval_model import RetrievalModel, build_model
 from polyret.models.towers import ModelConfig
-from polyret.seqio_tasks import tasks as seqio_tasks
+from polyret.seqio_tasks.dataset import DatasetConfig, batched_dataset
 from polyret.training import partitioning as part
-from polyret.training.checkpoints import CheckpointConfig
+from polyret.training.train_checkpoints import CheckpointConfig
 from polyret.training.optimizers import learning_rate_schedule
 from polyret.training.partitioning import ConfigError
 from polyret.training.state import TrainState, setup_state
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class DatasetConfig:
-    """The training data: a registered SeqIO task or mixture, its feature lengths and the global batch."""
-
-    mixture_or_task_name: str
-    task_feature_lengths: Mapping[str, int]
-    batch_size: int = 32
-    shuffle: bool = True
-    seed: int = 0
-    single_language_batches: bool = False
-    setup: Callable[[], Any] | None = None  # registers the tasks (e.g. mtd_data_setup)
-    # Read the tasks' offline caches (pre-tokenised TFRecords written by `polyret cache_tasks`) from
-    # `cache_dirs` (added to seqio's global cache dirs) instead of tokenising on the fly.
-    use_cached: bool = False
-    cache_dirs: tuple[str, ...] = ()
 
 
 @gin.configurable
@@ -180,7 +163,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
                       in_shardings=(state.param_sharding, state.opt_sharding, batch_sharding, None),
                       out_shardings=(state.param_sharding, state.opt_sharding, None), donate_argnums=(0, 1))
     shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
-    data = seqio_tasks.batched_dataset(
+    data = batched_dataset(
         dataset.mixture_or_task_name, dataset.task_feature_lengths, dataset.batch_size // jax.process_count(),
         model.feature_converter(task), shuffle=dataset.shuffle, seed=dataset.seed, shard_info=shard_info,
         single_language_batches=dataset.single_language_batches, use_cached=dataset.use_cached)
@@ -249,3 +232,13 @@ def _stop_if_not_finite(loss: float, state: TrainState) -> None:
     good = state.checkpointer.latest_step()
     raise FloatingPointError(f"step {state.step}: loss is {loss}; stopped. The last good checkpoint "
                              f"(step {good}) is kept in {state.checkpointer.directory}")
+
+
+def train_from_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] | str = (),
+                   **train_kwargs: Any) -> TrainResult:
+    """Parse the gin files and bindings, run `train()`, and clear gin again."""
+    try:
+        parse_gin(files, bindings, search_paths)
+        return train(**train_kwargs)
+    finally:
+        gin.clear_config()

@@ -4,7 +4,7 @@ Layout under MODEL_DIR:
   checkpoints/<step>/params/   parameters (orbax StandardCheckpointer; with LoRA only the trained leaves)
   checkpoints/<step>/state/    optimizer state and step
   model_config.json, spiece.model, config.gin, lora_base.json (LoRA runs: the frozen base's path)
-`polyret.models.checkpoint.load_model(MODEL_DIR or MODEL_DIR/checkpoints/<step>)` reads the parameters back.
+`polyret.models.model_folder.load_model(MODEL_DIR or MODEL_DIR/checkpoints/<step>)` reads the parameters back.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 from polyret.io.fingerprint import check_match, read_json
 from polyret.io.formats import read_id_text, read_qrels
 from polyret.io.outputs import OutputError, atomic_output_dir, atomic_write_text, read_marker
-from polyret.models.checkpoint import load_model, save_model
+from polyret.models.model_folder import load_model, save_model
 from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
@@ -42,7 +42,7 @@ SIZES = {"default": DemoSize(), "ci": DemoSize(num_entities=40, round1_steps=60,
 
 
 def _train(model_dir: Path, data_dir: Path, steps: int, batch: int, extra: list[str]) -> None:
-    from polyret.configuration import train_from_gin
+    from polyret.training.trainer import train_from_gin
     train_from_gin(["runs/demo.gin"], [f"MODEL_DIR='{model_dir}'", f"DATA_DIR='{data_dir}'", f"TRAIN_STEPS={steps}",
                                        f"BATCH_SIZE={batch}"] + extra)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from polyret.io.formats import DataError
+from polyret.errors import DataError
 
 ISO_639_1 = set("""
 aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy da de dv dz ee

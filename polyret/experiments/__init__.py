@@ -1,0 +1,1 @@
+"""Experiments that chain the library's stages: the template demo, studies of the papers' findings, adapt."""
