@@ -19,7 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import jax
 import numpy as np
 
-from polyret.models.checkpoint import save_model
+from polyret.models.model_folder import save_model
 from polyret.models.hf import export_hf
 from polyret.models.t5 import T5Config
 from polyret.models.retrieval_model import init_params

@@ -77,7 +77,7 @@ def main() -> None:
     train_languages = args.train_languages.split(",")
     start = time.time()
 
-    from polyret.configuration import train_from_gin
+    from polyret.training.trainer import train_from_gin
     from polyret.jobs import import_checkpoint as import_job
     from polyret.retrieval.encode import TowerEncoder
     from polyret.seqio_tasks import tasks

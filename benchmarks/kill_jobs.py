@@ -85,7 +85,7 @@ class Case:
 
 def _tiny_checkpoints(folder: Path) -> dict[str, Path]:
     import jax
-    from polyret.models.checkpoint import save_model
+    from polyret.models.model_folder import save_model
     from polyret.models.retrieval_model import init_params
     from polyret.models.t5 import PRESETS
     from polyret.models.towers import DualEncoderConfig
@@ -153,7 +153,7 @@ class ImportCheckpoint(ExportHF):
     def _params(folder: Path):
         import numpy as np
         from flax import traverse_util
-        from polyret.models.checkpoint import load_model
+        from polyret.models.model_folder import load_model
         params, config, _ = load_model(folder)
         flat = traverse_util.flatten_dict(params)
         return {"/".join(k): np.asarray(v) for k, v in flat.items()}, repr(config), (folder / "spiece.model").read_bytes()

@@ -75,7 +75,7 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
     from polyret.seqio_tasks import feature_converters as fc
     from polyret.training import partitioning as part
     from polyret.training import plan
-    from polyret.training.checkpoints import CheckpointConfig
+    from polyret.training.train_checkpoints import CheckpointConfig
     from polyret.training.state import setup_state
     from polyret.training.trainer import make_train_step
     from polyret.models.retrieval_model import build_model

@@ -6,7 +6,7 @@ import gzip
 import pytest
 
 from polyret.io.formats import DataError, iter_teacher_scores, read_id_text, read_languages, read_qrels
-from polyret.seqio_tasks.languages import check_language
+from polyret.io.languages import check_language
 
 
 def write(path, data: bytes | str):

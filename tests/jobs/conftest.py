@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory):
 def tiny_checkpoints(tiny_spm, tmp_path_factory):
     """Two tiny mT5 dual encoders with different weights: {"a": path, "b": path}."""
     import jax
-    from polyret.models.checkpoint import save_model
+    from polyret.models.model_folder import save_model
     from polyret.models.retrieval_model import init_params
     from polyret.models.t5 import PRESETS
     from polyret.models.towers import DualEncoderConfig

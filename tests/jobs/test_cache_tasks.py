@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from polyret.configuration import train_from_gin
+from polyret.training.trainer import train_from_gin
 from polyret.jobs import cache_tasks, train
 
 ROWS = 16  # = BATCH_SIZE: every batch is the whole data, so the cache's shuffled order cannot change a loss

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from polyret.demo import SETTINGS_FILE, _check_workdir
+from polyret.experiments.template_demo import SETTINGS_FILE, _check_workdir
 from polyret.io.fingerprint import FingerprintMismatch
 from polyret.io.outputs import OutputError
 from polyret.jobs import demo as demo_job

@@ -12,7 +12,7 @@ import pytest
 
 from polyret.jobs import export_hf as export_job
 from polyret.jobs import import_checkpoint as import_job
-from polyret.models.checkpoint import load_model, save_model
+from polyret.models.model_folder import load_model, save_model
 from polyret.models.retrieval_model import init_params
 from polyret.models.t5 import PRESETS
 from polyret.models.towers import DualEncoderConfig

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from polyret.models.checkpoint import save_model
+from polyret.models.model_folder import save_model
 from polyret.models.retrieval_model import init_params
 from polyret.models.t5 import PRESETS
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig

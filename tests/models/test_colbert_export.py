@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.conversion import import_checkpoint, save_imported
 from polyret.models.hf import export_hf
 from polyret.models.retrieval_model import build_model

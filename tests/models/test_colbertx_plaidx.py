@@ -236,7 +236,7 @@ def test_skip_list_follows_plaidx_rule(plaidx_dir):
 
 
 def test_checkpoint_round_trip_keeps_colbert_x(ours, plaidx_dir, tmp_path):
-    from polyret.models.checkpoint import load_model
+    from polyret.models.model_folder import load_model
 
     model, params, _ = ours
     save_imported(params, model.config, tmp_path / "ckpt", hf_path=str(plaidx_dir))
@@ -262,7 +262,7 @@ def test_plain_xlmr_import_adds_the_markers_as_plaidx_does(plaidx_dir, tmp_path)
     shutil.copytree(plaidx_dir.parent / "xlmr", base)
     (base / "artifact.metadata").unlink()  # written for PLAID-X's offline start; a plain XLM-R has none
     from polyret.jobs import import_checkpoint as import_job
-    from polyret.models.checkpoint import load_model
+    from polyret.models.model_folder import load_model
 
     assert import_job.main(["--hf", str(base), "--tower", "colbert", "--projection_dim", "8",
                             "--output_dir", str(tmp_path / "ckpt")]) == 0

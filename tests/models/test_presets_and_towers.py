@@ -12,7 +12,7 @@ import pytest
 
 from shared_paths import T5X_FIXTURE
 from polyret import GIN_CONFIGS_DIR
-from polyret.models.checkpoint import load_model, save_model
+from polyret.models.model_folder import load_model, save_model
 from polyret.models.conversion import import_checkpoint
 from polyret.models.hf import export_hf, hf_name_map, load_hf_encoder
 from polyret.models.lora import LoraConfig, lora_trainable_mask, merge_lora

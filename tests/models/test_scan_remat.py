@@ -12,7 +12,7 @@ import pytest
 from flax import traverse_util
 
 from polyret.models import bert, t5, towers
-from polyret.models.checkpoint import load_model, save_model
+from polyret.models.model_folder import load_model, save_model
 from polyret.models.hf import export_hf
 from polyret.models.lora import LoraConfig
 from polyret.models.retrieval_model import build_model

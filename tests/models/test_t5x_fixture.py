@@ -11,7 +11,7 @@ from flax import serialization
 from shared_paths import T5X_FIXTURE
 from polyret.jobs import export_hf as export_job
 from polyret.jobs import import_checkpoint as import_job
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.towers import DualEncoder
 
 pytestmark = pytest.mark.skipif(not T5X_FIXTURE.is_dir(), reason=f"T5X fixture not found at {T5X_FIXTURE}")

@@ -28,7 +28,7 @@ def real_step(gin_file, bindings, mesh_sizes):
     from polyret.models.retrieval_model import build_model
     from polyret.seqio_tasks import tasks as seqio_tasks
     from polyret.training import partitioning as part
-    from polyret.training.checkpoints import CheckpointConfig
+    from polyret.training.train_checkpoints import CheckpointConfig
     from polyret.training.state import setup_state
     from polyret.training.trainer import make_train_step
     import seqio

@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from polyret.io.formats import read_id_text, read_qrels
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.retrieval_model import init_params
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.late_interaction import maxsim

@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from polyret.models.checkpoint import load_model, save_model
+from polyret.models.model_folder import load_model, save_model
 from polyret.models.t5 import PRESETS
 from polyret.models.retrieval_model import init_params
 from polyret.models.towers import DualEncoderConfig
@@ -51,7 +51,7 @@ def test_diverging_run_stops_and_keeps_last_good_checkpoint(tmp_path, data_dir):
 @pytest.mark.parametrize("run", ["swimx_mc4_pretrain", "swimx_xtreme_up", "mtd_colbert_mix_entries",
                                  "mtd_colbert_round_robin"])
 def test_tiny_variants_train(tmp_path, data_dir, run):
-    from polyret.configuration import train_from_gin
+    from polyret.training.trainer import train_from_gin
     result = train_from_gin([f"runs/tiny/{run}.gin"], [f"MODEL_DIR='{tmp_path}/m'", f"DATA_DIR='{data_dir}'",
                                                        "TRAIN_STEPS=2"], progress=False)
     assert result.step == 2 and all(np.isfinite(result.losses))
@@ -59,7 +59,7 @@ def test_tiny_variants_train(tmp_path, data_dir, run):
 
 
 def test_a_model_dimension_set_in_gin_trains(tmp_path, data_dir):
-    from polyret.configuration import train_from_gin
+    from polyret.training.trainer import train_from_gin
     result = train_from_gin(["runs/tiny/swimx_xor.gin"], [
         f"MODEL_DIR='{tmp_path}/m'", f"DATA_DIR='{data_dir}'", "TRAIN_STEPS=2", "t5_config.d_model=64"],
         progress=False)

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from polyret.configuration import train_from_gin
+from polyret.training.trainer import train_from_gin
 from polyret.models import bert, t5, towers
-from polyret.models.checkpoint import load_model
+from polyret.models.model_folder import load_model
 from polyret.models.retrieval_model import build_model, init_params
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.tokenize import Tokenizer

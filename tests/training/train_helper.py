@@ -23,7 +23,7 @@ def main() -> None:
     common.initialize_distributed(False, args.coordinator_address, args.num_processes, args.process_id)
     import jax
     from flax import traverse_util
-    from polyret.configuration import train_from_gin
+    from polyret.training.trainer import train_from_gin
     result = train_from_gin(args.gin_file, bindings, progress=False)
     if jax.process_index() == 0:
         flat = {}
