@@ -16,7 +16,7 @@ A new in-batch loss subclasses `InBatchLoss` and implements `from_representation
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import gin
 import jax
@@ -116,6 +116,27 @@ def kl_distillation_loss(student_scores: jax.Array, teacher_scores: jax.Array, t
     return jnp.mean(kl)
 
 
+def language_divergence(student_scores: jax.Array, query_hash: jax.Array) -> jax.Array:
+    """PLAID-X's round-robin language regulariser (colbert/training/training.py, on unless `nolangreg`).
+
+    Rows with the same query (`query_hash` [B]) are language copies of one query over the same K passages.
+    For every two copies a and b of a query: 0.5 KL(p_a || p_b) + 0.5 KL(p_b || p_a) between their softmax
+    over the K student scores [B, K]. Summed, then divided as PLAID-X divides its per-language-pair
+    `KLDivLoss(reduction='batchmean')` over b*K log-probabilities averaged over the n(n+1)/2 language pairs
+    (diagonal included): by n(n+1)/2 * b * K, with n copies per query and b queries. 0 without copies.
+    """
+    log_p = jax.nn.log_softmax(student_scores.astype(jnp.float32), axis=-1)
+    p = jnp.exp(log_p)
+    # KL(p_i || p_j) = sum_k p_i log p_i - sum_k p_i log p_j, for every pair of rows at once.
+    kl = jnp.sum(p * log_p, axis=-1)[:, None] - p @ log_p.T
+    rows = student_scores.shape[0]
+    same = query_hash[:, None] == query_hash[None, :]
+    pairs = same & (jnp.arange(rows)[:, None] < jnp.arange(rows)[None, :])
+    total = jnp.sum(jnp.where(pairs, 0.5 * (kl + kl.T), 0.0))
+    copies = jnp.sum(same) / rows  # n: every row has n rows of its query, itself included
+    return total / (copies * (copies + 1) / 2 * (rows / copies) * student_scores.shape[1])
+
+
 def margin_mse_loss(student_scores: jax.Array, teacher_scores: jax.Array) -> jax.Array:
     """[B, K] scores with the positive in column 0: MSE of (s_0 - s_k) against (t_0 - t_k), k >= 1."""
     student_margin = student_scores[:, :1] - student_scores[:, 1:]
@@ -134,12 +155,17 @@ class Loss:
                  deterministic: bool = False) -> tuple[jax.Array, Metrics]:
         raise NotImplementedError
 
-    def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
-        """The converter for batches of `task` (its vocabulary's end id is appended to every sequence);
-        hard negatives ride along when the task has them."""
+    def converter_class(self, task_features: Iterable[str]) -> type[seqio.FeatureConverter]:
+        """The converter class for data with these task features: hard negatives ride along when the data
+        has them (`polyret plan` asks this without any data)."""
         converter = self.FEATURE_CONVERTER
-        if converter is fc.DualEncoderFeatureConverter and "negative_targets" in task.output_features:
+        if converter is fc.DualEncoderFeatureConverter and "negative_targets" in task_features:
             converter = fc.HardNegativeFeatureConverter
+        return converter
+
+    def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
+        """The converter for batches of `task` (its vocabulary's end id is appended to every sequence)."""
+        converter = self.converter_class(task.output_features)
         return converter(eos_id=task.output_features["inputs"].vocabulary.eos_id)
 
     def value_and_grad(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None
@@ -232,11 +258,18 @@ class _DistillationLoss(Loss):
     def distill(self, student: jax.Array, teacher: jax.Array) -> jax.Array:
         raise NotImplementedError
 
+    def regularizers(self, student: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        """Extra terms added to the distillation loss, by metric name (none by default)."""
+        return {}
+
     def __call__(self, model, params, batch, rng, deterministic=False):
         student = self.student_scores(model, params, batch, rng, deterministic)
         teacher = batch["teacher_scores"]
-        agree = jnp.mean(jnp.argmax(student, -1) == jnp.argmax(teacher, -1))
-        return self.distill(student, teacher), {"accuracy": agree}
+        metrics = {"accuracy": jnp.mean(jnp.argmax(student, -1) == jnp.argmax(teacher, -1))}
+        loss = self.distill(student, teacher)
+        for name, term in self.regularizers(student, batch).items():
+            loss, metrics[name] = loss + term, term
+        return loss, metrics
 
 
 @gin.configurable
@@ -246,9 +279,16 @@ class KLDistillationLoss(_DistillationLoss):
 
     teacher_temperature: float = 1.0
     score_scale: float = 1.0
+    # PLAID-X's round-robin language regulariser (`language_divergence`), added with weight 1 as PLAID-X adds it.
+    language_regularizer: bool = False
 
     def distill(self, student, teacher):
         return kl_distillation_loss(student, teacher, self.teacher_temperature)
+
+    def regularizers(self, student, batch):
+        if not self.language_regularizer:
+            return {}
+        return {"language_divergence": language_divergence(student, token_hash(batch[FEATURES["queries"]]))}
 
 
 @gin.configurable
@@ -260,6 +300,22 @@ class MarginMSELoss(_DistillationLoss):
 
     def distill(self, student, teacher):
         return margin_mse_loss(student, teacher)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TranslateTrainLoss(_DistillationLoss):
+    """Multilingual Translate-Train (MTT, the baseline of MTD): cross-entropy over each query's K translated
+    passages with the teacher's best passage of the draw as the positive and the other K-1 as negatives
+    (PLAID-X's translate-train n-way cross-entropy, with the positive taken from the same teacher run as
+    MTD instead of MS MARCO's judgement, so both arms read the very same batches; no in-batch negatives)."""
+
+    score_scale: float = 1.0
+
+    def distill(self, student, teacher):
+        labels = jnp.argmax(jnp.where(jnp.isfinite(teacher), teacher, -jnp.inf), axis=-1)
+        log_p = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
+        return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
 
 
 @gin.configurable
