@@ -9,8 +9,12 @@ import sys
 import polyret.jobs
 
 
+NOT_JOBS = {"common"}  # what the jobs share (flags, logging, the error path), not a job
+
+
 def available_jobs() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(polyret.jobs.__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(polyret.jobs.__path__)
+                  if not m.name.startswith("_") and m.name not in NOT_JOBS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,8 @@ files), the checkpoint (step, config hash, a sampled parameter hash) and the job
 compares the recorded fingerprint with the current one; any difference is refused with one line that
 names what differs (`FingerprintMismatch`), instead of mixing two runs in one output.
 
-Also here, for training: `check_training_resume` (a resumed run must have the model config and data
-settings it was started with) and `check_initial_params` (an INITIAL_CHECKPOINT_PATH must have exactly
-the run's parameter tree, apart from heads the run creates).
+A training run's own resume rules (model config, initial checkpoint) live with the trainer, in
+`polyret.training.state`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -118,13 +117,6 @@ def checkpoint_step(checkpoint_dir: str | os.PathLike) -> int | None:
     return None
 
 
-def checkpoint_fingerprint(checkpoint_dir: str | os.PathLike, params: Any, config: Any) -> dict[str, Any]:
-    """Checkpoint identity: step, model-config hash and sampled parameter hash (path only informational)."""
-    from polyret.models.towers import model_config_to_dict
-    return {"path": str(Path(checkpoint_dir).absolute()), "step": checkpoint_step(checkpoint_dir),
-            "config_sha256": digest(model_config_to_dict(config)), "params_sha256": params_fingerprint(params)}
-
-
 # ------------------------------------------------------------------------------------------ comparing
 
 def _short(value: Any) -> str:
@@ -183,89 +175,3 @@ def read_json(path: str | os.PathLike) -> Any | None:
         return None
     except ValueError as e:
         raise FingerprintMismatch(f"{path}: unreadable ({e}); it was damaged, or not written by polyret") from None
-
-
-# ------------------------------------------------------------------------------------------- training
-
-# Model-config fields a resumed run may change: they affect training only, never the saved model.
-TRAINING_ONLY_FIELDS = ("encoder.dropout_rate",)
-RUN_SETTINGS_FILE = "run_settings.json"
-
-
-def check_training_resume(model_dir: str | os.PathLike, model_config: Mapping[str, Any],
-                          settings: Mapping[str, Any] | None = None) -> None:
-    """Before a resumed run writes anything: its model config must equal `model_config.json` (apart from
-    TRAINING_ONLY_FIELDS) and its data settings the recorded `run_settings.json` (when there is one);
-    otherwise FingerprintMismatch, naming the fields. `model_config`: `model_config_to_dict(config)`."""
-    model_dir = Path(model_dir)
-    remedy = "use a new MODEL_DIR, or the settings the run was started with"
-    recorded = read_json(model_dir / "model_config.json")
-    if recorded is not None:
-        diffs = [d for d in differences(canonical(recorded), canonical(model_config))
-                 if d[0] not in TRAINING_ONLY_FIELDS]
-        if diffs:
-            raise FingerprintMismatch(f"MODEL_DIR {model_dir}: its checkpoints were trained with another model "
-                                      f"config; differs in {describe(diffs)}; {remedy}")
-    recorded_settings = read_json(model_dir / RUN_SETTINGS_FILE)
-    if recorded_settings is not None and settings is not None:
-        diffs = differences(canonical(recorded_settings), canonical(settings))
-        if diffs:
-            raise FingerprintMismatch(f"MODEL_DIR {model_dir}: resuming a run started with other settings; "
-                                      f"differs in {describe(diffs)}; {remedy}")
-
-
-def record_training_settings(model_dir: str | os.PathLike, settings: Mapping[str, Any]) -> None:
-    """Write `run_settings.json` (atomically) for later resumes to be checked against."""
-    from polyret.io.outputs import atomic_write_text
-    atomic_write_text(Path(model_dir) / RUN_SETTINGS_FILE, json.dumps(canonical(settings), indent=1) + "\n")
-
-
-DEFAULT_HEADS = ("projection_layer", "logit_scale")
-DEFAULT_FRESH_LEAVES = ("lora_a", "lora_b")
-
-
-def _summarise(names: list[str], limit: int = 6) -> str:
-    """Parameter names, grouped by layer when there are many (`encoder/layers_2/* (9)`)."""
-    if len(names) <= limit:
-        return ", ".join(names)
-    groups: dict[str, int] = {}
-    for name in names:
-        parts = name.split("/")
-        layer = next((i for i, p in enumerate(parts) if p.startswith("layers_")), None)
-        key = "/".join(parts[:layer + 1]) + "/*" if layer is not None and layer < len(parts) - 1 else name
-        groups[key] = groups.get(key, 0) + 1
-    items = [f"{k} ({n})" if n > 1 else k for k, n in groups.items()]
-    return ", ".join(items[:limit]) + (f", ... ({len(names)} parameters)" if len(items) > limit else "")
-
-
-def check_initial_params(source: str | os.PathLike, loaded: Mapping[str, tuple[int, ...]],
-                         expected: Mapping[str, tuple[int, ...]], loaded_kind: str | None = None,
-                         expected_kind: str | None = None,
-                         is_created_head: Callable[[str], bool] | None = None) -> set[str]:
-    """An initial checkpoint must match the run's parameter tree: same tower kind, no parameter the run
-    lacks, none missing except heads the run creates (projection, learnable logit scale, LoRA adapters),
-    equal shapes. Maps are {'a/b/c': shape}. Returns the names the run creates fresh; raises
-    FingerprintMismatch naming the parameters otherwise."""
-    where = f"INITIAL_CHECKPOINT_PATH {source}"
-    if loaded_kind and expected_kind and loaded_kind != expected_kind:
-        raise FingerprintMismatch(f"{where}: is a {loaded_kind} checkpoint, the run trains a {expected_kind}; "
-                                  "start from a checkpoint of the same tower (or an encoder-only import)")
-    if is_created_head is None:
-        def is_created_head(name: str) -> bool:
-            parts = name.split("/")
-            return parts[-1] in DEFAULT_FRESH_LEAVES or any(p in DEFAULT_HEADS for p in parts[:2])
-    extra = sorted(set(loaded) - set(expected))
-    missing = sorted(n for n in set(expected) - set(loaded) if not is_created_head(n))
-    if extra or missing:
-        parts = []
-        if missing:
-            parts.append(f"missing {_summarise(missing)}")
-        if extra:
-            parts.append(f"not in the run's model {_summarise(extra)}")
-        raise FingerprintMismatch(f"{where}: parameter tree does not match the model config: {'; '.join(parts)}; "
-                                  "use the checkpoint's model preset (num_layers, towers)")
-    for name in sorted(set(loaded) & set(expected)):
-        if tuple(loaded[name]) != tuple(expected[name]):
-            raise FingerprintMismatch(f"{where}: parameter {name} has shape {tuple(loaded[name])}, the model "
-                                      f"config expects {tuple(expected[name])}")
-    return set(expected) - set(loaded)

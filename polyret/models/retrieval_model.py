@@ -27,6 +27,7 @@ from flax import traverse_util
 
 from polyret.models import losses as L
 from polyret.models import towers
+from polyret.models.lora import LORA_A, LORA_B
 
 
 class Embedded(NamedTuple):
@@ -46,8 +47,14 @@ def register(cls: type["RetrievalModel"]) -> type["RetrievalModel"]:
     return cls
 
 
-def model_classes() -> dict[str, type["RetrievalModel"]]:
-    return dict(_REGISTRY)
+# Parameters a run creates on top of an imported encoder (so an initial checkpoint may lack them, and a LoRA
+# run trains them): projection heads, the learnable logit scale, LoRA adapters.
+CREATED_HEADS = ("projection_layer", "logit_scale")
+
+
+def is_created_parameter(path: tuple[str, ...]) -> bool:
+    """Whether the parameter at this flattened path is one a run creates (see CREATED_HEADS)."""
+    return path[0] in CREATED_HEADS or path[-1] in (LORA_A, LORA_B)
 
 
 class RetrievalModel:

@@ -21,7 +21,6 @@ read twice or skipped).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time

@@ -195,15 +195,6 @@ class DistillationData:
                    "passage_languages": np.array([languages.index(lang) for lang in langs], np.int32)}
 
 
-def distillation_examples(score_file: str | os.PathLike, queries_file: str | os.PathLike,
-                          collections: dict[str, str | os.PathLike], num_passages: int = 6, top_n: int = 50,
-                          sampling: str = "random", strategy: str = "mix_passages", seed: int = 0, epoch: int = 0,
-                          shard_index: int = 0, num_shards: int = 1, shuffle: bool = False
-                          ) -> Iterator[dict[str, Any]]:
-    """One epoch of Multilingual Translate-Distill examples; see `DistillationData`."""
-    data = DistillationData(score_file, queries_file, collections, num_passages, top_n, sampling, strategy, seed)
-    yield from data.examples(epoch, shard_index, num_shards, shuffle)
-
 
 def text_documents(paths: Sequence[str | os.PathLike], text_field: str = "text") -> Iterator[dict[str, Any]]:
     """Local documents for span-pair pre-training: JSONL (`text` field) or plain text (one document a line)."""

@@ -280,7 +280,7 @@ def register_distillation_task(name: str, score_file: str | os.PathLike, queries
 def mc4_data_setup(languages: Sequence[str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
                    alpha: float = 0.3, tfds_data_dir: str | None = None, chunk_length: int = 256,
                    ratio_min: float = 0.1, ratio_max: float = 0.5) -> None:
-    """Register the mC4 span-pair tasks and the mixture `mc4_span_pairs` (for `train.data_setup`); pairs are
+    """Register the mC4 span-pair tasks and the mixture `mc4_span_pairs` (for `DatasetConfig.setup`); pairs are
     two independent random crops of `ratio_min`..`ratio_max` of a `chunk_length`-token chunk."""
     from polyret.seqio_tasks.vocab import get_vocabulary
     register_mc4_tasks(languages, get_vocabulary(vocabulary_path), alpha=alpha, tfds_data_dir=tfds_data_dir,
@@ -301,7 +301,7 @@ def swim_ir_data_setup(files: Mapping[str, str] = gin.REQUIRED, vocabulary_path:
 def mtd_data_setup(name: str = gin.REQUIRED, score_file: str = gin.REQUIRED, queries_file: str = gin.REQUIRED,
                    collections: Mapping[str, str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
                    num_passages: int = 6, top_n: int = 50, strategy: str = "mix_passages", seed: int = 0) -> None:
-    """Register one Translate-Distill task (for `train.data_setup`)."""
+    """Register one Translate-Distill task (for `DatasetConfig.setup`)."""
     from polyret.seqio_tasks.vocab import get_vocabulary
     register_distillation_task(name, score_file, queries_file, collections, get_vocabulary(vocabulary_path),
                                num_passages=num_passages, top_n=top_n, strategy=strategy, seed=seed)

@@ -15,12 +15,11 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 from typing import Any, Sequence
 
 from polyret.errors import ServiceUnreachable
-from polyret.io.secrets import REDACTED, redact, register_env_secrets, register_secret  # noqa: F401  (re-exported)
+from polyret.io.secrets import redact, register_env_secrets, register_secret
 
 Messages = list[dict[str, str]]
 log = logging.getLogger(__name__)

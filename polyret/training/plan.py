@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any, Mapping, Sequence
 
 import gin
 import jax
 import jax.numpy as jnp
+import optax
+from flax import traverse_util
 
 from polyret.configuration import parse_gin
+from polyret.models.retrieval_model import build_model, is_created_parameter
+from polyret.models.towers import ColBERTConfig
 from polyret.training import partitioning as part
+from polyret.training.optimizers import learning_rate_schedule, lora_trainable, make_optimizer
 from polyret.training.partitioning import ConfigError
+from polyret.training.trainer import make_train_step
 
 GIB = 2 ** 30
 
@@ -36,6 +43,10 @@ ACCELERATORS: dict[str, float] = {
     "a100-40gb": 40, "a100-80gb": 80, "h100-80gb": 80,
 }
 HEADROOM = 0.10
+# Rows per query of a per-row feature (hard negatives, distillation passages) when the caller gives none: the
+# run's data decides it and the plan has no data, so `polyret plan --rows N` sets it (the paper runs: 7
+# negatives for retrofitting, 6 passages for MTD).
+DEFAULT_ROWS = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +134,6 @@ def _model_config() -> Any:
         # ColBERT-X reads its marker ids from the tokenizer folder (%VOCABULARY); shapes do not depend on
         # them, so the plan uses the ColBERTConfig that gin binds.
         if "colbert_x_config" in str(e) or "colbert_x_config" in str(getattr(reference, "selector", "")):
-            from polyret.models.towers import ColBERTConfig
             return gin.get_configurable(ColBERTConfig)()
         raise ConfigError(f"cannot build train.model_config from the gin files: {str(e).splitlines()[0]}") from None
 
@@ -137,7 +147,7 @@ class RunShapes:
     schedule: Any
     task_feature_lengths: Mapping[str, int]
     batch_size: int
-    rows: int  # passages per query (distillation) or hard negatives per query
+    rows: int  # passages per query (distillation) or hard negatives per query: the data's, not the model's
 
 
 def read_run(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
@@ -145,18 +155,16 @@ def read_run(files: Sequence[str], bindings: Sequence[str], search_paths: Sequen
     """Parse the run's gin without finalising (MODEL_DIR, data paths and other REQUIRED macros that do not
     change shapes may stay unset) and read the pieces that set the memory."""
     parse_gin(files, bindings, search_paths, finalize=False)
-    from polyret.training.optimizers import learning_rate_schedule
     model_config = _model_config()
     loss = _bound("train.loss")
     try:
         schedule = _bound("train.learning_rate") or gin.get_configurable(learning_rate_schedule)()
     except Exception:  # noqa: BLE001  (e.g. TRAIN_STEPS unset; the schedule's values never change memory)
-        import optax
         schedule = optax.constant_schedule(1e-3)
     lengths = dict(_value("DatasetConfig.task_feature_lengths"))
     batch_size = int(_value("DatasetConfig.batch_size"))
-    if rows is None:
-        rows = int(_bound("%MTD_PASSAGES", 0) or 0) if "passages" in lengths else 7
+    # The MTD recipes name their passages per query in %MTD_PASSAGES; other data: --rows or DEFAULT_ROWS.
+    rows = rows or int(_bound("%MTD_PASSAGES", 0) or 0) or DEFAULT_ROWS
     return RunShapes(model_config, loss, schedule, lengths, batch_size, rows)
 
 
@@ -187,13 +195,6 @@ def _sharded_bytes(tree: Any, shardings: Any) -> int:
 def plan_memory(run: RunShapes, mesh_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None
                 ) -> MemoryPlan:
     """Compile the run's train step for the mesh on abstract arguments and read XLA's memory analysis."""
-    import time
-
-    from polyret.models.lora import LORA_A, LORA_B
-    from polyret.models.retrieval_model import build_model
-    from polyret.training.optimizers import lora_trainable, make_optimizer
-    from polyret.training.trainer import make_train_step
-
     needed = math.prod(mesh_sizes.values())
     devices = list(devices if devices is not None else jax.devices())
     if len(devices) < needed:
@@ -209,15 +210,12 @@ def plan_memory(run: RunShapes, mesh_sizes: Mapping[str, int], devices: Sequence
     param_sharding = part.param_shardings(specs, mesh, rules)
     lora = run.model_config.encoder.lora is not None
     # A LoRA run trains its adapters and the heads it creates (the base checkpoint lacks them).
-    fresh = {k for k in _flat_keys(abstract) if k[0] in ("projection_layer", "logit_scale") or k[-1] in (LORA_A, LORA_B)}
+    fresh = {k for k in traverse_util.flatten_dict(abstract) if is_created_parameter(k)}
     tx = make_optimizer(run.schedule, trainable=lora_trainable(abstract, fresh) if lora else None)
     abstract_opt = jax.eval_shape(tx.init, abstract)
     opt_sharding = part.optimizer_state_shardings(abstract_opt, abstract, specs, mesh, rules)
     batch_sharding = part.batch_sharding(mesh)
-    converter = model.loss.FEATURE_CONVERTER
-    from polyret.seqio_tasks import feature_converters as fc
-    if converter is fc.DualEncoderFeatureConverter and "negative_targets" in run.task_feature_lengths:
-        converter = fc.HardNegativeFeatureConverter
+    converter = model.loss.converter_class(run.task_feature_lengths)
     batch = abstract_batch(converter, run.task_feature_lengths, run.batch_size, run.rows)
 
     step = make_train_step(model, tx, run.schedule, rules, jax.random.PRNGKey(0))
@@ -239,11 +237,6 @@ def plan_memory(run: RunShapes, mesh_sizes: Mapping[str, int], devices: Sequence
         argument=int(stats.argument_size_in_bytes), output=int(stats.output_size_in_bytes),
         alias=int(stats.alias_size_in_bytes), generated_code=int(stats.generated_code_size_in_bytes),
         compile_seconds=seconds)
-
-
-def _flat_keys(tree: Any) -> list[tuple[str, ...]]:
-    from flax import traverse_util
-    return list(traverse_util.flatten_dict(tree))
 
 
 def _with(tree: Any, shardings: Any) -> Any:

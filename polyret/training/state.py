@@ -24,7 +24,7 @@ from polyret.models.model_folder import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, 
                                        load_model)
 from polyret.models.layer_stack import EXECUTION_ONLY_FIELDS
 from polyret.models.lora import LORA_A, LORA_B
-from polyret.models.retrieval_model import RetrievalModel, model_config_to_dict
+from polyret.models.retrieval_model import RetrievalModel, is_created_parameter, model_config_to_dict
 from polyret.seqio_tasks.hf_vocab import HfVocabulary
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig, TrainCheckpointer, abstract_like
@@ -70,7 +70,7 @@ def _initial_params(model: RetrievalModel, fresh: Any, shardings: Any, path: str
     loaded_flat = traverse_util.flatten_dict(loaded)
     name = lambda k: "/".join(k)
     unexpected = sorted(name(k) for k in loaded_flat if k not in flat)
-    missing = sorted(name(k) for k in flat if k not in loaded_flat and not _creatable_head(k))
+    missing = sorted(name(k) for k in flat if k not in loaded_flat and not is_created_parameter(k))
     wrong = [f"{name(k)} {np.shape(v)} (run expects {tuple(flat[k].shape)})" for k, v in loaded_flat.items()
              if k in flat and tuple(np.shape(v)) != tuple(flat[k].shape)]
     if unexpected or missing or wrong:
@@ -86,11 +86,6 @@ def _initial_params(model: RetrievalModel, fresh: Any, shardings: Any, path: str
         value = np.asarray(value, flat[key].dtype)
         flat[key] = jax.make_array_from_callback(value.shape, flat_shardings[key], lambda idx, v=value: v[idx])
     return traverse_util.unflatten_dict(flat), {k for k in flat if k not in loaded_flat}
-
-
-def _creatable_head(key: tuple[str, ...]) -> bool:
-    """Parameters a run may create on top of an imported encoder: projection heads, logit scale, LoRA."""
-    return key[0] in ("projection_layer", "logit_scale") or key[-1] in (LORA_A, LORA_B)
 
 
 def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabulary, lora_base: str | None,

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import gin
 import jax
@@ -166,7 +166,9 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     data = batched_dataset(
         dataset.mixture_or_task_name, dataset.task_feature_lengths, dataset.batch_size // jax.process_count(),
         model.feature_converter(task), shuffle=dataset.shuffle, seed=dataset.seed, shard_info=shard_info,
-        single_language_batches=dataset.single_language_batches, use_cached=dataset.use_cached)
+        single_language_batches=dataset.single_language_batches, use_cached=dataset.use_cached,
+        max_examples=dataset.max_examples, subsample_fraction=dataset.subsample_fraction,
+        subsample_seed=dataset.subsample_seed)
     batches = data.skip(state.step).as_numpy_iterator()  # resume at the same data position
 
     losses = _loop(state, step_fn, batches, batch_sharding, mesh, train_steps, dataset.batch_size, model_dir,
