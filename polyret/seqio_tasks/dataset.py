@@ -37,6 +37,11 @@ class DatasetConfig:
     # `cache_dirs` (added to seqio's global cache dirs) instead of tokenising on the fly.
     use_cached: bool = False
     cache_dirs: tuple[str, ...] = ()
+    # Train on a fixed random subset of the data (data-size sweeps): at most `max_examples` examples, or
+    # `subsample_fraction` of them, drawn once by `subsample_seed` (the same subset whatever `seed` is).
+    max_examples: int | None = None
+    subsample_fraction: float | None = None
+    subsample_seed: int = 0
 
 
 def run_dataset_config(gin_files: Sequence[str], bindings: Sequence[str] = (),
@@ -53,11 +58,13 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
                     feature_converter: seqio.FeatureConverter, split: str = "train", shuffle: bool = True,
                     seed: int | None = 0, shard_info: seqio.ShardInfo | None = None,
                     single_language_batches: bool = False, num_epochs: int | None = None,
-                    use_cached: bool = False) -> tf.data.Dataset:
+                    use_cached: bool = False, max_examples: int | None = None,
+                    subsample_fraction: float | None = None, subsample_seed: int = 0) -> tf.data.Dataset:
     """Batches of model features. With `single_language_batches`, every batch comes from one task of the
     mixture (SWIM-X's last 100K pre-training steps), tasks drawn by the mixture's rates; otherwise
     examples of all tasks are mixed within a batch. `use_cached`: read the tasks' offline caches (seqio's
-    global cache dirs, written by `polyret.seqio_tasks.caching`)."""
+    global cache dirs, written by `polyret.seqio_tasks.caching`). `max_examples` / `subsample_fraction`:
+    see `subsampled_batches`."""
     get = functools.partial(seqio.get_dataset, task_feature_lengths=task_feature_lengths, dataset_split=split,
                             shuffle=shuffle, seed=seed, shard_info=shard_info, feature_converter=feature_converter,
                             num_epochs=num_epochs, use_cached=use_cached)
@@ -74,6 +81,13 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
                              f"round-robin copies of a query in {mixture_or_task_name!r}: copies would straddle "
                              "two batches")
     rates = np.array([mixture.get_rate(t) if isinstance(mixture, seqio.Mixture) else 1.0 for t in tasks])
+    if max_examples is not None or subsample_fraction is not None:
+        if single_language_batches or grouped:
+            raise ValueError("max_examples / subsample_fraction cannot be combined with single-language or "
+                             "round-robin batches")
+        one_epoch = [get(t.name, shuffle=False, num_epochs=1) for t in tasks]
+        return subsampled_batches(one_epoch, batch_size, max_examples, subsample_fraction, subsample_seed,
+                                  shuffle, seed, num_epochs)
     if use_cached:
         names = [t.name for t in tasks]
         if batched_read_supported(names, feature_converter):  # same examples, read a batch at a time
@@ -85,6 +99,35 @@ def batched_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str
     batched = [get(t.name).batch(batch_size, drop_remainder=True).repeat() for t in tasks]
     return tf.data.Dataset.sample_from_datasets(batched, weights=list(rates / rates.sum()), seed=seed,
                                                 stop_on_empty_dataset=False)
+
+
+def subsampled_batches(one_epoch: Sequence[tf.data.Dataset], batch_size: int, max_examples: int | None,
+                       fraction: float | None, subsample_seed: int, shuffle: bool, seed: int | None,
+                       num_epochs: int | None) -> tf.data.Dataset:
+    """Batches from a fixed random subset of the examples of `one_epoch` (each task's examples once, in
+    file order): `max_examples` of them, or `fraction`, chosen uniformly by `subsample_seed` over all
+    tasks together (a mixture's rates are not applied: each task contributes its kept examples), kept
+    in memory, reshuffled by `seed` every epoch."""
+    if (max_examples is None) == (fraction is None):
+        raise ValueError("give one of max_examples and subsample_fraction")
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be at least 1, got {max_examples}")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ValueError(f"subsample_fraction must be in (0, 1], got {fraction}")
+    full = one_epoch[0]
+    for ds in one_epoch[1:]:
+        full = full.concatenate(ds)
+    total = int(full.reduce(np.int64(0), lambda count, _: count + 1))
+    keep = min(max_examples, total) if max_examples is not None else max(1, round(fraction * total))
+    if keep < batch_size:
+        raise ValueError(f"the subset holds {keep} examples, fewer than one batch of {batch_size}")
+    chosen = np.zeros(total, bool)
+    chosen[np.random.default_rng(subsample_seed).permutation(total)[:keep]] = True
+    mask = tf.constant(chosen)
+    subset = full.enumerate().filter(lambda i, _: tf.gather(mask, i)).map(lambda _, x: x).cache()
+    if shuffle:
+        subset = subset.shuffle(keep, seed=seed, reshuffle_each_iteration=True)
+    return subset.repeat(num_epochs).batch(batch_size, drop_remainder=True)
 
 
 # ------------------------------------------------- cached tasks read a batch at a time
