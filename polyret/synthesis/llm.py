@@ -34,6 +34,7 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # why this prompt produced no text (after retries)
+    status: int | None = None  # the server's last HTTP status when it answered with an error
 
 
 @dataclasses.dataclass
@@ -172,12 +173,13 @@ class OpenAIBackend:
                 await asyncio.sleep(self._backoff(attempt, e))
                 continue
             except (openai.APIStatusError, openai.APIResponseValidationError) as e:
-                return self._failed(f"{type(e).__name__}: {e}")
+                return self._failed(f"{type(e).__name__}: {e}", getattr(e, "status_code", None))
             return self._parse_response(response)
         if isinstance(last, openai.APIConnectionError) and not isinstance(last, openai.APITimeoutError):
             raise LLMUnreachable(redact(f"cannot reach the LLM server at {cfg.base_url or 'api.openai.com'} "
                                         f"after {cfg.max_retries + 1} attempts: {last}")) from None
-        return self._failed(f"gave up after {cfg.max_retries + 1} attempts: {type(last).__name__}: {last}")
+        return self._failed(f"gave up after {cfg.max_retries + 1} attempts: {type(last).__name__}: {last}",
+                            getattr(last, "status_code", None))
 
     def _parse_response(self, response: Any) -> Completion:
         try:
@@ -193,11 +195,11 @@ class OpenAIBackend:
         self.usage.completion_tokens += completion.completion_tokens
         return completion
 
-    def _failed(self, error: str) -> Completion:
+    def _failed(self, error: str, status: int | None = None) -> Completion:
         self.usage.failures += 1
         error = redact(error)  # server error bodies may echo the request headers, API key included
         log.warning("LLM request failed: %s", error)
-        return Completion(error=error)
+        return Completion(error=error, status=status)
 
 
 class TransformersBackend:
