@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from polyret.models.attention import attention, check_attention_impl, choose_impl, explicit_attention
 from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
@@ -67,10 +68,12 @@ class BertConfig:
     param_dtype: str = "float32"
     lora: LoraConfig | None = None
     scan_layers: bool = False  # one scanned layer body (compiles once); same parameter layout either way
-    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" (polyret/models/layer_stack.py)
+    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" | ... (polyret/models/layer_stack.py)
+    attention_impl: str = "auto"  # "auto" | "xla" | "cudnn" (polyret/models/attention.py)
 
     def __post_init__(self):
         check_stack_options("BertConfig", self.scan_layers, self.remat_policy)
+        check_attention_impl("BertConfig", self.attention_impl)
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"BertConfig.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}")
         if self.hidden_act not in HIDDEN_ACTS:
@@ -209,7 +212,7 @@ class SelfAttention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         h = cfg.hidden_size
         q = _dense(cfg, h, ("embed", "joined_kv"), "query")(x, deterministic)
@@ -218,11 +221,13 @@ class SelfAttention(nn.Module):
         split = lambda t: nn.with_logical_constraint(
             t.reshape(t.shape[:2] + (cfg.num_heads, cfg.head_dim)), ("batch", "length", "heads", "kv"))
         q, k, v = split(q), split(k), split(v)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        logits = logits * (cfg.head_dim ** -0.5) + bias
-        weights = jax.nn.softmax(logits, axis=-1)
-        weights = nn.Dropout(cfg.attention_dropout_rate)(weights, deterministic=deterministic)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(jnp.dtype(cfg.dtype)), v).reshape(x.shape[:2] + (h,))
+        impl = choose_impl(cfg.attention_impl, q, False, not deterministic and cfg.attention_dropout_rate > 0)
+        if impl == "explicit":
+            drop = lambda w: nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=deterministic)
+            out = explicit_attention(q, k, v, None, key_mask, cfg.head_dim ** -0.5, drop)
+        else:
+            out = attention(q, k, v, None, key_mask, cfg.head_dim ** -0.5, impl)
+        out = out.reshape(x.shape[:2] + (h,))
         return _dense(cfg, h, ("joined_kv", "embed"), "out")(out, deterministic)
 
 
@@ -241,10 +246,10 @@ class EncoderLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, key_mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
         drop = nn.Dropout(cfg.hidden_dropout_rate)
-        h = SelfAttention(cfg, name="attention")(x, bias, deterministic)
+        h = SelfAttention(cfg, name="attention")(x, key_mask, deterministic)
         x = _norm(cfg, "attention_layer_norm")(x + drop(h, deterministic=deterministic))
         h = MLP(cfg, name="mlp")(x, deterministic)
         x = _norm(cfg, "mlp_layer_norm")(x + drop(h, deterministic=deterministic))
@@ -258,9 +263,9 @@ class BertStack(nn.Module):
 
     @nn.compact
     def __call__(self, embedded: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
-        # Masked keys get the most negative float32 (HF's choice), added to float32 logits.
-        bias = jnp.where(attention_mask[:, None, None, :], 0.0, jnp.finfo(jnp.float32).min)
-        return run_layers(self, EncoderLayer, self.config, self.config.num_layers, embedded, bias, deterministic)
+        # The key mask [batch, L] goes to the attention as is (polyret/models/attention.py).
+        return run_layers(self, EncoderLayer, self.config, self.config.num_layers, embedded, attention_mask,
+                          deterministic)
 
 
 class BertEncoder(nn.Module):

@@ -12,9 +12,14 @@ the layer weights per step (and one of their gradients), which is small beside t
 training step (benchmarks/RESULTS.md, "scan and remat"). Initialisation always runs the loop, so a seed
 gives the same weights scanned or not.
 
-Rematerialisation (`remat_policy`): 'none'; 'full' (keep only each layer's input, recompute the rest in
-the backward pass); 'dots_saveable' (keep the results of matmuls without batch dimensions, i.e. the
-projections, recompute elementwise work and attention).
+Rematerialisation (`remat_policy`), cheapest in compute first (`REMAT_POLICIES` keeps this order, and
+`polyret plan --remat_policy auto` takes the first that fits):
+  'none'           keep every activation the backward pass needs;
+  'dots_saveable'  keep the results of matmuls without batch dimensions (the q/k/v/out projections and the
+                   MLP: nearly all FLOPs), recompute elementwise work and attention (a few % of the FLOPs);
+  'offload_dots'   the same matmul results, kept in pinned host memory instead of HBM (jax host offload:
+                   GPU and TPU; costs the transfers, frees the device);
+  'full'           keep only each layer's input, recompute the whole layer (about +33% FLOPs).
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-REMAT_POLICIES = ("none", "full", "dots_saveable")
+REMAT_POLICIES = ("none", "dots_saveable", "offload_dots", "full")
 # Encoder config fields that change how the layers run, never the parameters: a resumed run may change them.
-EXECUTION_ONLY_FIELDS = ("scan_layers", "remat_policy")
+EXECUTION_ONLY_FIELDS = ("scan_layers", "remat_policy", "attention_impl")
 
 _LAYER = re.compile(r"layers_(\d+)$")
 
@@ -41,12 +46,19 @@ def check_stack_options(owner: str, scan_layers: bool, remat_policy: str) -> Non
         raise ValueError(f"{owner}.scan_layers must be True or False, got {scan_layers!r}")
 
 
+def checkpoint_policy(policy: str) -> Any:
+    """A `remat_policy` name -> the jax.checkpoint policy (None: save nothing but the layer's input)."""
+    policies = jax.checkpoint_policies
+    return {"full": None, "dots_saveable": policies.dots_with_no_batch_dims_saveable,
+            "offload_dots": policies.offload_dot_with_no_batch_dims("device", "pinned_host")}[policy]
+
+
 def _remat(layer_cls: type[nn.Module], policy: str) -> type[nn.Module]:
     if policy == "none":
         return layer_cls
-    checkpoint_policy = None if policy == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    checkpoint_policy_ = checkpoint_policy(policy)
     # Argument 3 of `layer(x, bias, deterministic)` (self is 0) is a Python bool: static.
-    return nn.remat(layer_cls, policy=checkpoint_policy, prevent_cse=True, static_argnums=(3,))
+    return nn.remat(layer_cls, policy=checkpoint_policy_, prevent_cse=True, static_argnums=(3,))
 
 
 def stacked_view(params: dict[str, Any]) -> dict[str, Any]:

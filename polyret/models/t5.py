@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from polyret.models.attention import attention, check_attention_impl, choose_impl, explicit_attention
 from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
@@ -51,12 +52,14 @@ class T5Config:
     param_dtype: str = "float32"
     lora: LoraConfig | None = None
     scan_layers: bool = False  # one scanned layer body (compiles once); same parameter layout either way
-    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" (polyret/models/layer_stack.py)
+    remat_policy: str = "none"  # "none" | "full" | "dots_saveable" | ... (polyret/models/layer_stack.py)
+    attention_impl: str = "auto"  # "auto" | "xla" | "cudnn" (polyret/models/attention.py)
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"T5Config.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         check_stack_options("T5Config", self.scan_layers, self.remat_policy)
+        check_attention_impl("T5Config", self.attention_impl)
 
     @property
     def gated(self) -> bool:
@@ -149,9 +152,10 @@ class SelfAttention(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, bias_and_mask: tuple[jax.Array, jax.Array], deterministic: bool) -> jax.Array:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
+        bias, key_mask = bias_and_mask  # [1, heads, L, L] float32 relative-position bias; [batch, L] bool
         inner = cfg.num_heads * cfg.d_kv
 
         def dense(name, features, axes, stddev):
@@ -165,10 +169,14 @@ class SelfAttention(nn.Module):
         split = lambda t: nn.with_logical_constraint(
             t.reshape(t.shape[:2] + (cfg.num_heads, cfg.d_kv)), ("batch", "length", "heads", "kv"))
         q, k, v = split(q), split(k), split(v)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) + bias
-        weights = jax.nn.softmax(logits, axis=-1)
-        weights = nn.Dropout(cfg.dropout_rate)(weights, deterministic=deterministic).astype(dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(x.shape[:2] + (inner,))
+        # T5 applies no 1/sqrt(d): scale 1.
+        impl = choose_impl(cfg.attention_impl, q, True, not deterministic and cfg.dropout_rate > 0)
+        if impl == "explicit":
+            drop = lambda w: nn.Dropout(cfg.dropout_rate)(w, deterministic=deterministic)
+            out = explicit_attention(q, k, v, bias, key_mask, 1.0, drop)
+        else:
+            out = attention(q, k, v, bias, key_mask, 1.0, impl)
+        out = out.reshape(x.shape[:2] + (inner,))
         return dense("out", cfg.d_model, ("joined_kv", "embed"), inner ** -0.5)(out, deterministic)
 
 
@@ -196,12 +204,13 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x: jax.Array, bias: jax.Array, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, bias_and_mask: tuple[jax.Array, jax.Array], deterministic: bool) -> jax.Array:
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                                     name=name)
         drop = nn.Dropout(cfg.dropout_rate)
-        h = SelfAttention(cfg, name="attention")(norm("pre_attention_layer_norm")(x), bias, deterministic)
+        h = SelfAttention(cfg, name="attention")(norm("pre_attention_layer_norm")(x), bias_and_mask,
+                                                   deterministic)
         x = x + drop(h, deterministic=deterministic)
         h = MLP(cfg, name="mlp")(norm("pre_mlp_layer_norm")(x), deterministic)
         x = x + drop(h, deterministic=deterministic)
@@ -218,9 +227,10 @@ class EncoderStack(nn.Module):
         cfg = self.config
         length = embedded.shape[1]
         bias = RelativePositionBias(cfg, name="relpos_bias")(length, length)
-        bias = bias + jnp.where(attention_mask[:, None, None, :], 0.0, -1e10)
         x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
-        x = run_layers(self, EncoderLayer, cfg, cfg.num_layers, x, bias, deterministic)
+        # The bias [1, heads, L, L] and the key mask [batch, L] travel apart: a fused kernel takes the
+        # padding as key lengths, and no [batch, heads, L, L] tensor is built outside the attention.
+        x = run_layers(self, EncoderLayer, cfg, cfg.num_layers, x, (bias, attention_mask), deterministic)
         x = RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                     name="encoder_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)

@@ -13,9 +13,8 @@ from flax import traverse_util
 
 from polyret.models import bert, t5, towers
 from polyret.models.model_folder import load_model, save_model
-from polyret.models.hf import export_hf
 from polyret.models.lora import LoraConfig
-from polyret.models.retrieval_model import build_model
+from polyret.models.retrieval_model import build_model, export_hf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,6 +71,7 @@ CASES = {  # every family and tower kind, every policy, scanned and looped
     "xlmr-dual-scan+dots": (XLMR_4, False, dict(scan_layers=True, remat_policy="dots_saveable")),
     "xlmr-colbert-scan": (XLMR_4, True, dict(scan_layers=True)),
     "xlmr-colbert-loop+full": (XLMR_4, True, dict(remat_policy="full")),
+    "mt5-dual-scan+offload": (T5_4, False, dict(scan_layers=True, remat_policy="offload_dots")),
 }
 
 
