@@ -1,5 +1,5 @@
 """Kill-and-resume (SIGKILL after a checkpoint) ends where an uninterrupted run ends; configuration
-mistakes fail with one line before compilation; the paper runs carry the papers' settings."""
+mistakes fail with one line before compilation. (The paper runs' settings: tests/seqio_tasks/test_paper_recipes.py.)"""
 
 import os
 import signal
@@ -7,12 +7,10 @@ import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
 
 from training_helpers import HELPER, ROOT, load_result, run_training
-from polyret import GIN_CONFIGS_DIR
 
 
 def _flags(model_dir, data_dir, steps=8):
@@ -62,59 +60,3 @@ def test_configuration_errors_are_one_line_before_compiling(tmp_path, data_dir, 
     assert last.startswith("polyret train: ") and message in last, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "m" / "checkpoints").exists()
-
-
-# Values from DESIGN.md ("Papers' settings").
-PAPER_SETTINGS = {
-    "swimx_xor.gin": {"train.batch_size": 4096, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3,
-                      "pooling": "mean", "projection_dim": 768, "l2_norm": True, "logit_scale": 100.0,
-                      "bidirectional": True, "preset": "mt5_base"},
-    "swimx_miracl.gin": {"train.batch_size": 4096, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3},
-    "swimx_xtreme_up.gin": {"train.batch_size": 1024, "lengths": {"inputs": 64, "targets": 256}, "lr": 1e-3},
-    "swimx_mc4_pretrain.gin": {"train.batch_size": 8192, "lr": 1e-3, "steps": 500000, "single": False},
-    "swimx_mc4_pretrain_single_language.gin": {"train.batch_size": 8192, "lr": 1e-3, "steps": 600000,
-                                               "single": True},
-    "mtd_colbert.gin": {"lengths": {"inputs": 32, "passages": 180}, "colbert_dim": 128, "passages": 6, "top_n": 50,
-                        "loss": "KLDistillationLoss", "optimizer": "adamw", "lr": 5e-6, "schedule": "constant",
-                        "steps": 200000, "train.batch_size": 64, "strategy": "mix_passages"},
-    "mtd_colbert_mix_entries.gin": {"passages": 6, "strategy": "mix_entries", "lr": 5e-6},
-    "mtd_colbert_round_robin.gin": {"passages": 2, "strategy": "round_robin", "lr": 5e-6},
-}
-
-
-@pytest.mark.parametrize("run", sorted(PAPER_SETTINGS))
-def test_paper_runs_carry_the_papers_settings(run):
-    import polyret.training.trainer  # noqa: F401
-    import polyret.seqio_tasks.template_tasks  # noqa: F401
-    gin.clear_config()
-    gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
-    try:
-        gin.parse_config_files_and_bindings([str(GIN_CONFIGS_DIR / "runs" / run)], [], finalize_config=False)
-        q = gin.query_parameter
-        expected = PAPER_SETTINGS[run]
-        checks = {
-            "train.batch_size": lambda: q("%BATCH_SIZE"),
-            "lengths": lambda: q("%TASK_FEATURE_LENGTHS"),
-            "lr": lambda: q("learning_rate_schedule.base_learning_rate"),
-            "pooling": lambda: q("DualEncoderConfig.pooling"),
-            "projection_dim": lambda: q("DualEncoderConfig.projection_dim"),
-            "l2_norm": lambda: q("DualEncoderConfig.l2_norm"),
-            "logit_scale": lambda: q("DualEncoderConfig.logit_scale"),
-            "bidirectional": lambda: q("ContrastiveLoss.bidirectional"),
-            "preset": lambda: q("t5_config.preset"),
-            "steps": lambda: q("%TRAIN_STEPS"),
-            "single": lambda: q("DatasetConfig.single_language_batches"),
-            "colbert_dim": lambda: q("ColBERTConfig.projection_dim"),
-            "passages": lambda: q("%MTD_PASSAGES"),
-            "top_n": lambda: q("mtd_data_setup.top_n"),
-            "loss": lambda: q("train.loss").selector.split(".")[-1],
-            "optimizer": lambda: q("make_optimizer.optimizer").selector.split(".")[-1],
-            "schedule": lambda: q("learning_rate_schedule.schedule"),
-            "strategy": lambda: q("%MTD_STRATEGY"),
-        }
-        for name, value in expected.items():
-            assert checks[name]() == value, (run, name)
-        if run.startswith("mtd"):
-            assert q("ColBERTConfig.query_length") == 32
-    finally:
-        gin.clear_config()
