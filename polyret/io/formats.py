@@ -14,6 +14,7 @@ import gzip
 import io
 import itertools
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,19 @@ from polyret.io.languages import normalize_language
 
 
 class SkipCounter(collections.Counter):
-    """Reasons -> number of skipped lines."""
+    """Reasons -> number of skipped lines. `note(error)` counts a skipped record by its reason and, when
+    `log_first` > 0, logs that many of them with their `file:line` (then only counts)."""
+
+    log_first = 0
+
+    def note(self, error: Exception, reason: str | None = None) -> None:
+        reason = reason or (str(error).split(": ", 1)[1] if ": " in str(error) else str(error))
+        self.update([reason])
+        total = sum(self.values())
+        if total <= self.log_first:
+            logging.getLogger("polyret.data").warning("skipped bad record: %s", error)
+            if total == self.log_first:
+                logging.getLogger("polyret.data").warning("further bad records are counted, not logged")
 
     def report(self) -> str:
         return ", ".join(f"{n} {reason}" for reason, n in sorted(self.items())) or "nothing skipped"
@@ -92,7 +105,7 @@ def iter_objects(path: str | os.PathLike, required: dict[str, type | tuple[type,
         except DataError as e:
             if not skip_bad:
                 raise
-            skipped is not None and skipped.update([str(e).split(": ", 1)[1]])
+            skipped is not None and skipped.note(e)
             continue
         yield row, obj
 
@@ -114,12 +127,12 @@ def iter_jsonl(path: str | os.PathLike, required: dict[str, type | tuple[type, .
             err = DataError(path, line_no, f"malformed JSON: {e.msg} (column {e.colno})")
             if not skip_bad:
                 raise err from e
-            skipped is not None and skipped.update(["malformed JSON"])
+            skipped is not None and skipped.note(err, "malformed JSON")
             continue
         except DataError as e:
             if not skip_bad:
                 raise
-            skipped is not None and skipped.update([str(e).split(": ", 1)[1]])
+            skipped is not None and skipped.note(e)
             continue
         yield line_no, obj
 

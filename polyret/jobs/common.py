@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from polyret.configuration import GinConfigError, parse_gin  # noqa: F401  (re-exported for the jobs)
-from polyret.errors import ServiceUnreachable
+from polyret.errors import DiskFull, Preempted, ServiceUnreachable
 from polyret.io.secrets import redact
 
 
@@ -210,6 +210,9 @@ def run_main(job: str, body: Callable[[], int | None],
              extra_expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
     The LLM server gone for good: one line and a hint to rerun (everything written is kept), return 1.
+    Stopped on SIGTERM/SIGINT after saving (`Preempted`): its one line, return 128 + the signal (143 for
+    SIGTERM: schedulers requeue on it, see README "Outputs are never lost"). A full disk (`DiskFull`):
+    one line naming the folder and the bytes needed, return 1 (what existed before is intact).
     Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
     try:
         try:
@@ -221,6 +224,12 @@ def run_main(job: str, body: Callable[[], int | None],
         return 130
     except Exception as wrapped:  # noqa: BLE001 (classified below; the rest is re-raised)
         error = unwrap_gin(wrapped)
+        if isinstance(error, Preempted):
+            print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
+            return 128 + error.signum
+        if isinstance(error, DiskFull):
+            print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
+            return 1
         if isinstance(error, ServiceUnreachable):
             print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
                   "again to resume.", file=sys.stderr)

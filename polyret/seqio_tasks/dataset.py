@@ -37,6 +37,9 @@ class DatasetConfig:
     # `cache_dirs` (added to seqio's global cache dirs) instead of tokenising on the fly.
     use_cached: bool = False
     cache_dirs: tuple[str, ...] = ()
+    # A bad record (file:line: field: what is wrong) stops the run after a checkpoint; with
+    # skip_bad_records it is skipped, counted and logged, and the run's summary says how many.
+    skip_bad_records: bool = False
     # Train on a fixed random subset of the data (data-size sweeps): at most `max_examples` examples, or
     # `subsample_fraction` of them, drawn once by `subsample_seed` (the same subset whatever `seed` is).
     max_examples: int | None = None

@@ -8,6 +8,7 @@ reading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -18,6 +19,33 @@ from polyret.io.formats import (DataError, SkipCounter, iter_jsonl, iter_objects
 from polyret.io.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")
+
+
+class BadRecords:
+    """What the training readers do with a bad record, for the run in progress (`bad_record_policy`):
+    raise (the default; `error` keeps the DataError so the trainer can report it after checkpointing,
+    as it reaches the trainer wrapped by tf.data) or, with `skip`, count it in `skipped` and log the
+    first few with their file:line. The readers run in tf.data's threads, hence a process-wide object."""
+
+    def __init__(self):
+        self.skip = False
+        self.skipped = SkipCounter()
+        self.error: DataError | None = None
+
+
+BAD_RECORDS = BadRecords()
+
+
+@contextlib.contextmanager
+def bad_record_policy(skip: bool, log_first: int = 10) -> Iterator[BadRecords]:
+    """Within the block the training readers skip (and count) or raise on bad records; returns the
+    policy, whose `skipped` counter the trainer reports in its summary."""
+    BAD_RECORDS.skip, BAD_RECORDS.skipped, BAD_RECORDS.error = skip, SkipCounter(), None
+    BAD_RECORDS.skipped.log_first = log_first
+    try:
+        yield BAD_RECORDS
+    finally:
+        BAD_RECORDS.skip = False
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -35,13 +63,15 @@ def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
     """SWIM-IR JSONL or parquet (the Hub release; fields `_id, lang, code, query, title, text`) -> inputs
     (query), targets (title + text), language (`code`, aliases such as the datacard's `hn` mapped)."""
     fields = {"_id": (str, int), "lang": str, "code": str, "query": str, "title": str, "text": str}
+    skip_bad = skip_bad or BAD_RECORDS.skip
+    skipped = BAD_RECORDS.skipped if skipped is None and BAD_RECORDS.skip else skipped
     for line_no, obj in iter_objects(path, fields, nonempty=("query", "text"), skip_bad=skip_bad, skipped=skipped):
         try:
             language = check_language(obj["code"], path, line_no, "code")
-        except DataError:
+        except DataError as e:
             if not skip_bad:
                 raise
-            skipped is not None and skipped.update(["unknown language code"])
+            skipped is not None and skipped.note(e, "unknown language code")
             continue
         example = {"inputs": obj["query"], "targets": join_title(obj["title"], obj["text"]),
                    "query_id": str(obj["_id"]), "language": language}
@@ -72,24 +102,38 @@ def hard_negative_examples(path: str | os.PathLike, num_negatives: int, seed: in
     Emits exactly `num_negatives` negatives: sampled without replacement when more are given, padded
     with empty strings (which tokenise to all-padding rows the loss masks) when fewer.
     """
-    for line_no, obj in iter_jsonl(path, {"query": str}, nonempty=("query",)):
-        if "positive_passages" in obj:
-            if not obj["positive_passages"]:
-                raise DataError(path, line_no, "field 'positive_passages' is empty")
-            positive = _passage_text(obj["positive_passages"][0], path, line_no, "positive_passages")
-            negatives = obj.get("negative_passages", [])
-            neg_field = "negative_passages"
-        elif "positive" in obj:
-            positive = _passage_text(obj["positive"], path, line_no, "positive")
-            negatives, neg_field = obj.get("negatives", []), "negatives"
-        else:
-            raise DataError(path, line_no, "field 'positive' (or 'positive_passages') is missing")
-        negatives = [_passage_text(n, path, line_no, neg_field) for n in negatives]
-        if len(negatives) > num_negatives:
-            keep = sorted(_rng(seed, line_no).choice(len(negatives), num_negatives, replace=False))
-            negatives = [negatives[i] for i in keep]
-        negatives += [""] * (num_negatives - len(negatives))
-        yield {"inputs": obj["query"], "targets": positive, "negative_targets": negatives}
+    skip = BAD_RECORDS.skip
+    for line_no, obj in iter_jsonl(path, {"query": str}, nonempty=("query",), skip_bad=skip,
+                                   skipped=BAD_RECORDS.skipped if skip else None):
+        try:
+            example = _hard_negative_example(path, line_no, obj, num_negatives, seed)
+        except DataError as e:
+            if not skip:
+                raise
+            BAD_RECORDS.skipped.note(e)
+            continue
+        yield example
+
+
+def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, seed: int) -> dict[str, Any]:
+    """One record -> an example (raises DataError naming the line and field)."""
+    if "positive_passages" in obj:
+        if not obj["positive_passages"]:
+            raise DataError(path, line_no, "field 'positive_passages' is empty")
+        positive = _passage_text(obj["positive_passages"][0], path, line_no, "positive_passages")
+        negatives = obj.get("negative_passages", [])
+        neg_field = "negative_passages"
+    elif "positive" in obj:
+        positive = _passage_text(obj["positive"], path, line_no, "positive")
+        negatives, neg_field = obj.get("negatives", []), "negatives"
+    else:
+        raise DataError(path, line_no, "field 'positive' (or 'positive_passages') is missing")
+    negatives = [_passage_text(n, path, line_no, neg_field) for n in negatives]
+    if len(negatives) > num_negatives:
+        keep = sorted(_rng(seed, line_no).choice(len(negatives), num_negatives, replace=False))
+        negatives = [negatives[i] for i in keep]
+    negatives += [""] * (num_negatives - len(negatives))
+    return {"inputs": obj["query"], "targets": positive, "negative_targets": negatives}
 
 
 # -------------------------------------------------------------------------------- translated distillation

@@ -59,11 +59,15 @@ def _generator_source(make_examples: Callable[[], Iterator[dict[str, Any]]], sig
 
     def chunks() -> Iterator[dict[str, np.ndarray]]:
         buffer: list[dict[str, Any]] = []
-        for example in make_examples():
-            buffer.append(example)
-            if len(buffer) == chunk_size:
-                yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
-                buffer = []
+        try:
+            for example in make_examples():
+                buffer.append(example)
+                if len(buffer) == chunk_size:
+                    yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
+                    buffer = []
+        except ex.DataError as e:  # tf.data wraps it; the trainer reports the original after checkpointing
+            ex.BAD_RECORDS.error = e
+            raise
         if buffer:
             yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}
 

@@ -146,9 +146,9 @@ def setup_state(model: RetrievalModel, mesh: Mesh, rules: part.Rules, model_dir:
     _write_run_files(model_dir, model, vocab, initial_checkpoint_path if lora else None, resuming=state.step > 0)
     if state.step:
         saved_sharding = split_lora(param_sharding) if lora else param_sharding
-        restored, state.opt_state = checkpointer.restore(state.step, abstract_like(state.saved_params(),
-                                                                                   saved_sharding),
-                                                         abstract_like(opt_state, opt_sharding))
+        # The newest step that reads back; a damaged later one is moved aside with a warning.
+        state.step, restored, state.opt_state = checkpointer.restore_latest(
+            abstract_like(state.saved_params(), saved_sharding), abstract_like(opt_state, opt_sharding))
         flat = traverse_util.flatten_dict(params)
         flat.update(traverse_util.flatten_dict(restored))
         state.params = traverse_util.unflatten_dict(flat)

@@ -10,7 +10,6 @@ an optional dev-set evaluation (`EvalConfig`) runs every N steps. Configured wit
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -25,10 +24,12 @@ from flax import linen as nn
 from tqdm.auto import tqdm
 
 from polyret.configuration import parse_gin
+from polyret.io import preemption
 from polyret.models.losses import Loss
 from polyret.models.retrieval_model import RetrievalModel, build_model
 from polyret.models.towers import ModelConfig
 from polyret.seqio_tasks.dataset import DatasetConfig, batched_dataset
+from polyret.seqio_tasks.examples import BAD_RECORDS, bad_record_policy
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig
 from polyret.training.optimizers import learning_rate_schedule
@@ -56,6 +57,7 @@ class TrainResult:
     step: int
     losses: list[float]  # the loss at every log step
     model_dir: Path
+    skipped_records: int = 0  # bad records skipped (DatasetConfig.skip_bad_records), all hosts
 
 
 def make_train_step(model: RetrievalModel, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -171,12 +173,34 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
         subsample_seed=dataset.subsample_seed)
     batches = data.skip(state.step).as_numpy_iterator()  # resume at the same data position
 
-    losses = _loop(state, step_fn, batches, batch_sharding, mesh, train_steps, dataset.batch_size, model_dir,
-                   log_every, dev, progress)
+    # SIGTERM/SIGINT: finish the step, checkpoint it, stop (multi-process: at the step all hosts agree on).
+    with preemption.graceful_stop(forward_sigint_to_sigterm=jax.process_count() > 1), \
+            bad_record_policy(dataset.skip_bad_records) as bad_records:
+        losses = _loop(state, step_fn, batches, batch_sharding, mesh, train_steps, dataset.batch_size, model_dir,
+                       log_every, dev, progress)
+    skipped = _sum_over_hosts(sum(bad_records.skipped.values()))
     if jax.process_index() == 0 and progress:
         print(f"trained to step {state.step} in {time.time() - start_time:.1f} s; checkpoints in "
-              f"{state.checkpointer.directory}")
-    return TrainResult(state.params, state.step, losses, model_dir)
+              f"{state.checkpointer.directory}"
+              + (f"; skipped {skipped} bad records ({bad_records.skipped.report()} on host 0; see the log)"
+                 if dataset.skip_bad_records else ""))
+    return TrainResult(state.params, state.step, losses, model_dir, skipped)
+
+
+def _sum_over_hosts(n: int) -> int:
+    if jax.process_count() == 1:
+        return n
+    from jax.experimental import multihost_utils
+    return int(np.sum(multihost_utils.process_allgather(np.array([n], np.int64))))
+
+
+@jax.jit
+def _track_nonfinite(first: tuple[jax.Array, jax.Array], loss: jax.Array, step: jax.Array
+                     ) -> tuple[jax.Array, jax.Array]:
+    """(first step with a non-finite loss or -1, that loss), updated on the device: the loop reads it
+    only at log and checkpoint steps, yet reports the exact step."""
+    new = (first[0] < 0) & ~jnp.isfinite(loss)
+    return jnp.where(new, step, first[0]), jnp.where(new, loss, first[1]).astype(jnp.float32)
 
 
 def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, train_steps: int, batch_size: int,
@@ -189,23 +213,33 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
     losses: list[float] = []
     window_start, window_steps, window_tokens = time.time(), 0, 0
     postfix: dict[str, str] = {}
+    nonfinite = (jnp.int32(-1), jnp.float32(0))
+    multi_process = jax.process_count() > 1
     # jax.set_mesh (not `with mesh:`, which no longer defines the mesh flax reads): without it every
     # nn.with_logical_constraint in the models is a no-op and FSDP replicates the activations' batch.
     with jax.set_mesh(mesh):
         while state.step < train_steps:
-            local = next(batches)
+            try:
+                local = next(batches)
+            except Exception as e:  # noqa: BLE001 (a bad record reaches us wrapped by tf.data)
+                _stop_on_bad_record(e, state, nonfinite)
             batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
             state.params, state.opt_state, metrics = step_fn(state.params, state.opt_state, batch,
                                                              jnp.int32(state.step))
             state.step += 1
+            nonfinite = _track_nonfinite(nonfinite, metrics["loss"], jnp.int32(state.step))
             window_steps += 1
             window_tokens += sum(int(np.count_nonzero(v)) for k, v in local.items() if k.endswith("tokens"))
             last = state.step == train_steps
+            # A stop was asked (SIGTERM/SIGINT): this step is checkpointed and the run stops. Several
+            # processes agree on the step through JAX's preemption sync point (no collective per step).
+            preempted = (state.checkpointer.reached_preemption(state.step) if multi_process
+                         else preemption.requested() is not None)
             # The only device -> host sync of the loop: at log steps, and before a checkpoint is written
             # so that a non-finite loss never replaces the last good checkpoint.
-            if state.step % log_every == 0 or last or state.checkpointer.should_save(state.step):
+            if state.step % log_every == 0 or last or preempted or state.checkpointer.should_save(state.step):
+                _stop_if_not_finite(nonfinite, state)
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                _stop_if_not_finite(scalars["loss"], state)
                 elapsed = max(time.time() - window_start, 1e-9)
                 scalars.update(examples_per_second=window_steps * batch_size / elapsed,
                                tokens_per_second=window_tokens * jax.process_count() / elapsed)
@@ -213,7 +247,13 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
                 losses.append(scalars["loss"])
                 postfix.update(loss=f"{scalars['loss']:.4f}", acc=f"{scalars.get('accuracy', 0):.3f}")
                 window_start, window_steps, window_tokens = time.time(), 0, 0
-            state.checkpointer.save(state.step, state.saved_params(), state.opt_state, force=last)
+            state.checkpointer.save(state.step, state.saved_params(), state.opt_state, force=last or preempted)
+            if preempted:
+                state.checkpointer.wait()  # committed before we say so
+                bar.close()
+                writer.flush()
+                preemption.stop_here(f"preempted at step {state.step}; checkpoint written; rerun the same "
+                                     "command to resume")
             if dev is not None and (state.step % dev.config.every == 0 or last):
                 dev_scores = dev(state.params)
                 writer.write_scalars(state.step, dev_scores)
@@ -227,13 +267,34 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
     return losses
 
 
-def _stop_if_not_finite(loss: float, state: TrainState) -> None:
-    if math.isfinite(loss):
+def _stop_if_not_finite(nonfinite: tuple[jax.Array, jax.Array], state: TrainState) -> None:
+    step = int(jax.device_get(nonfinite[0]))
+    if step < 0:
         return
     state.checkpointer.wait()
     good = state.checkpointer.latest_step()
-    raise FloatingPointError(f"step {state.step}: loss is {loss}; stopped. The last good checkpoint "
-                             f"(step {good}) is kept in {state.checkpointer.directory}")
+    raise FloatingPointError(f"step {step}: loss is {float(jax.device_get(nonfinite[1]))}; stopped at step "
+                             f"{state.step}. The last good checkpoint (step {good}) is kept in "
+                             f"{state.checkpointer.directory}")
+
+
+def _stop_on_bad_record(error: Exception, state: TrainState, nonfinite: tuple[jax.Array, jax.Array]) -> None:
+    """The data failed: a bad record (found by a reader, `file:line: field: what is wrong`) stops the run
+    after checkpointing the step reached; anything else is re-raised. Several processes: the others
+    cannot join a save now, so the last periodic checkpoint is what is kept."""
+    bad = BAD_RECORDS.error
+    if bad is None:
+        raise error
+    if jax.process_count() == 1 and state.step > 0:
+        _stop_if_not_finite(nonfinite, state)
+        state.checkpointer.save(state.step, state.saved_params(), state.opt_state, force=True)
+        state.checkpointer.wait()
+        kept = f"stopped at step {state.step} (checkpoint written)"
+    else:
+        kept = f"stopped at step {state.step} (the checkpoint of step {state.checkpointer.latest_step()} is kept)"
+    bad.args = (f"{bad}; {kept}; fix the record or set --gin.DatasetConfig.skip_bad_records=True, then run "
+                "the same command again to resume",)
+    raise bad from None
 
 
 def train_from_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] | str = (),
