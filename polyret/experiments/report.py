@@ -1,0 +1,266 @@
+"""A study's report from stored per-query scores: report.json, report.md and PNG plots, plus the verdict on
+the study's claim. Reusable by any tool with per-query scores per arm and seed (`build_report`).
+
+Analysis (polyret.experiments.stats): per evaluation set and, with several sets, on all their queries pooled
+(the primary analysis then), each arm's mean with a 95% CI over queries (seed-averaged) and over seeds; each
+arm against the baseline by a paired t-test on seed-averaged per-query scores (Wilcoxon beside it), Holm-
+corrected over the arms; TOST with the study's margin where the claim is equivalence or a plateau.
+Verdicts: better -> reproduced when the arm beats the baseline significantly, not reproduced when it is
+significantly worse or TOST-equivalent (margin given), else inconclusive; equivalent -> reproduced when every
+pair of arms is TOST-equivalent, not reproduced when some pair differs significantly, else inconclusive;
+plateau -> reproduced when every arm from `plateau_from` up is TOST-equivalent to the largest, not reproduced
+when one of them is significantly worse than it, else inconclusive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from polyret.experiments import stats as S
+from polyret.io.outputs import atomic_write_text
+
+POOLED = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+    """What the report needs to know about the study besides the scores."""
+
+    name: str
+    size: str
+    claim: str
+    paper_claim: str
+    baseline: str | None
+    arms: Sequence[str]
+    seeds: Sequence[int]
+    metric: str
+    metrics: Sequence[str]
+    tost_margin: float | None = None
+    alpha: float = 0.05
+    sweep: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    sweep_label: str = ""
+    plateau_from: float | None = None
+    notes: str = ""
+
+
+def _matrices(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]], metric: str,
+              arms: Sequence[str], prefix: str = "") -> dict[str, np.ndarray]:
+    """{arm: [seeds, queries]} on the queries every arm and seed scored (the same order for all arms)."""
+    common = None
+    for arm in arms:
+        for per_seed in scores[arm].values():
+            q = set(per_seed[metric])
+            common = q if common is None else common & q
+    qids = sorted(common or ())
+    return {arm: np.array([[scores[arm][s][metric][q] for q in qids] for s in sorted(scores[arm])])
+            for arm in arms}
+
+
+def _pooled(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]]], metric: str,
+            arms: Sequence[str]) -> dict[str, np.ndarray]:
+    parts = [_matrices(scores[name], metric, arms) for name in sorted(scores)]
+    return {arm: np.concatenate([p[arm] for p in parts], axis=1) for arm in arms}
+
+
+def analyse(matrices: Mapping[str, np.ndarray], spec: ReportSpec) -> dict[str, Any]:
+    """Summaries, paired tests and TOST for one evaluation set (or the pooled sets) on one metric."""
+    arms = list(spec.arms)
+    out: dict[str, Any] = {"num_queries": int(next(iter(matrices.values())).shape[1]),
+                           "arms": {a: dataclasses.asdict(S.summarize(matrices[a])) for a in arms}}
+    per_query = S.seed_averaged(matrices)
+    if spec.baseline is not None:
+        out["vs_baseline"] = [dataclasses.asdict(t) for t in S.paired_tests(per_query, spec.baseline, spec.alpha)]
+    if spec.tost_margin:
+        if spec.claim == "equivalent":
+            pairs = list(itertools.combinations(arms, 2))
+        else:
+            pairs = [(a, spec.baseline) for a in arms if a != spec.baseline] if spec.baseline else []
+        out["equivalence"] = [dataclasses.asdict(S.tost(per_query[a], per_query[b], spec.tost_margin, a, b,
+                                                        spec.alpha)) for a, b in pairs]
+        if spec.claim == "equivalent":  # every pair, for the verdict: Holm over all pairwise differences
+            from statsmodels.stats.multitest import multipletests
+            raw = [S._paired(per_query[a], per_query[b]) for a, b in pairs]  # noqa: SLF001
+            adjusted = multipletests([r[4] for r in raw], alpha=spec.alpha, method=S.CORRECTION)[1]
+            out["pairwise"] = [{"arm": a, "other": b, "difference": r[0], "p_value": r[4], "p_adjusted": float(p),
+                                "significant": bool(p < spec.alpha)}
+                               for (a, b), r, p in zip(pairs, raw, adjusted)]
+    return out
+
+
+def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
+    """-> (reproduced | not reproduced | inconclusive | n/a, one line saying why)."""
+    tests = {t["arm"]: t for t in analysis.get("vs_baseline", [])}
+    equiv = analysis.get("equivalence", [])
+    if spec.claim == "better":
+        lines, states = [], []
+        for arm, t in tests.items():
+            tost = next((e for e in equiv if e["arm"] == arm), None)
+            if t["significant"] and t["difference"] > 0:
+                states.append("reproduced")
+            elif (t["significant"] and t["difference"] < 0) or (tost and tost["equivalent"]):
+                states.append("not reproduced")
+            else:
+                states.append("inconclusive")
+            lines.append(f"{arm} - {spec.baseline} = {t['difference']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}], "
+                         f"p={t['p_value']:.3g} (Holm {t['p_adjusted']:.3g})"
+                         + (f", TOST(+-{spec.tost_margin}) p={tost['p_value']:.3g}" if tost else ""))
+        state = states[0] if len(set(states)) == 1 else "inconclusive"
+        return state, "; ".join(lines)
+    if spec.claim == "equivalent":
+        pairwise = analysis.get("pairwise", [])
+        why = "; ".join(f"{e['arm']} vs {e['other']}: diff {e['difference']:+.4f}, TOST(+-{e['margin']}) "
+                        f"p={e['p_value']:.3g}" for e in equiv)
+        if equiv and all(e["equivalent"] for e in equiv):
+            return "reproduced", why
+        if any(p["significant"] for p in pairwise):
+            return "not reproduced", why + " (a pair differs significantly)"
+        return "inconclusive", why
+    if spec.claim == "plateau":
+        upper = [a for a in spec.arms if a != spec.baseline and spec.sweep[a] >= spec.plateau_from]
+        eq = {e["arm"]: e for e in equiv}
+        why = "; ".join(f"{a} (x={spec.sweep[a]:g}) - {spec.baseline}: {tests[a]['difference']:+.4f}, "
+                        f"TOST(+-{spec.tost_margin}) p={eq[a]['p_value']:.3g}" for a in upper)
+        if upper and all(eq[a]["equivalent"] for a in upper):
+            return "reproduced", why
+        if any(tests[a]["significant"] and tests[a]["difference"] < 0 for a in upper):
+            return "not reproduced", why
+        return "inconclusive", why
+    return "n/a", "the study states no claim"
+
+
+def build_report(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]]],
+                 spec: ReportSpec, shared: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """scores: {eval set: {arm: {seed: {metric: {qid: value}}}}} -> the report as a JSON-able dict."""
+    sets = sorted(scores)
+    results: dict[str, Any] = {}
+    for metric in spec.metrics:
+        per_set = {name: analyse(_matrices(scores[name], metric, spec.arms), spec) for name in sets}
+        if len(sets) > 1:
+            per_set[POOLED] = analyse(_pooled(scores, metric, spec.arms), spec)
+        results[metric] = per_set
+    primary = results[spec.metric][POOLED if len(sets) > 1 else sets[0]]
+    state, why = verdict(primary, spec)
+    return {"study": dataclasses.asdict(spec), "eval_sets": sets, "primary_set": POOLED if len(sets) > 1 else sets[0],
+            "verdict": state, "verdict_reason": why, "shared_settings": dict(shared or {}), "results": results}
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def _fmt(x: float) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def arm_table(report: Mapping[str, Any]) -> str:
+    """One row per arm: the primary metric's mean and CIs on the primary set, and the test against the baseline."""
+    spec = report["study"]
+    analysis = report["results"][spec["metric"]][report["primary_set"]]
+    tests = {t["arm"]: t for t in analysis.get("vs_baseline", [])}
+    equiv = {e["arm"]: e for e in analysis.get("equivalence", []) if e["other"] == spec["baseline"]}
+    head = (f"| arm | {spec['metric']} | 95% CI (queries) | 95% CI (seeds) | seeds | vs {spec['baseline']} | "
+            "p (t) | p Holm | p (Wilcoxon) | TOST p |")
+    lines = [head, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for arm in spec["arms"]:
+        a = analysis["arms"][arm]
+        t, e = tests.get(arm), equiv.get(arm)
+        test = (f"{t['difference']:+.4f} | {t['p_value']:.3g} | {t['p_adjusted']:.3g} | {_fmt(t['wilcoxon_p'])}"
+                if t else "baseline | | |")
+        tost_p = f"{e['p_value']:.3g}" if e else ""
+        lines.append(f"| {arm} | {_fmt(a['mean'])} | [{_fmt(a['ci_low'])}, {_fmt(a['ci_high'])}] | "
+                     f"[{_fmt(a['seed_ci_low'])}, {_fmt(a['seed_ci_high'])}] | {a['num_seeds']} | {test} | {tost_p} |")
+    return "\n".join(lines)
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    spec = report["study"]
+    out = [f"# Study {spec['name']} (size {spec['size']})", ""]
+    if spec["paper_claim"]:
+        out += [f"Paper's claim: {spec['paper_claim']}", ""]
+    out += [f"Claim tested: **{spec['claim']}** on {spec['metric']} "
+            f"({'pooled over ' + ', '.join(report['eval_sets']) if report['primary_set'] == POOLED else report['primary_set']}); "
+            f"seeds {list(spec['seeds'])}; alpha {spec['alpha']}"
+            + (f"; TOST margin +-{spec['tost_margin']}" if spec["tost_margin"] else ""), "",
+            f"**Verdict: {report['verdict']}** — {report['verdict_reason']}", ""]
+    if spec["notes"]:
+        out += [f"Setting: {spec['notes']}", ""]
+    out += ["## Arms (primary set)", "", arm_table(report), ""]
+    if report["shared_settings"]:
+        params = list(next(iter(report["shared_settings"].values())))
+        out += ["## Settings of each arm (shared ones must be equal)", "",
+                "| arm | " + " | ".join(params) + " |", "|---|" + "---|" * len(params)]
+        for arm, values in report["shared_settings"].items():
+            out.append(f"| {arm} | " + " | ".join(str(values[p]).replace("|", "\\|") for p in params) + " |")
+        out.append("")
+    out += ["## Every metric and evaluation set (mean [95% CI over queries])", "",
+            "| metric | set | queries | " + " | ".join(spec["arms"]) + " |", "|---|---|---:|" + "---:|" * len(spec["arms"])]
+    for metric, per_set in report["results"].items():
+        for name, a in per_set.items():
+            out.append(f"| {metric} | {name} | {a['num_queries']} | " + " | ".join(
+                f"{_fmt(a['arms'][arm]['mean'])} [{_fmt(a['arms'][arm]['ci_low'])}, {_fmt(a['arms'][arm]['ci_high'])}]"
+                for arm in spec["arms"]) + " |")
+    out += ["", "Method: per-query scores averaged over seeds; paired t-test (scipy.stats.ttest_rel) and Wilcoxon "
+            "(scipy.stats.wilcoxon) of each arm against the baseline, Holm-corrected over the arms "
+            "(statsmodels multipletests); TOST by statsmodels ttost_paired. Per-query scores and TREC runs: "
+            "runs/ARM/seedS/eval/."]
+    return "\n".join(out) + "\n"
+
+
+def plots(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """arms.png (means with 95% CIs over queries, per set) and, for a sweep, sweep.png (metric vs x)."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only; no display
+    import matplotlib.pyplot as plt
+
+    spec = report["study"]
+    metric = spec["metric"]
+    written = []
+    per_set = report["results"][metric]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(spec["arms"]) * len(per_set)), 3.5))
+    width = 0.8 / len(spec["arms"])
+    for i, arm in enumerate(spec["arms"]):
+        xs = np.arange(len(per_set)) + i * width
+        means = [per_set[s]["arms"][arm]["mean"] for s in per_set]
+        err = [[m - per_set[s]["arms"][arm]["ci_low"] for s, m in zip(per_set, means)],
+               [per_set[s]["arms"][arm]["ci_high"] - m for s, m in zip(per_set, means)]]
+        ax.bar(xs, means, width, yerr=np.nan_to_num(err), capsize=3, label=arm)
+    ax.set_xticks(np.arange(len(per_set)) + 0.4 - width / 2, list(per_set))
+    ax.set_ylabel(metric)
+    ax.set_title(f"{spec['name']} ({spec['size']}): mean, 95% CI over queries")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    written.append(out_dir / "arms.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+    if spec["sweep"]:
+        primary = per_set[report["primary_set"]]
+        arms = sorted(spec["sweep"], key=lambda a: spec["sweep"][a])
+        xs = [spec["sweep"][a] for a in arms]
+        means = np.array([primary["arms"][a]["mean"] for a in arms])
+        low = np.array([primary["arms"][a]["ci_low"] for a in arms])
+        high = np.array([primary["arms"][a]["ci_high"] for a in arms])
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar(xs, means, yerr=np.nan_to_num([means - low, high - means]), marker="o", capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(spec["sweep_label"] or "x")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{spec['name']} ({spec['size']}): {metric} vs {spec['sweep_label'] or 'x'}")
+        fig.tight_layout()
+        written.append(out_dir / "sweep.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+    return written
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | Path) -> tuple[str, list[Path]]:
+    """report.json, report.md and the plots under out_dir -> (markdown, plot paths)."""
+    out_dir = Path(out_dir)
+    text = markdown(report)
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1, default=float) + "\n")
+    atomic_write_text(out_dir / "report.md", text)
+    return text, plots(report, out_dir)

