@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gin
 
 from polyret.configuration import GinConfigError, parse_gin
+from polyret.io import preemption
 from polyret.io.fingerprint import check_match, read_json
 from polyret.io.outputs import atomic_write_text
 
@@ -108,8 +109,8 @@ def load_study(gin_file: str, size: str, bindings: Sequence[str] = (), search_pa
     try:
         with gin.config_scope(size):
             return Study()
-    except (ValueError, TypeError) as e:  # a REQUIRED field left unbound
-        raise StudyError(f"{gin_file}: {str(e).splitlines()[0]}") from None
+    except (ValueError, TypeError, RuntimeError) as e:  # a REQUIRED field left unbound (gin: RuntimeError)
+        raise StudyError(f"{gin_file} (size {size}): {str(e).splitlines()[0]}") from None
 
 
 # ------------------------------------------------------------------------------------------------ placeholders
@@ -406,8 +407,18 @@ def run_study(study: Study, output_dir: str | Path, size: str, progress: bool = 
     runs, shared = validate(study, paths)
     scores: dict = {name: {arm: {} for arm in study.arms} for name in study.eval_sets}
     seconds: dict[str, float] = {}
+    # SIGTERM/SIGINT: the trainer inside checkpoints and stops (Preempted); between runs the study stops
+    # after the run or evaluation in progress is written. The same command resumes.
+    with preemption.graceful_stop():
+        _run_all(study, paths, runs, scores, seconds, progress, log)
+    return StudyResult(study, size, scores, shared, seconds)
+
+
+def _run_all(study: Study, paths: Paths, runs: Mapping, scores: dict, seconds: dict, progress: bool,
+             log: Callable[[str], None]) -> None:
     cache: dict = {}
     done_stages: set[tuple[str, int]] = set()
+    resume = "; rerun the same command to resume"
     for seed in study.seeds:
         for arm in study.arms:
             spec = runs[("arm", arm, seed)]
@@ -420,16 +431,19 @@ def run_study(study: Study, output_dir: str | Path, size: str, progress: bool = 
                     if (stage, seed) not in done_stages:
                         _train(runs[("stage", stage, seed)], progress)
                         done_stages.add((stage, seed))
+                        preemption.stop_if_requested(f"study stopped after stage {stage} seed {seed}{resume}")
                 for p in spec.needs_prepared:
                     _prepare(study, paths, p, seed)
+                    preemption.stop_if_requested(f"study stopped after preparing {p} seed {seed}{resume}")
                 _train(spec, progress)
+                preemption.stop_if_requested(f"study stopped after training {arm} seed {seed}{resume}")
             per_set = _evaluate(spec, study, paths, cache)
             seconds[f"{arm}/seed{seed}"] = time.time() - start
             for name, values in per_set.items():
                 scores[name][arm][seed] = values
             line = ", ".join(f"{name} {study.metric} {_mean(values[study.metric]):.4f}" for name, values in per_set.items())
             log(f"{arm} seed {seed}: {line} ({'reused' if finished else f'{time.time() - start:.0f} s'})")
-    return StudyResult(study, size, scores, shared, seconds)
+            preemption.stop_if_requested(f"study stopped after {arm} seed {seed}{resume}")
 
 
 def _mean(values: Mapping[str, float]) -> float:

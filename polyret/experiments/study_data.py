@@ -35,6 +35,7 @@ def study_template_data(data_dir: str | os.PathLike, num_entities: int = 60) -> 
     return spm
 
 
+@gin.configurable
 def mine_template_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike,
                             data_dir: str | os.PathLike, languages: Sequence[str] = ("en", "de", "fr", "ru", "ja", "zh", "ar"),
                             num_negatives: int = 3, depth: int = 30) -> list[Path]:

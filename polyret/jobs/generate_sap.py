@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max_query_chars", type=int, default=300)
     p.add_argument("--safety_classifier", default=None,
                    help="module:function taking a query and returning True if it must be dropped")
+    p.add_argument("--prompt_mode", choices=("summarize_then_ask", "direct"), default="summarize_then_ask",
+                   help="SWIM-X's ablation: summarize then ask (default), or ask for the query directly")
+    p.add_argument("--num_shots", type=common.at_least(0), default=None,
+                   help="exemplars per prompt (default: every exemplar of the language)")
     p.add_argument("--runner", choices=("plain", "beam"), default="plain")
     p.add_argument("--beam_args", default="", help="Beam pipeline options, e.g. '--runner=DataflowRunner ...'")
     p.add_argument("--num_shards", type=common.at_least(0), default=0, help="Beam output shards (0: the runner decides)")
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args) -> int:
     languages = [lang.strip() for lang in args.languages.split(",") if lang.strip()]
     config = SapConfig(tuple(languages), args.mode, args.passages_per_language, args.seed,
-                       args.source_language, args.chunk_size)
+                       args.source_language, args.chunk_size, args.prompt_mode, args.num_shots)
     corpora = _corpora(args.corpus, languages, args.mode)
     missing = [lang for lang in languages if lang not in corpora]
     if missing:

@@ -26,7 +26,7 @@ from polyret.synthesis.filters import FilterConfig, QueryFilter
 from polyret.synthesis.llm import Completion, Messages, Usage
 from polyret.synthesis.resumable import ResumableFiles
 from polyret.synthesis.sampling import sample_passages
-from polyret.synthesis.sap import ParseFailure, build_prompt, parse_reply
+from polyret.synthesis.sap import PROMPT_MODES, ParseFailure, build_prompt, parse_direct_reply, parse_reply
 
 MODES = ("cross_lingual", "monolingual")
 log = logging.getLogger(__name__)
@@ -40,8 +40,14 @@ class SapConfig:
     seed: int = 0
     source_language: str = "en"  # the passages' language in cross-lingual mode
     chunk_size: int = 64  # prompts between two checkpoints of the output
+    prompt_mode: str = "summarize_then_ask"  # or "direct" (SWIM-X's ablation: no summary)
+    num_shots: int | None = None  # exemplars per prompt (None: every exemplar of the language)
 
     def __post_init__(self):
+        if self.prompt_mode not in PROMPT_MODES:
+            raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {self.prompt_mode!r}")
+        if self.num_shots is not None and self.num_shots < 0:
+            raise ValueError(f"num_shots must be at least 0, got {self.num_shots}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not self.languages:
@@ -61,16 +67,25 @@ class SapGenerator:
         # Checked up front: a missing language fails before any request is made.
         self.shots = {lang: exemplars_for(list(exemplars), lang, config.passage_language(lang), exemplar_path)
                       for lang in config.languages}
+        if config.num_shots is not None:
+            short = {lang: len(s) for lang, s in self.shots.items() if len(s) < config.num_shots}
+            if short:
+                lang, have = next(iter(short.items()))
+                raise ValueError(f"--num_shots {config.num_shots}: {exemplar_path} has only {have} exemplars "
+                                 f"for {lang}")
+            self.shots = {lang: s[:config.num_shots] for lang, s in self.shots.items()}
 
     def prompt(self, item: Mapping[str, Any]) -> Messages:
-        return build_prompt(self.shots[item["language"]], item["title"], item["text"], item["language"])
+        return build_prompt(self.shots[item["language"]], item["title"], item["text"], item["language"],
+                            self.config.prompt_mode)
 
     def record(self, item: Mapping[str, Any], completion: Completion) -> tuple[dict[str, Any] | None, str | None]:
         """(SWIM-IR record, None) or (None, drop reason). Duplicates are the caller's last check."""
         if completion.error is not None:
             return None, "llm_error"
         try:
-            summary, query = parse_reply(completion.text)
+            parse = parse_direct_reply if self.config.prompt_mode == "direct" else parse_reply
+            summary, query = parse(completion.text)
         except ParseFailure as e:
             return None, e.reason
         lang = item["language"]

@@ -36,9 +36,23 @@ def _article(title: str, text: str) -> str:
     return f"Article: {title}\n{text}" if title else f"Article: {text}"
 
 
-def build_prompt(exemplars: Sequence[Exemplar], title: str, text: str, query_language: str) -> Messages:
-    """Chat messages asking for a summary of (title, text) and then a query in `query_language`."""
+# SWIM-X's prompt ablations: summarize-then-ask (the paper's) or the query directly, no summary.
+PROMPT_MODES = ("summarize_then_ask", "direct")
+DIRECT_SYSTEM_PROMPT = ("You write search queries. For each article, write one question in the requested "
+                        "language that the article answers. Follow the format of the examples exactly.")
+
+
+def build_prompt(exemplars: Sequence[Exemplar], title: str, text: str, query_language: str,
+                 prompt_mode: str = "summarize_then_ask") -> Messages:
+    """Chat messages asking for a summary of (title, text) and then a query in `query_language`; with
+    `prompt_mode="direct"` the exemplars show no summary and the prompt ends with the open query label."""
     label = f"Query ({language_name(query_language)}):"
+    if prompt_mode == "direct":
+        shots = [f"{_article(e.title, e.passage)}\n{label} {e.query}" for e in exemplars]
+        user = "\n\n".join([*shots, f"{_article(title, text)}\n{label}"])
+        return [{"role": "system", "content": DIRECT_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    if prompt_mode != "summarize_then_ask":
+        raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
     shots = [f"{_article(e.title, e.passage)}\nSummary: {e.summary}\n{label} {e.query}" for e in exemplars]
     user = "\n\n".join([*shots, f"{_article(title, text)}\nSummary:"])
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
@@ -67,3 +81,18 @@ def parse_reply(reply: str) -> tuple[str, str]:
     if not query:
         raise ParseFailure("empty_query")
     return summary, query
+
+
+def parse_direct_reply(reply: str) -> tuple[str, str]:
+    """("", query) from a reply that continues the direct prompt's open query label (a model that repeats
+    the label is fine)."""
+    reply = reply.replace("\r\n", "\n").replace("```", "")
+    match = _QUERY_LABEL.search(reply)
+    rest = reply[match.end():] if match else reply
+    query = next((line for line in rest.split("\n") if line.strip()), "")
+    if _NEXT_BLOCK.match(query):
+        query = ""
+    query = _clean(query)
+    if not query:
+        raise ParseFailure("empty_query")
+    return "", query
