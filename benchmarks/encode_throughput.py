@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from polyret.models.model_folder import save_model
-from polyret.models.hf import export_hf
+from polyret.models.retrieval_model import export_hf
 from polyret.models.t5 import T5Config
 from polyret.models.retrieval_model import init_params
 from polyret.models.towers import DualEncoderConfig

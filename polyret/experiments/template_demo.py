@@ -180,7 +180,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     print("[5/6] exporting round 2 to Hugging Face and reloading it with sentence-transformers")
     hf_dir = work / "hf_export"
     if not (hf_dir / "modules.json").exists():
-        from polyret.models.hf import export_hf
+        from polyret.models.retrieval_model import export_hf
         round2_params, round2_config, _ = load_model(work / "round2")
         export_hf(round2_params, round2_config, hf_dir, tokenizer=spm, max_seq_length=48)
     agreement = {lang: _st_rankings_match(hf_dir, systems["round 2 (+mined negatives)"], data_dir, lang)

@@ -15,7 +15,7 @@ import sys
 from polyret.io import outputs
 from polyret.jobs import common
 from polyret.models.model_folder import load_model
-from polyret.models.hf import export_hf
+from polyret.models.retrieval_model import export_hf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="polyret checkpoint folder")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--spm_model", default=None,
-                   help="SentencePiece model for the tokenizer (default: the one stored in the checkpoint); "
-                        "'byte' for ByT5")
+                   help="tokenizer to export: a SentencePiece model file, a Hugging Face tokenizer folder, or "
+                        "'byte' for ByT5 (default: the one stored in the checkpoint)")
     p.add_argument("--max_seq_length", type=common.at_least(1), default=512)
     common.add_overwrite_flag(p)
     args, bindings = common.parse_args_with_gin(p, argv)
@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         spm = None if args.spm_model in (None, "byte") else args.spm_model
         # Before loading anything: a file, a foreign folder or the checkpoint's own folder is refused.
         outputs.check_target(args.output_dir, "hf_export", args.overwrite, inputs=[args.checkpoint, spm])
-        if spm is not None and not os.path.isfile(spm):
-            raise common.UsageError(f"--spm_model {spm}: file not found")
+        if spm is not None and not os.path.exists(spm):
+            raise common.UsageError(f"--spm_model {spm}: no such file or folder")
         params, config, stored_spm = load_model(args.checkpoint)
         with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
             out = export_hf(params, config, args.output_dir, tokenizer=args.spm_model or stored_spm,

@@ -1,4 +1,6 @@
-"""Import a T5X (msgpack or Orbax) or Hugging Face T5/mT5 checkpoint into a polyret checkpoint folder.
+"""Import a T5X (msgpack or Orbax) or Hugging Face checkpoint into a polyret checkpoint folder. A Hugging Face
+folder may hold any registered encoder family (T5 / mT5 / ByT5, BERT / RoBERTa / XLM-R, ...: read off
+config.json's model_type), a sentence-transformers or PyLate export, or a PLAID-X ColBERT-X checkpoint.
 
   python -m polyret.jobs.import_checkpoint --t5x PATH --output_dir DIR
   python -m polyret.jobs.import_checkpoint --hf PATH --output_dir DIR
@@ -24,17 +26,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--t5x", help="T5X checkpoint folder (checkpoint_N)")
-    src.add_argument("--hf", help="Hugging Face T5/mT5 folder (config.json + safetensors), sentence-transformers ok")
+    src.add_argument("--hf", help="Hugging Face encoder folder (config.json + safetensors) of any registered family "
+                                   "(T5/mT5, BERT/RoBERTa/XLM-R, ...); sentence-transformers, PyLate and PLAID-X "
+                                   "folders ok")
     p.add_argument("--output_dir", required=True, help="polyret checkpoint folder to write")
     p.add_argument("--tower", choices=["dual_encoder", "colbert"], default=None,
                    help="default: colbert for a polyret ColBERT export or a PLAID-X folder, else dual_encoder "
-                        "(colbert on a BERT/XLM-R folder builds ColBERT-X as PLAID-X does)")
+                        "(colbert on a folder with a Hugging Face tokenizer, e.g. BERT/XLM-R, builds ColBERT-X as "
+                        "PLAID-X does)")
     p.add_argument("--pooling", choices=["mean", "first"], default=None,
                    help="dual encoder pooling (default: from the sentence-transformers layout, else mean)")
     p.add_argument("--no_l2_norm", action="store_true", help="dual encoder without L2 normalisation")
     p.add_argument("--projection_dim", type=common.at_least(1), default=None,
                    help="ColBERT projection size when the checkpoint has none (default 128)")
-    p.add_argument("--spm_model", default=None, help="SentencePiece model to store with the checkpoint")
+    p.add_argument("--spm_model", default=None,
+                   help="tokenizer to store with the checkpoint: a SentencePiece model file or a Hugging Face "
+                        "tokenizer folder (default: the --hf folder's own tokenizer, if any)")
     common.add_overwrite_flag(p)
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     return args

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import gin
 
-from polyret.models.bert import BertConfig
+from polyret.models.encoder_families import family_of
 from polyret.models.towers import ColBERTConfig
+from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
 
 QUERY_TOKEN = "[unused0]"  # PLAID-X ColBERTConfig.query_token_id
 DOCUMENT_TOKEN = "[unused1]"  # PLAID-X ColBERTConfig.doc_token_id
@@ -52,8 +53,6 @@ def colbert_x_tokens(tokenizer_path: str | os.PathLike, query_token: str = QUERY
                      document_token: str = DOCUMENT_TOKEN, mask_punctuation: bool = True) -> ColBERTXTokens:
     """ColBERT-X ids for the Hugging Face tokenizer in `tokenizer_path` (a checkpoint folder or
     tokenizer.json), computed by PLAID-X's rules."""
-    from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
-
     vocab = HfVocabulary(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)
     if vocab.mask_id is None:
@@ -95,8 +94,8 @@ def with_colbert_x(config: ColBERTConfig, tokenizer_path: str | os.PathLike, que
     """`config` with the ColBERT-X ids of the tokenizer; the encoder's vocabulary grows to hold markers the
     tokenizer lacked (PLAID-X's `force_resize_embeddings`). Lengths, projection and `attend_to_mask_tokens`
     stay as `config` has them."""
-    if not isinstance(config.encoder, BertConfig):
-        raise ValueError(f"ColBERT-X needs a BERT-family encoder (BERT / XLM-R) and its Hugging Face tokenizer; "
+    if family_of(config.encoder).tokenizer_kind != "hf":
+        raise ValueError(f"ColBERT-X needs an encoder that reads a Hugging Face tokenizer (BERT / XLM-R, ...); "
                          f"got {type(config.encoder).__name__}")
     if not Path(tokenizer_path).exists():
         raise FileNotFoundError(f"{tokenizer_path}: tokenizer not found (a Hugging Face checkpoint folder)")

@@ -10,13 +10,17 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import linen as nn
+from flax import traverse_util
 
-from polyret.models.model_folder import save_model
+from polyret.models import colbert_x as cx
+from polyret.models.encoder_families import family_of
 from polyret.models.hf import COLBERT_SETTINGS_FILE, dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
-from polyret.models.t5x import infer_t5_config, load_t5x_params
-from polyret.models.bert import BertConfig
+from polyret.models.hf_files import read_safetensors
+from polyret.models.model_folder import save_model
 from polyret.models.retrieval_model import build_model, check_param_shapes
-from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig
+from polyret.models.t5x import infer_t5_config, load_t5x_params
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size, projection_head
 
 # PLAID-X (hltcoe/ColBERT-X) checkpoint folders: HF_ColBERT weights (`roberta.*` / `bert.*` + `linear.weight`,
 # the bias-free projection [dim, hidden]) and the ColBERT settings in artifact.metadata (JSON).
@@ -55,7 +59,8 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
     if plaidx is not None and projection is None:
         projection = load_plaidx_projection(hf_path)
     tower = tower or ("colbert" if colbert_settings is not None or plaidx is not None else "dual_encoder")
-    if tower == "colbert" and colbert_settings is None and isinstance(encoder, BertConfig):
+    # ColBERT over an encoder with a Hugging Face tokenizer is built as ColBERT-X (PLAID-X's markers).
+    if tower == "colbert" and colbert_settings is None and family_of(encoder).tokenizer_kind == "hf":
         config, params = _colbert_x_import(params, encoder, hf_path, plaidx or {}, projection, projection_dim)
     elif colbert_settings is not None and tower == "colbert":
         if projection is None:
@@ -96,19 +101,15 @@ def read_plaidx_settings(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def load_plaidx_projection(folder: str | os.PathLike) -> np.ndarray | None:
     """PLAID-X's projection `linear.weight` [dim, hidden] as our kernel [hidden, dim], or None."""
-    from polyret.models.hf_bert import read_safetensors
-
     weight = read_safetensors(folder).get("linear.weight")
     return None if weight is None else np.asarray(weight, np.float32).T
 
 
-def _colbert_x_import(params: dict[str, Any], encoder: BertConfig, hf_path: str, plaidx: dict[str, Any],
+def _colbert_x_import(params: dict[str, Any], encoder: Any, hf_path: str, plaidx: dict[str, Any],
                       projection: np.ndarray | None, projection_dim: int | None) -> tuple[ColBERTConfig, dict]:
-    """A BERT-family checkpoint as ColBERT-X the way PLAID-X builds it: settings from artifact.metadata
+    """A Hugging Face checkpoint (BERT / XLM-R, ...) as ColBERT-X the way PLAID-X builds it: settings from artifact.metadata
     (PLAID-X's defaults otherwise), markers from the tokenizer; markers the tokenizer lacks get new
     embedding rows drawn as transformers' resize_token_embeddings drew them for PLAID-X (normal, std 0.02)."""
-    from polyret.retrieval import colbert_tokenize as ct
-
     if plaidx and projection is None:
         raise ValueError(f"{hf_path}: a PLAID-X checkpoint without its projection (linear.weight is missing "
                          "from model.safetensors)")
@@ -116,21 +117,21 @@ def _colbert_x_import(params: dict[str, Any], encoder: BertConfig, hf_path: str,
     base = ColBERTConfig(encoder=encoder, projection_dim=int(dim), query_length=int(plaidx.get("query_maxlen", 32)),
                          document_length=int(plaidx.get("doc_maxlen", 220)),
                          attend_to_mask_tokens=bool(plaidx.get("attend_to_mask_tokens", False)))
-    config = ct.with_colbert_x(base, hf_path, plaidx.get("query_token_id", ct.QUERY_TOKEN),
-                               plaidx.get("doc_token_id", ct.DOCUMENT_TOKEN), bool(plaidx.get("mask_punctuation", True)))
-    table = params["embeddings"]["word_embeddings"]["embedding"]
+    config = cx.with_colbert_x(base, hf_path, plaidx.get("query_token_id", cx.QUERY_TOKEN),
+                               plaidx.get("doc_token_id", cx.DOCUMENT_TOKEN), bool(plaidx.get("mask_punctuation", True)))
+    flat = traverse_util.flatten_dict(params)
+    table_path = family_of(encoder).embedding_path
+    table = np.asarray(flat[table_path])
     extra = config.encoder.vocab_size - table.shape[0]
     if extra > 0:
         rows = np.random.default_rng(0).normal(0.0, 0.02, (extra, table.shape[1])).astype(np.float32)
-        params["embeddings"]["word_embeddings"]["embedding"] = np.concatenate([np.asarray(table), rows])
+        flat[table_path] = np.concatenate([table, rows])
+    params = traverse_util.unflatten_dict(flat)
     if projection is not None:
         params["projection_layer"] = {"kernel": projection}
     else:  # a fresh head, as when PLAID-X starts training from a plain encoder (only the head is initialised)
-        from flax import linen as nn
-        from polyret.models.towers import _projection
-
-        head = _projection(config.encoder, config.projection_dim)
-        fresh = head.init(jax.random.PRNGKey(0), np.zeros((1, encoder.hidden_size), np.float32), True)
+        head = projection_head(config.encoder, config.projection_dim)
+        fresh = head.init(jax.random.PRNGKey(0), np.zeros((1, hidden_size(encoder)), np.float32), True)
         params["projection_layer"] = jax.tree_util.tree_map(np.asarray, nn.unbox(fresh)["params"])
     return config, params
 
@@ -139,10 +140,7 @@ def save_imported(params: dict[str, Any], config: ModelConfig, output_dir: str |
                   hf_path: str | None = None, spm_model: str | None = None) -> Path:
     """Write the polyret checkpoint, carrying over an HF folder's tokenizer (SentencePiece model or HF files)."""
     if spm_model is None and hf_path is not None:
-        if (Path(hf_path) / "spiece.model").is_file():
-            spm_model = str(Path(hf_path) / "spiece.model")
-        elif isinstance(config.encoder, BertConfig):
-            spm_model = hf_path  # the folder: its HF tokenizer files are kept with the checkpoint
+        spm_model = family_of(config.encoder).hf_tokenizer(hf_path)
     if spm_model is not None and not Path(spm_model).exists():
         raise FileNotFoundError(f"{spm_model}: tokenizer not found")
     return save_model(output_dir, params, config, spm_model)

@@ -1,9 +1,11 @@
-"""Conversion between our T5X-named encoder parameters and Hugging Face `MT5EncoderModel`/`T5EncoderModel`.
+"""Hugging Face layouts of whole retrieval models, for every encoder family (each family converts its own
+encoder: `polyret.models.encoder_family`).
 
-Import reads `config.json` + safetensors (no torch). Export writes a folder that
-`transformers.MT5EncoderModel.from_pretrained` (or `T5EncoderModel` for T5 1.0) loads, and that
-`sentence_transformers.SentenceTransformer` loads as Transformer -> Pooling -> Dense (projection,
-no bias) -> Normalize, giving the dual encoder's embeddings. Only numpy and safetensors are used.
+Import: `load_hf_encoder` picks the family by config.json's `model_type`; a sentence-transformers layout
+gives the projection, pooling and normalisation back. Export: a dual encoder becomes a folder that
+`AutoModel.from_pretrained` loads and that `sentence_transformers.SentenceTransformer` loads as
+Transformer -> Pooling -> Dense (projection, no bias) -> Normalize; ColBERT becomes PyLate's layout (and
+PLAID-X's for ColBERT-X). `RetrievalModel.export_hf` calls these. Only numpy and safetensors are used.
 """
 
 from __future__ import annotations
@@ -11,89 +13,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flax import traverse_util
 from safetensors.numpy import save_file
 
-from polyret.models.model_folder import atomic_output_dir
+from polyret.models.colbert_x import DOCUMENT_TOKEN, QUERY_TOKEN
+from polyret.models.encoder_families import family_for_hf, family_of
+from polyret.models.hf_files import read_hf_config, read_safetensors
 from polyret.models.lora import has_lora, merge_lora
-from polyret.models.t5 import ACTIVATIONS, T5Config
-from polyret.models.bert import MODEL_TYPES, BertConfig
-from polyret.models.hf_bert import load_hf_bert, read_safetensors, write_hf_bert
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size
-
-
-
-def hf_name_map(cfg: T5Config) -> list[tuple[str, str, bool]]:
-    """(our '/'-joined path inside a tower, HF key, transpose?) for every encoder parameter."""
-    rows = [("token_embedder/embedding", "shared.weight", False),
-            ("encoder/relpos_bias/rel_embedding",
-             "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", True),
-            ("encoder/encoder_norm/scale", "encoder.final_layer_norm.weight", False)]
-    mlp = ["wi_0", "wi_1", "wo"] if cfg.gated else ["wi", "wo"]
-    for i in range(cfg.num_layers):
-        ours, hf = f"encoder/layers_{i}", f"encoder.block.{i}.layer"
-        rows.append((f"{ours}/pre_attention_layer_norm/scale", f"{hf}.0.layer_norm.weight", False))
-        for name, short in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")):
-            rows.append((f"{ours}/attention/{name}/kernel", f"{hf}.0.SelfAttention.{short}.weight", True))
-        rows.append((f"{ours}/pre_mlp_layer_norm/scale", f"{hf}.1.layer_norm.weight", False))
-        for name in mlp:
-            rows.append((f"{ours}/mlp/{name}/kernel", f"{hf}.1.DenseReluDense.{name}.weight", True))
-    return rows
-
-
-# ----------------------------------------------------------------------------------------------- import
-
-def t5_config_from_hf(config: dict[str, Any], source: str = "config.json") -> T5Config:
-    feed_forward = config.get("feed_forward_proj", "relu")
-    if feed_forward not in ACTIVATIONS:
-        raise ValueError(f"{source}: feed_forward_proj {feed_forward!r} is not supported (one of {list(ACTIVATIONS)})")
-    try:
-        return T5Config(
-            vocab_size=config["vocab_size"], d_model=config["d_model"], num_heads=config["num_heads"],
-            d_kv=config["d_kv"], d_ff=config["d_ff"], num_layers=config["num_layers"],
-            activation=feed_forward, dropout_rate=config.get("dropout_rate", 0.1),
-            relative_attention_num_buckets=config.get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=config.get("relative_attention_max_distance", 128),
-            layer_norm_epsilon=config.get("layer_norm_epsilon", 1e-6))
-    except KeyError as e:
-        raise ValueError(f"{source}: field {e.args[0]!r} is missing") from e
-
-
-T5_MODEL_TYPES = ("t5", "mt5", "umt5")
+from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
 
 
 def load_hf_encoder(folder: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
-    """A Hugging Face encoder folder -> (encoder config, tower parameters), the architecture read off
-    config.json: T5 / mT5 ({'token_embedder', 'encoder'}) or BERT / RoBERTa / XLM-R ({'embeddings', 'encoder'})."""
+    """A Hugging Face encoder folder -> (encoder config, encoder parameters), the family picked by
+    config.json's `model_type` (T5 / mT5 -> {'token_embedder', 'encoder'}; BERT / XLM-R -> {'embeddings',
+    'encoder'}; ...)."""
     folder = Path(folder)
-    config_file = folder / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: missing")
-    try:
-        hf_config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}: not valid JSON: {e}") from e
-    model_type = hf_config.get("model_type")
-    if model_type in MODEL_TYPES:
-        return load_hf_bert(folder)
-    if model_type not in T5_MODEL_TYPES:
-        raise ValueError(f"{config_file}: model_type {model_type!r} is not supported (supported: "
-                         f"{', '.join(T5_MODEL_TYPES + MODEL_TYPES)})")
-    cfg = t5_config_from_hf(hf_config, str(config_file))
-    tensors = read_safetensors(folder)
-    flat = {}
-    for ours, hf, transpose in hf_name_map(cfg):
-        if hf not in tensors:
-            raise ValueError(f"{folder}: tensor {hf} (for {ours}) is missing; feed_forward_proj="
-                             f"{hf_config.get('feed_forward_proj')!r} and num_layers={cfg.num_layers} in config.json")
-        value = np.asarray(tensors[hf], np.float32)
-        flat[tuple(ours.split("/"))] = value.T if transpose else value
-    return cfg, traverse_util.unflatten_dict(flat)
+    model_type = read_hf_config(folder).get("model_type")
+    return family_for_hf(model_type, str(folder / "config.json")).load_hf(folder)
 
 
 def load_st_projection(folder: str | os.PathLike) -> np.ndarray | None:
@@ -110,43 +50,7 @@ def load_st_projection(folder: str | os.PathLike) -> np.ndarray | None:
 
 # ----------------------------------------------------------------------------------------------- export
 
-def hf_config_dict(cfg: T5Config) -> dict[str, Any]:
-    mt5 = cfg.gated
-    return {
-        "architectures": ["MT5EncoderModel" if mt5 else "T5EncoderModel"],
-        "model_type": "mt5" if mt5 else "t5",
-        "vocab_size": cfg.vocab_size, "d_model": cfg.d_model, "d_kv": cfg.d_kv, "d_ff": cfg.d_ff,
-        "num_layers": cfg.num_layers, "num_heads": cfg.num_heads,
-        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
-        "relative_attention_max_distance": cfg.relative_attention_max_distance,
-        "dropout_rate": cfg.dropout_rate, "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "feed_forward_proj": cfg.activation, "is_encoder_decoder": False, "use_cache": False,
-        "pad_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": not mt5,
-    }
-
-
-def encoder_to_hf_tensors(encoder_params: dict[str, Any], cfg: T5Config) -> dict[str, np.ndarray]:
-    flat = {"/".join(k): np.asarray(v, np.float32) for k, v in traverse_util.flatten_dict(encoder_params).items()}
-    tensors = {}
-    for ours, hf, transpose in hf_name_map(cfg):
-        tensors[hf] = np.ascontiguousarray(flat[ours].T if transpose else flat[ours])
-    tensors["encoder.embed_tokens.weight"] = tensors["shared.weight"].copy()
-    return tensors
-
-
-def _write_tokenizer(out: Path, tokenizer: str | os.PathLike | None) -> None:
-    if tokenizer is None or Path(tokenizer).is_dir():
-        return
-    if str(tokenizer) == "byte":
-        (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "ByT5Tokenizer", "extra_ids": 0}))
-        return
-    shutil.copyfile(tokenizer, out / "spiece.model")
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "T5Tokenizer", "extra_ids": 0, "eos_token": "</s>", "unk_token": "<unk>",
-        "pad_token": "<pad>"}, indent=2))
-
-
-def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projection: np.ndarray | None,
+def _write_sentence_transformer(out: Path, cfg: Any, pooling: str, projection: np.ndarray | None,
                                 l2_norm: bool, max_seq_length: int) -> None:
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length,
@@ -172,16 +76,8 @@ def _write_sentence_transformer(out: Path, cfg: T5Config, pooling: str, projecti
 
 
 def _write_encoder(out: Path, tower_params: dict[str, Any], cfg: Any, tokenizer) -> None:
-    if isinstance(cfg, BertConfig):
-        tokenizer_dir = tokenizer if tokenizer is not None and Path(tokenizer).is_dir() else None
-        write_hf_bert(out, {"embeddings": tower_params["embeddings"], "encoder": tower_params["encoder"]}, cfg,
-                      tokenizer_dir)
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    encoder = {"token_embedder": tower_params["token_embedder"], "encoder": tower_params["encoder"]}
-    save_file(encoder_to_hf_tensors(encoder, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_config_dict(cfg), indent=2))
-    _write_tokenizer(out, tokenizer)
+    family = family_of(cfg)
+    family.write_hf(out, family.encoder_params(tower_params), cfg, tokenizer)
 
 
 def _projection_kernel(params: dict[str, Any]) -> np.ndarray | None:
@@ -239,10 +135,8 @@ def write_colbert(params: dict[str, Any], model_cfg: ColBERTConfig, out: Path, t
 def _plaidx_marker_tokens(out: Path, cfg: ColBERTConfig) -> tuple[str, str]:
     """The marker tokens' strings: the exported tokenizer's, else PLAID-X's defaults (which PLAID-X appends
     to the vocabulary at the same ids: the table was grown by exactly those rows on import)."""
-    from polyret.retrieval.colbert_tokenize import DOCUMENT_TOKEN, QUERY_TOKEN
     names = [QUERY_TOKEN, DOCUMENT_TOKEN]
     if (out / "tokenizer.json").is_file():
-        from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
         tokenizer, vocab = load_tokenizer(out), HfVocabulary(out)
         for i, marker in enumerate((cfg.query_marker_id, cfg.document_marker_id)):
             names[i] = tokenizer.id_to_token(vocab.to_hf(marker)) or names[i]
@@ -255,15 +149,11 @@ def _write_plaidx(out: Path, params: dict[str, Any], cfg: ColBERTConfig, project
     `roberta.` / `bert.`, which transformers' AutoModel also reads, + `linear.weight`) and artifact.metadata.
     PLAID-X picks its model class from `model_name` (a Hub id of the same architecture; pass
     `ColBERTConfig(model_name=<this folder>)` to load offline)."""
-    from polyret.models.hf_bert import bert_to_hf_tensors
-    encoder = cfg.encoder
-    prefix = "bert." if encoder.model_type == "bert" else "roberta."
-    tensors = {prefix + k: v for k, v in bert_to_hf_tensors(
-        {"embeddings": params["embeddings"], "encoder": params["encoder"]}, encoder).items()}
+    encoder, family = cfg.encoder, family_of(cfg.encoder)
+    model_name, prefix = family.plaidx_model_name(encoder), family.hf_prefix(encoder)
+    tensors = {prefix + k: v for k, v in family.hf_tensors(family.encoder_params(params), encoder).items()}
     tensors["linear.weight"] = np.ascontiguousarray(projection.T.astype(np.float32))
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    model_name = {"bert": "bert-base-multilingual-uncased", "roberta": "roberta-base"}.get(
-        encoder.model_type, "xlm-roberta-large" if encoder.hidden_size == 1024 else "xlm-roberta-base")
     (out / "artifact.metadata").write_text(json.dumps({
         "query_token_id": markers[0], "doc_token_id": markers[1], "query_token": "[Q]", "doc_token": "[D]",
         "query_maxlen": cfg.query_length, "doc_maxlen": cfg.document_length or 220, "dim": cfg.projection_dim,
@@ -283,18 +173,6 @@ def _write_dense(folder: Path, kernel: np.ndarray) -> None:
     save_file({"linear.weight": np.ascontiguousarray(kernel.T.astype(np.float32))}, str(folder / "model.safetensors"))
 
 
-def export_hf(params: dict[str, Any], model_cfg: ModelConfig, output_dir: str | os.PathLike,
-              tokenizer: str | os.PathLike | None = None, max_seq_length: int = 512) -> Path:
-    """Write the model's Hugging Face folder (its `RetrievalModel.export_hf` layout), atomically.
-
-    `tokenizer`: a SentencePiece model path, "byte" for ByT5, or None.
-    """
-    from polyret.models.retrieval_model import build_model
-    with atomic_output_dir(output_dir, kind="hf_export") as tmp:
-        build_model(model_cfg).export_hf(params, tmp, tokenizer, max_seq_length)
-    return Path(output_dir)
-
-
 def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
     """'first' or 'mean' from a sentence-transformers Pooling config (either generation of its keys)."""
     for module in modules:
@@ -309,7 +187,7 @@ def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
     return "mean"
 
 
-def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: T5Config,
+def dual_encoder_config_from_hf(folder: str | os.PathLike, encoder: Any,
                                 projection: np.ndarray | None) -> DualEncoderConfig:
     """Read pooling and normalisation back from a sentence-transformers layout if present; `projection` is
     its Dense kernel (`load_st_projection`), or None."""

@@ -1,5 +1,6 @@
-"""Conversion between polyret's BERT-family encoder (polyret/models/bert.py) and Hugging Face
-`BertModel` / `RobertaModel` / `XLMRobertaModel` folders (config.json + safetensors, PyTorch names).
+"""The BERT encoder family (BERT / RoBERTa / XLM-R; Flax modules in polyret/models/bert.py) and its
+conversion to and from Hugging Face `BertModel` / `RobertaModel` / `XLMRobertaModel` folders
+(config.json + safetensors, PyTorch names).
 
 Import reads the architecture off config.json (`model_type` bert / roberta / xlm-roberta), accepts a
 `bert.` / `roberta.` prefix (task-head checkpoints), ignores the pooler and heads, and swaps rows 0 and
@@ -10,26 +11,25 @@ writes the inverse (kernels transposed back, rows swapped back), loadable by `Au
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flax import traverse_util
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
-from polyret.models.bert import HIDDEN_ACTS, MODEL_TYPES, BertConfig
+from polyret.io.outputs import atomic_output_dir
+from polyret.models.bert import (HIDDEN_ACTS, MODEL_TYPES, PRESETS, BertConfig, BertEmbeddings, BertEncoder,
+                                 BertStack)
+from polyret.models.encoder_family import EncoderFamily, register_family
+from polyret.models.hf_files import (copy_tokenizer_files, read_hf_config, read_safetensors, swap_pad_row,
+                                     write_hf_folder)
 from polyret.models.lora import has_lora, merge_lora
 
 _PREFIXES = ("bert.", "roberta.")
 # Heads beside the encoder: MLM / task heads, and PLAID-X's ColBERT projection `linear.weight` (read by conversion).
 _IGNORED = ("pooler.", "cls.", "lm_head.", "classifier.", "qa_outputs.", "embeddings.position_ids", "linear.")
 _ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "sentencepiece.bpe.model", "added_tokens.json")
 
 
 def hf_bert_name_map(cfg: BertConfig) -> list[tuple[str, str, bool]]:
@@ -52,15 +52,6 @@ def hf_bert_name_map(cfg: BertConfig) -> list[tuple[str, str, bool]]:
             rows.append((f"{ours}/{our_name}/scale", f"{hf}.{hf_name}.weight", False))
             rows.append((f"{ours}/{our_name}/bias", f"{hf}.{hf_name}.bias", False))
     return rows
-
-
-def swap_pad_row(table: np.ndarray, pad_token_id: int) -> np.ndarray:
-    """Swap rows 0 and `pad_token_id` (HF <-> polyret ids; its own inverse)."""
-    if pad_token_id == 0:
-        return table
-    out = table.copy()
-    out[[0, pad_token_id]] = table[[pad_token_id, 0]]
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- import
@@ -89,39 +80,6 @@ def bert_config_from_hf(config: dict[str, Any], source: str = "config.json") -> 
             attention_dropout_rate=config.get("attention_probs_dropout_prob", 0.1))
     except KeyError as e:
         raise ValueError(f"{source}: field {e.args[0]!r} is missing") from e
-
-
-def read_hf_config(folder: str | os.PathLike) -> dict[str, Any]:
-    config_file = Path(folder) / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: missing")
-    try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}: not valid JSON: {e}") from e
-
-
-def read_safetensors(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of model.safetensors (or a sharded index) as float32 numpy (bf16/fp16 upcast)."""
-    folder = Path(folder)
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
-                                "(PyTorch .bin checkpoints: re-save them with safe_serialization=True)")
-    tensors = {}
-    for f in files:
-        try:
-            # The flax framework reads bfloat16 too, which numpy cannot.
-            with safe_open(str(f), framework="flax") as reader:
-                for key in reader.keys():
-                    tensors[key] = np.asarray(reader.get_tensor(key).astype("float32"))
-        except Exception as e:
-            raise ValueError(f"{f}: cannot read safetensors: {e}") from e
-    return tensors
 
 
 def check_tokenizer(folder: str | os.PathLike, cfg: BertConfig) -> None:
@@ -212,21 +170,61 @@ def bert_to_hf_tensors(params: dict[str, Any], cfg: BertConfig) -> dict[str, np.
 def write_hf_bert(out: str | os.PathLike, params: dict[str, Any], cfg: BertConfig,
                   tokenizer_dir: str | os.PathLike | None = None) -> None:
     """Write model.safetensors + config.json (+ the tokenizer files of `tokenizer_dir`) into the folder `out`."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(bert_to_hf_tensors(params, cfg), str(out / "model.safetensors"), metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(hf_bert_config_dict(cfg), indent=2))
+    write_hf_folder(out, bert_to_hf_tensors(params, cfg), hf_bert_config_dict(cfg))
     if tokenizer_dir is not None:
-        for name in TOKENIZER_FILES:
-            if (Path(tokenizer_dir) / name).is_file():
-                shutil.copyfile(Path(tokenizer_dir) / name, out / name)
+        copy_tokenizer_files(tokenizer_dir, out, required=False)
 
 
 def export_hf_bert(params: dict[str, Any], cfg: BertConfig, output_dir: str | os.PathLike,
                    tokenizer_dir: str | os.PathLike | None = None) -> Path:
     """Write a HF folder atomically (nothing is left at `output_dir` if writing fails)."""
-    from polyret.models.model_folder import atomic_output_dir
-
     with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         write_hf_bert(tmp, params, cfg, tokenizer_dir)
     return Path(output_dir)
+
+
+@register_family
+class BertFamily(EncoderFamily):
+    """BERT / RoBERTa / XLM-R: parameters `embeddings` and `encoder` at the tower's top level."""
+
+    name = "bert"
+    config_class = BertConfig
+    tower = BertEncoder
+    part_names = ("embeddings", "encoder")
+    embedding_path = ("embeddings", "word_embeddings", "embedding")
+    presets = PRESETS
+    hf_model_types = MODEL_TYPES
+
+    @classmethod
+    def parts(cls, cfg):
+        return {"embeddings": BertEmbeddings(cfg), "encoder": BertStack(cfg)}
+
+    @classmethod
+    def hidden(cls, parts, tokens, attention_mask, deterministic):
+        return parts["encoder"](parts["embeddings"](tokens, None, deterministic), attention_mask, deterministic)
+
+    @classmethod
+    def width(cls, cfg):
+        return cfg.hidden_size
+
+    @classmethod
+    def load_hf(cls, folder):
+        return load_hf_bert(folder)
+
+    @classmethod
+    def hf_tensors(cls, params, cfg):
+        return bert_to_hf_tensors(params, cfg)
+
+    @classmethod
+    def hf_config(cls, cfg):
+        return hf_bert_config_dict(cfg)
+
+    @classmethod
+    def hf_prefix(cls, cfg):
+        return "bert." if cfg.model_type == "bert" else "roberta."
+
+    @classmethod
+    def plaidx_model_name(cls, cfg):
+        if cfg.model_type in ("bert", "roberta"):
+            return {"bert": "bert-base-multilingual-uncased", "roberta": "roberta-base"}[cfg.model_type]
+        return "xlm-roberta-large" if cfg.hidden_size == 1024 else "xlm-roberta-base"

@@ -1,9 +1,10 @@
 """polyret's model checkpoint folder: parameters (orbax) + model config + optional vocabulary.
 
-  DIR/model_config.json   {"kind": "dual_encoder" | "colbert", ...}   (see retrieval_model.model_config_to_dict)
+  DIR/model_config.json   {"kind": "dual_encoder" | "colbert", "encoder": {"family": "t5" | "bert" | ...,
+                          ...}, ...}   (see retrieval_model.model_config_to_dict)
   DIR/params/             orbax StandardCheckpointer tree of numpy/jax arrays
   DIR/spiece.model        the SentencePiece model, when the model has one (T5 family)
-  DIR/tokenizer/          the Hugging Face tokenizer files, when the model has them (BERT family)
+  DIR/tokenizer/          the Hugging Face tokenizer files, when the model has them (BERT-like families)
 
 Writes go to a temporary sibling folder that is renamed into place only when complete, so a failed
 or interrupted write never leaves a half-written checkpoint at DIR.
@@ -11,18 +12,20 @@ or interrupted write never leaves a half-written checkpoint at DIR.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from polyret.io.outputs import atomic_output_dir
+from polyret.models.encoder_families import encoder_config_from_dict, encoder_config_to_dict
+from polyret.models.hf_files import copy_tokenizer_files
 from polyret.models.retrieval_model import check_param_shapes, model_config_from_dict, model_config_to_dict
 from polyret.models.towers import ModelConfig
 
@@ -33,28 +36,38 @@ TOKENIZER_DIR = "tokenizer"  # a Hugging Face tokenizer (BERT / XLM-R checkpoint
 LORA_BASE_FILE = "lora_base.json"
 
 
-@contextlib.contextmanager
-def atomic_output_dir(output_dir: str | os.PathLike, kind: str = "checkpoint") -> Iterator[Path]:
-    """Yield a temp folder beside `output_dir`; on success it is swapped in atomically, on error removed.
-    Only an earlier output of the same `kind` is replaced (see polyret.io.outputs)."""
-    from polyret.io import outputs
-    with outputs.atomic_output_dir(output_dir, kind) as tmp:
-        yield tmp
-
-
 def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,
                spm_path: str | os.PathLike | None = None) -> Path:
+    """Write a checkpoint folder atomically. `spm_path`: the tokenizer to keep with it (a SentencePiece
+    model file or a Hugging Face tokenizer folder; None or "byte" for none)."""
     params = jax.tree_util.tree_map(np.asarray, params)
-    with atomic_output_dir(output_dir) as tmp:
+    with atomic_output_dir(output_dir, "checkpoint") as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model_config_to_dict(config), indent=2))
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / PARAMS_DIR, params)
         checkpointer.wait_until_finished()
-        if spm_path and Path(spm_path).is_dir():
-            copy_tokenizer_files(spm_path, tmp / TOKENIZER_DIR)
-        elif spm_path:
-            shutil.copyfile(spm_path, tmp / SPM_FILE)
+        store_tokenizer(spm_path, tmp)
     return Path(output_dir)
+
+
+def store_tokenizer(source: str | os.PathLike | None, folder: Path) -> None:
+    """Keep a tokenizer in a checkpoint folder or MODEL_DIR: a Hugging Face tokenizer folder's files go to
+    `tokenizer/`, a SentencePiece model to `spiece.model`; None or "byte" (ByT5's bytes) store nothing."""
+    if source is None or str(source) == "byte":
+        return
+    if Path(source).is_dir():
+        copy_tokenizer_files(source, folder / TOKENIZER_DIR)
+    else:
+        shutil.copyfile(source, folder / SPM_FILE)
+
+
+def read_model_config_dict(config_file: Path) -> dict[str, Any]:
+    """model_config.json as today's code writes it: files written before the encoder's `family` field get
+    it filled in (see encoder_family.encoder_config_from_dict), so comparisons see no change."""
+    stored = json.loads(config_file.read_text())
+    if isinstance(stored.get("encoder"), dict) and "family" not in stored["encoder"]:
+        stored["encoder"] = encoder_config_to_dict(encoder_config_from_dict(stored["encoder"]))
+    return stored
 
 
 def _restore_params(params_dir: Path) -> Any:
@@ -113,14 +126,3 @@ def stored_tokenizer(root: Path) -> Path | None:
         if candidate.exists():
             return candidate
     return None
-
-
-def copy_tokenizer_files(source: str | os.PathLike, target: Path) -> None:
-    """Copy a Hugging Face tokenizer's files (tokenizer.json, vocab.txt, ...) from a checkpoint folder."""
-    from polyret.models.hf_bert import TOKENIZER_FILES
-    target.mkdir(parents=True, exist_ok=True)
-    found = [name for name in TOKENIZER_FILES if (Path(source) / name).is_file()]
-    if not found:
-        raise FileNotFoundError(f"{source}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
-    for name in found:
-        shutil.copyfile(Path(source) / name, target / name)

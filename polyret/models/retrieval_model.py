@@ -9,12 +9,14 @@ depends on what kind of model it is:
   - files: `to_dict` / `from_dict` (model_config.json) and `export_hf` (Hugging Face / sentence-transformers
     or PyLate layout).
 Kinds register with `@register`; `build_model(config)` finds the class by the config's type, so no caller
-ever branches on the model kind. A new kind (or encoder family) plugs in here and nowhere else.
+ever branches on the model kind. A new kind plugs in here and nowhere else; a new encoder family plugs in
+as its own module listed in `encoder_families.py` (see `encoder_family.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -25,8 +27,11 @@ import seqio
 from flax import linen as nn
 from flax import traverse_util
 
+from polyret.io.outputs import atomic_output_dir
+from polyret.models import hf
 from polyret.models import losses as L
 from polyret.models import towers
+from polyret.models.encoder_families import encoder_config_to_dict
 from polyret.models.lora import LORA_A, LORA_B
 
 
@@ -124,7 +129,9 @@ class RetrievalModel:
 
     # ---------------------------------------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self.config)}
+        """model_config.json: the kind, the tower's fields, and the encoder's fields with its family."""
+        return {"kind": self.kind, **dataclasses.asdict(self.config),
+                "encoder": encoder_config_to_dict(self.config.encoder)}
 
     def export_hf(self, params: Any, output_dir: Path, tokenizer: str | None, max_seq_length: int) -> None:
         """Write the Hugging Face layout of this model into the (empty) folder `output_dir`."""
@@ -166,7 +173,6 @@ class DualEncoderModel(RetrievalModel):
         return jnp.asarray(self.config.logit_scale, jnp.float32)
 
     def export_hf(self, params, output_dir, tokenizer, max_seq_length):
-        from polyret.models import hf
         hf.write_dual_encoder(params, self.config, output_dir, tokenizer, max_seq_length)
 
 
@@ -194,7 +200,6 @@ class ColBERTModel(RetrievalModel):
         return towers.maxsim_paired(queries.vectors, queries.mask, documents.vectors, documents.mask)
 
     def export_hf(self, params, output_dir, tokenizer, max_seq_length):
-        from polyret.models import hf
         hf.write_colbert(params, self.config, output_dir, tokenizer, max_seq_length)
 
 
@@ -205,6 +210,17 @@ def build_model(config: Any, loss: L.Loss | None = None) -> RetrievalModel:
             return cls(config, loss)
     raise TypeError(f"no registered retrieval model takes a {type(config).__name__}; "
                     f"known: {', '.join(c.config_class.__name__ for c in _REGISTRY.values())}")
+
+
+def export_hf(params: Any, config: Any, output_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+              max_seq_length: int = 512) -> Path:
+    """Write the model's Hugging Face folder (its `RetrievalModel.export_hf` layout), atomically.
+
+    `tokenizer`: a SentencePiece model path, a Hugging Face tokenizer folder, "byte" for ByT5, or None.
+    """
+    with atomic_output_dir(output_dir, kind="hf_export") as tmp:
+        build_model(config).export_hf(params, tmp, tokenizer, max_seq_length)
+    return Path(output_dir)
 
 
 def init_params(config: Any, rng: jax.Array) -> tuple[Any, Any]:

@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from polyret.models.encoder_families import encoder_config_from_dict, family_of
 from polyret.models.lora import LoraDense
+from polyret.models.t5 import T5Config
 from polyret.tokens import PAD_ID
-from polyret.models.bert import BertConfig, BertEmbeddings, BertEncoder, BertStack
-from polyret.models.t5 import EncoderStack, T5Config, T5Encoder, make_token_embedder
 
 POOLINGS = ("mean", "first")
 
@@ -48,7 +48,7 @@ class DualEncoderConfig:
 @dataclasses.dataclass(frozen=True)
 class ColBERTConfig:
     """ColBERT tower settings. The defaults are plain ColBERT over T5 ids (no markers, every query position
-    attended); `polyret.retrieval.colbert_tokenize.colbert_x_config` fills in ColBERT-X as PLAID-X builds it
+    attended); `polyret.models.colbert_x.colbert_x_config` fills in ColBERT-X as PLAID-X builds it
     from a BERT / XLM-R tokenizer (markers, its [MASK], its punctuation skip list, mask tokens not attended).
 
     ColBERT-X inputs are the vocabulary's ids of the bare text, `[CLS] text [SEP]` (HfVocabulary + EOS).
@@ -98,51 +98,13 @@ class ColBERTConfig:
 ModelConfig = Union[DualEncoderConfig, ColBERTConfig]
 
 
-EncoderConfig = Union[T5Config, BertConfig]
-
-
-class _T5Family:
-    """T5 / mT5 / ByT5: parameters `token_embedder` and `encoder` (T5X names) at the tower's top level."""
-
-    @staticmethod
-    def parts(cfg: T5Config) -> dict[str, nn.Module]:
-        return {"token_embedder": make_token_embedder(cfg), "encoder": EncoderStack(cfg)}
-
-    @staticmethod
-    def hidden(parts: dict[str, nn.Module], tokens: jax.Array, attention_mask: jax.Array,
-               deterministic: bool) -> jax.Array:
-        embedded = nn.with_logical_constraint(parts["token_embedder"](tokens), ("batch", "length", "embed"))
-        return parts["encoder"](embedded, attention_mask, deterministic)
-
-    tower = T5Encoder
-
-
-class _BertFamily:
-    """BERT / RoBERTa / XLM-R: parameters `embeddings` and `encoder` at the tower's top level."""
-
-    @staticmethod
-    def parts(cfg: BertConfig) -> dict[str, nn.Module]:
-        return {"embeddings": BertEmbeddings(cfg), "encoder": BertStack(cfg)}
-
-    @staticmethod
-    def hidden(parts: dict[str, nn.Module], tokens: jax.Array, attention_mask: jax.Array,
-               deterministic: bool) -> jax.Array:
-        return parts["encoder"](parts["embeddings"](tokens, None, deterministic), attention_mask, deterministic)
-
-    tower = BertEncoder
-
-
-def encoder_family(cfg: EncoderConfig):
-    """The encoder family of an encoder config; a new family adds a class like _T5Family and a line here."""
-    return _BertFamily if isinstance(cfg, BertConfig) else _T5Family
-
-
-def encoder_config_from_dict(d: dict[str, Any]) -> EncoderConfig:
-    return BertConfig.from_dict(d) if "hidden_size" in d else T5Config.from_dict(d)
+# An encoder config of any registered family (polyret.models.encoder_families); T5 is the default.
+EncoderConfig = Any
 
 
 def hidden_size(cfg: EncoderConfig) -> int:
-    return cfg.hidden_size if isinstance(cfg, BertConfig) else cfg.d_model
+    """The encoder's output width (its family's `width`)."""
+    return family_of(cfg).width(cfg)
 
 
 def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
@@ -150,14 +112,15 @@ def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-12))
 
 
-def _projection(encoder: EncoderConfig, features: int) -> LoraDense:
+def projection_head(encoder: EncoderConfig, features: int) -> LoraDense:
+    """The bias-free projection after the encoder (`projection_layer`)."""
     return LoraDense(features, ("embed", "affinity"), nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
                      encoder.lora, jnp.dtype(encoder.dtype), jnp.dtype(encoder.param_dtype))
 
 
 def _attach_parts(tower: nn.Module, cfg: EncoderConfig) -> None:
     """In `setup`: the encoder's submodules under their own names at the tower's top level."""
-    parts = encoder_family(cfg).parts(cfg)
+    parts = family_of(cfg).parts(cfg)
     for name, module in parts.items():
         setattr(tower, name, module)
     tower.part_names = tuple(parts)
@@ -165,7 +128,7 @@ def _attach_parts(tower: nn.Module, cfg: EncoderConfig) -> None:
 
 def _shared_hidden(tower: nn.Module, tokens: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
     parts = {name: getattr(tower, name) for name in tower.part_names}
-    return encoder_family(tower.config.encoder).hidden(parts, tokens, attention_mask, deterministic)
+    return family_of(tower.config.encoder).hidden(parts, tokens, attention_mask, deterministic)
 
 
 class DualEncoder(nn.Module):
@@ -173,14 +136,14 @@ class DualEncoder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        family = encoder_family(cfg.encoder)
+        family = family_of(cfg.encoder)
         if cfg.shared_towers:
             _attach_parts(self, cfg.encoder)
         else:
             self.left_tower = family.tower(cfg.encoder)
             self.right_tower = family.tower(cfg.encoder)
         if cfg.projection_dim:
-            self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
+            self.projection_layer = projection_head(cfg.encoder, cfg.projection_dim)
         if cfg.learnable_logit_scale:
             self.logit_scale_param = self.param("logit_scale", nn.initializers.constant(cfg.logit_scale), ())
 
@@ -251,7 +214,7 @@ class ColBERT(nn.Module):
     def setup(self):
         cfg = self.config
         _attach_parts(self, cfg.encoder)
-        self.projection_layer = _projection(cfg.encoder, cfg.projection_dim)
+        self.projection_layer = projection_head(cfg.encoder, cfg.projection_dim)
 
     def _token_vectors(self, tokens: jax.Array, attention_mask: jax.Array, deterministic: bool) -> jax.Array:
         hidden = _shared_hidden(self, tokens, attention_mask, deterministic)

@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from polyret.seqio_tasks.hf_vocab import HfVocabulary
+from polyret.seqio_tasks.vocab import vocabulary_source
 from polyret.tokens import T5_EOS_ID as EOS_ID
 
 
@@ -32,9 +33,7 @@ class Tokenizer:
     @classmethod
     def for_vocabulary(cls, vocabulary) -> "Tokenizer":
         """The tokenizer of a seqio vocabulary (SentencePiece model file, HF tokenizer, or bytes)."""
-        if isinstance(vocabulary, HfVocabulary):
-            return cls(vocabulary.path)
-        return cls(getattr(vocabulary, "sentencepiece_model_file", None))
+        return cls(vocabulary_source(vocabulary))
 
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         if self.byte:

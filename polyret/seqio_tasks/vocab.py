@@ -29,6 +29,12 @@ def get_vocabulary(spm_path: str = gin.REQUIRED, extra_ids: int = 0) -> seqio.Vo
     return seqio.SentencePieceVocabulary(str(spm_path), extra_ids=extra_ids)
 
 
+def vocabulary_source(vocabulary: seqio.Vocabulary) -> str | None:
+    """What `get_vocabulary` was given for `vocabulary`: its SentencePiece model file, its Hugging Face
+    tokenizer folder, or None for bytes."""
+    return getattr(vocabulary, "sentencepiece_model_file", None) or getattr(vocabulary, "path", None)
+
+
 def train_sentencepiece(text_files: Iterable[str | os.PathLike], model_prefix: str | os.PathLike,
                         vocab_size: int = 8000, character_coverage: float = 0.9999,
                         input_sentence_size: int = 1_000_000) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,12 @@ import seqio
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from polyret.models.model_folder import (CONFIG_FILE, LORA_BASE_FILE, SPM_FILE, TOKENIZER_DIR, copy_tokenizer_files,
-                                       load_model)
+from polyret.models.model_folder import (CONFIG_FILE, LORA_BASE_FILE, load_model, read_model_config_dict,
+                                         store_tokenizer)
 from polyret.models.layer_stack import EXECUTION_ONLY_FIELDS
 from polyret.models.lora import LORA_A, LORA_B
 from polyret.models.retrieval_model import RetrievalModel, is_created_parameter, model_config_to_dict
-from polyret.seqio_tasks.hf_vocab import HfVocabulary
+from polyret.seqio_tasks.vocab import vocabulary_source
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig, TrainCheckpointer, abstract_like
 from polyret.training.optimizers import lora_trainable, make_optimizer
@@ -97,7 +96,7 @@ def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabu
     config_file = model_dir / CONFIG_FILE
     config = model_config_to_dict(model.config)
     if resuming and config_file.is_file():
-        old = json.loads(config_file.read_text())
+        old = read_model_config_dict(config_file)
         changed = _dict_diff(old, json.loads(json.dumps(config)))
         # How the layers execute (scan, remat) does not change the parameters: a run may switch on resume.
         changed = [c for c in changed if c.split(":")[0].split(".")[-1] not in EXECUTION_ONLY_FIELDS]
@@ -105,10 +104,7 @@ def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabu
             raise ConfigError(f"{config_file}: the run's model config differs from the checkpoints' "
                               f"({'; '.join(changed[:4])}); use a new MODEL_DIR or restore the settings")
     config_file.write_text(json.dumps(config, indent=2))
-    if isinstance(vocab, seqio.SentencePieceVocabulary):
-        shutil.copyfile(vocab.sentencepiece_model_file, model_dir / SPM_FILE)
-    elif isinstance(vocab, HfVocabulary):
-        copy_tokenizer_files(vocab.path, model_dir / TOKENIZER_DIR)
+    store_tokenizer(vocabulary_source(vocab), model_dir)
     if lora_base:
         (model_dir / LORA_BASE_FILE).write_text(json.dumps({"base_checkpoint": str(Path(lora_base).absolute())}))
     (model_dir / "config.gin").write_text(gin.operative_config_str() or gin.config_str())

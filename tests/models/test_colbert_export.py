@@ -10,7 +10,7 @@ import pytest
 
 from polyret.models.model_folder import load_model
 from polyret.models.conversion import import_checkpoint, save_imported
-from polyret.models.hf import export_hf
+from polyret.models.retrieval_model import export_hf
 from polyret.models.retrieval_model import build_model
 from polyret.models.t5 import T5Config
 from polyret.models.towers import ColBERTConfig

@@ -45,7 +45,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # plaid-x imports git; no 
 from polyret.models.conversion import import_checkpoint, save_imported
 from polyret.models.retrieval_model import build_model
 from polyret.models.towers import ColBERT as ColBERTModule
-from polyret.retrieval.colbert_tokenize import colbert_x_tokens
+from polyret.models.colbert_x import colbert_x_tokens
 from polyret.retrieval.tokenize import Tokenizer, pad_batch
 
 LICENSES = Path("/usr/share/common-licenses")
@@ -285,7 +285,7 @@ def test_mtd_run_builds_colbert_x_from_its_vocabulary(plaidx, plaidx_dir):
     import polyret.seqio_tasks.template_tasks  # noqa: F401
     import polyret.training.trainer  # noqa: F401
     from polyret import GIN_CONFIGS_DIR
-    from polyret.retrieval.colbert_tokenize import colbert_x_config
+    from polyret.models.colbert_x import colbert_x_config
 
     try:
         gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
@@ -327,7 +327,7 @@ def _same_vectors_as_plaidx(folder: Path, model, params, tokenizer: Tokenizer) -
 
 
 def test_export_is_read_by_plaidx_and_polyret(ours, plaidx_dir, tmp_path):
-    from polyret.models.hf import export_hf
+    from polyret.models.retrieval_model import export_hf
 
     model, params, tokenizer = ours
     export_hf(params, model.config, tmp_path / "export", tokenizer=str(plaidx_dir), max_seq_length=DOC_MAXLEN)
@@ -344,7 +344,7 @@ def test_export_is_read_by_plaidx_and_polyret(ours, plaidx_dir, tmp_path):
 
 def test_plain_xlmr_as_colbert_x_matches_plaidx_after_export(plaidx_dir, tmp_path):
     """Markers polyret appended on import sit at the ids PLAID-X gives them when it loads the export."""
-    from polyret.models.hf import export_hf
+    from polyret.models.retrieval_model import export_hf
 
     base = tmp_path / "xlmr"
     shutil.copytree(plaidx_dir.parent / "xlmr", base)

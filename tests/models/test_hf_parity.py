@@ -7,9 +7,9 @@ import jax
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from polyret.models.hf import export_hf, load_hf_encoder
+from polyret.models.hf import load_hf_encoder
 from polyret.models.t5 import T5Config, T5Encoder
-from polyret.models.retrieval_model import init_params
+from polyret.models.retrieval_model import export_hf, init_params
 from polyret.models.towers import DualEncoderConfig
 
 CONFIGS = {

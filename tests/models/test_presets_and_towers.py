@@ -14,10 +14,11 @@ from shared_paths import T5X_FIXTURE
 from polyret import GIN_CONFIGS_DIR
 from polyret.models.model_folder import load_model, save_model
 from polyret.models.conversion import import_checkpoint
-from polyret.models.hf import export_hf, hf_name_map, load_hf_encoder
+from polyret.models.hf import load_hf_encoder
+from polyret.models.hf_t5 import hf_name_map
 from polyret.models.lora import LoraConfig, lora_trainable_mask, merge_lora
 from polyret.models.t5 import PRESETS, T5Config, T5Encoder
-from polyret.models.retrieval_model import expected_param_shapes, init_params
+from polyret.models.retrieval_model import expected_param_shapes, export_hf, init_params
 from polyret.models.towers import ColBERT, ColBERTConfig, DualEncoder, DualEncoderConfig
 
 GOLDEN = Path(__file__).parent / "golden" / "param_shapes.json"
@@ -58,8 +59,9 @@ def test_model_gin_files_parse(gin_file):
             return
         gin.parse_config_file(str(GIN_CONFIGS_DIR / "models" / "colbert.gin"))
         cfg = ColBERTConfig()
-        from polyret.models.bert import PRESETS as BERT_PRESETS
-        preset = {**PRESETS, **BERT_PRESETS}[gin_file[:-4]]
+        from polyret.models.encoder_families import families
+        presets = {name: p for family in families().values() for name, p in family.presets.items()}
+        preset = presets[gin_file[:-4]]
         assert cfg.encoder == preset and cfg.projection_dim == 128
         assert DualEncoderConfig().encoder == preset
     finally:
@@ -249,3 +251,19 @@ def test_byte_vocabulary_export_loads_byt5_tokenizer(tmp_path):
     export_hf(params, cfg, tmp_path / "hf", tokenizer="byte")
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     assert tok("ab").input_ids == [ord("a") + 3, ord("b") + 3, 1]  # ByT5: byte + 3 offset, then EOS
+
+
+def test_model_config_records_the_family_and_old_files_still_load(tmp_path):
+    from polyret.models.bert import PRESETS as BERT_PRESETS
+    from polyret.models.model_folder import read_model_config_dict
+    from polyret.models.retrieval_model import model_config_from_dict, model_config_to_dict
+
+    for config in (DualEncoderConfig(encoder=TINY), ColBERTConfig(encoder=BERT_PRESETS["bert_tiny"])):
+        written = model_config_to_dict(config)
+        assert written["encoder"]["family"] == ("t5" if config.encoder is TINY else "bert")
+        assert model_config_from_dict(written) == config
+        # A file from before the family field: read as before, and seen unchanged by the resume check.
+        old = {**written, "encoder": {k: v for k, v in written["encoder"].items() if k != "family"}}
+        (tmp_path / "model_config.json").write_text(json.dumps(old))
+        assert model_config_from_dict(old) == config
+        assert read_model_config_dict(tmp_path / "model_config.json") == json.loads(json.dumps(written))
