@@ -1,102 +1,59 @@
-"""Every paper run's bound hyper-parameters, read through gin, against a table of the published values with
-their sources. A value that still differs must be listed in DEVIATIONS with its reason (and is checked to
-still differ, so the list cannot go stale)."""
+"""Every paper run's bound values, read through gin, against recipe_sources.csv: one row per value (runs, gin
+binding, value, the source's URL or path, a quoted line). A run that binds something else fails, unless
+recipe_deviations.csv lists that binding with its reason (and a listed deviation that no longer differs fails
+too, so the list cannot go stale). README's deviation list names every deviation."""
 
+from __future__ import annotations
+
+import ast
+import csv
 import inspect
+import re
+import shutil
+from pathlib import Path
 
 import gin
 import pytest
 
 from polyret import GIN_CONFIGS_DIR
+from polyret.configuration import parse_gin
 
-T5XR = "google-research/t5x_retrieval@e2fbef3"
-PLAIDX = "hltcoe/ColBERT-X@7a10921 (PLAID-X)"
-CONTRIEVER = "facebookresearch/contriever@39fb220"
-
-SWIMX_FINETUNE = {
-    "%TASK_FEATURE_LENGTHS": ({"inputs": 64, "targets": 256}, "arXiv 2311.05800 (query 64 / passage 256)"),
-    "learning_rate_schedule.base_learning_rate": (1e-3, f"arXiv 2311.05800; {T5XR} configs/runs/finetune.gin"),
-    "learning_rate_schedule.schedule": ("linear", f"{T5XR} finetune.gin factors='linear_decay'"),
-    "learning_rate_schedule.warmup_steps": (1000, f"{T5XR} finetune.gin warmup_steps=1000"),
-    "t5_config.dropout_rate": (0.1, f"{T5XR} finetune.gin -> t5x/configs/runs/finetune.gin DROPOUT_RATE=0.1"),
-    "make_optimizer.optimizer": ("adafactor", f"{T5XR} configs/models/de_mt5_base.gin (Adafactor)"),
-    "adafactor.decay_rate": (0.8, f"{T5XR} de_mt5_base.gin decay_rate=0.8"),
-    "t5_config.preset": ("mt5_base", "arXiv 2311.05800 (mT5-base)"),
-    "DualEncoderConfig.pooling": ("mean", "arXiv 2311.05800"),
-    "DualEncoderConfig.projection_dim": (768, f"arXiv 2311.05800; {T5XR} de_mt5_base.gin PROJECTION_DIM=768"),
-    "DualEncoderConfig.l2_norm": (True, "arXiv 2311.05800"),
-    "DualEncoderConfig.logit_scale": (100.0, "arXiv 2311.05800"),
-    "ContrastiveLoss.bidirectional": (True, f"{T5XR} losses.py InBatchCrossEntropyLoss.bidirectional=True"),
-    "ContrastiveLoss.bidirectional_reduction": ("sum", f"{T5XR} losses.py: jnp.mean(loss + right_loss), the two "
-                                                       "directions' batch means added"),
-}
-SWIMX_PRETRAIN = {
-    **{k: v for k, v in SWIMX_FINETUNE.items() if k not in ("t5_config.dropout_rate", "learning_rate_schedule.warmup_steps")},
-    "%BATCH_SIZE": (8192, "arXiv 2311.05800 (mC4 pre-training)"),
-    "%TRAIN_STEPS": (500000, "arXiv 2311.05800 (500K mixed-language steps, then 100K single-language)"),
-    "DatasetConfig.single_language_batches": (False, "arXiv 2311.05800 (phase 1: mixed-language batches)"),
-    "learning_rate_schedule.warmup_steps": (1000, f"{T5XR} configs/runs/pretrain.gin warmup_steps=1000"),
-    "learning_rate_schedule.total_steps": (600000, "the decay spans both phases (decay_factor = 1/TRAIN_STEPS)"),
-    "learning_rate_schedule.end_factor": (1000 / 600000, f"{T5XR} pretrain.gin linear_decay: lr(T) = base x warmup/T"),
-    "t5_config.dropout_rate": (0.0, f"{T5XR} configs/architectures/de_t5_flaxformer.gin DROPOUT_RATE=0.0"),
-    "mc4_data_setup.chunk_length": (256, f"{CONTRIEVER} src/options.py --chunk_length 256"),
-    "mc4_data_setup.ratio_min": (0.1, f"{CONTRIEVER} src/options.py --ratio_min 0.1"),
-    "mc4_data_setup.ratio_max": (0.5, f"{CONTRIEVER} src/options.py --ratio_max 0.5"),
-}
-MTD = {
-    "%TASK_FEATURE_LENGTHS": ({"inputs": 32, "passages": 180}, "arXiv 2405.00977 (query 32 / passage 180)"),
-    "%TRAIN_STEPS": (200000, f"{PLAIDX} README --maxsteps 200000"),
-    "%BATCH_SIZE": (64, f"{PLAIDX} README --per_device_batch_size 8, on 8 GPUs"),
-    "%MTD_PASSAGES": (6, f"{PLAIDX} README --nway 6"),
-    "mtd_data_setup.top_n": (50, "arXiv 2405.00977 (teacher's top 50)"),
-    "%MTD_STRATEGY": ("mix_passages", "arXiv 2405.00977 (mix passages)"),
-    "learning_rate_schedule.base_learning_rate": (5e-6, f"{PLAIDX} README --learning_rate 5e-6"),
-    "learning_rate_schedule.schedule": ("constant", f"{PLAIDX} training.py: no scheduler without --warmup"),
-    "learning_rate_schedule.warmup_steps": (0, f"{PLAIDX} training.py: no warmup"),
-    "make_optimizer.optimizer": ("adamw", f"{PLAIDX} training.py AdamW"),
-    "adamw.weight_decay": (0.0, f"{PLAIDX} training.py transformers.AdamW (weight_decay default 0.0)"),
-    "adamw.eps": (1e-8, f"{PLAIDX} training.py eps=1e-8"),
-    "adamw.b1": (0.9, "transformers.AdamW default betas"),
-    "adamw.b2": (0.999, "transformers.AdamW default betas"),
-    "make_optimizer.max_grad_norm": (2.0, f"{PLAIDX} colbert/utils/amp.py clip_grad_norm_(..., 2.0)"),
-    "ColBERTConfig.projection_dim": (128, f"{PLAIDX} ColBERTConfig dim=128"),
-    "ColBERTConfig.query_length": (32, f"{PLAIDX} ColBERTConfig query_maxlen=32"),
-    "KLDistillationLoss.teacher_temperature": (1.0, f"{PLAIDX} distillation_alpha=1.0"),
-    "bert_config.preset": ("xlm_roberta_large", "model cards of hltcoe/plaidx-large-neuclir-mtd-*; "
-                                                f"{PLAIDX} README --model_name xlm-roberta-large"),
-    "ColBERTConfig.attend_to_mask_tokens": (False, f"{PLAIDX} ColBERTConfig attend_to_mask_tokens=False"),
-}
-PUBLISHED = {
-    "swimx_xor.gin": {**SWIMX_FINETUNE, "%BATCH_SIZE": (4096, "arXiv 2311.05800"),
-                      "DatasetConfig.single_language_batches": (False, "arXiv 2311.05800")},
-    "swimx_miracl.gin": {**SWIMX_FINETUNE, "%BATCH_SIZE": (4096, "arXiv 2311.05800"),
-                         "DatasetConfig.single_language_batches": (True, "arXiv 2311.05800 (MIRACL model: "
-                                                                         "single-language batches)")},
-    "swimx_xtreme_up.gin": {**SWIMX_FINETUNE, "%BATCH_SIZE": (1024, "arXiv 2311.05800")},
-    "swimx_mc4_pretrain.gin": SWIMX_PRETRAIN,
-    "swimx_mc4_pretrain_single_language.gin": {
-        **SWIMX_PRETRAIN, "%TRAIN_STEPS": (600000, "arXiv 2311.05800 (600K steps in all)"),
-        "DatasetConfig.single_language_batches": (True, "arXiv 2311.05800 (last 100K: single-language batches)")},
-    "mtd_colbert.gin": MTD,
-    "mtd_colbert_mix_entries.gin": {**MTD, "%MTD_STRATEGY": ("mix_entries", "arXiv 2405.00977 (mix entries)")},
-    "mtd_colbert_round_robin.gin": {
-        **MTD, "%MTD_STRATEGY": ("round_robin", "arXiv 2405.00977 (round robin)"),
-        "%MTD_PASSAGES": (2, "arXiv 2405.00977 (2 passages per language copy)"),
-        "%BATCH_SIZE": (192, f"{PLAIDX} MultiLangBatcher: 8 queries x 3 languages per device, 8 GPUs")},
-}
-
-# (run or "*", binding) -> why the bound value still differs from the published one.
-DEVIATIONS: dict = {}
+HERE = Path(__file__).parent
+RUNS_DIR = GIN_CONFIGS_DIR / "runs"
+README = GIN_CONFIGS_DIR.parent.parent / "README.md"
+# The training configurables only (not every module: the run files bind nothing else).
+MODULES = ("polyret.models.losses", "polyret.training.trainer", "polyret.seqio_tasks.template_tasks")
+PAPER_RUNS = sorted(p.name for p in RUNS_DIR.glob("*.gin") if p.name.startswith(("swimx_", "mtd_", "retrofit_")))
 
 
-def _deviation(run, key):
-    for (pattern, binding), reason in DEVIATIONS.items():
-        if binding == key and (pattern == run or (pattern.endswith("*") and run.startswith(pattern[:-1]))):
-            return reason
-    return None
+def read_table(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
-def _bound_value(key):
+def sources(table: Path = HERE / "recipe_sources.csv") -> dict[str, dict[str, dict]]:
+    """{run: {binding: row}} with each row's value parsed; a (run, binding) cited twice is an error."""
+    out: dict[str, dict[str, dict]] = {}
+    for line, row in enumerate(read_table(table), start=2):
+        assert row["source"].strip() and row["quote"].strip(), f"{table}:{line}: a row needs a source and a quote"
+        if row["source"].startswith("our choice"):
+            assert "because" in row["source"], f"{table}:{line}: 'our choice' says why ('because ...')"
+        for run in row["runs"].split():
+            assert run not in out or row["binding"] not in out[run], f"{table}:{line}: {run} {row['binding']} twice"
+            out.setdefault(run, {})[row["binding"]] = {**row, "value": ast.literal_eval(row["value"]), "line": line}
+    return out
+
+
+def deviations(table: Path = HERE / "recipe_deviations.csv") -> dict[tuple[str, str], str]:
+    out = {}
+    for line, row in enumerate(read_table(table), start=2):
+        assert len(row["reason"]) > 20, f"{table}:{line}: a deviation needs its reason"
+        for run in row["runs"].split():
+            out[(run, row["binding"])] = row["reason"]
+    return out
+
+
+def bound_value(key: str):
     """What the parsed run binds for `key`, else the configurable's own default (what the run would use)."""
     try:
         value = gin.query_parameter(key)
@@ -113,43 +70,87 @@ def _bound_value(key):
     return value
 
 
-@pytest.fixture()
-def parsed():
-    import polyret.models.losses  # noqa: F401
-    import polyret.seqio_tasks.template_tasks  # noqa: F401
-    import polyret.training.trainer  # noqa: F401
+def same(bound, cited) -> bool:
+    if isinstance(cited, float) and isinstance(bound, (int, float)):
+        return bound == pytest.approx(cited, rel=1e-9)
+    return bound == cited
 
-    def parse(run):
+
+def check_run(path: Path, cited: dict[str, dict], allowed: dict[tuple[str, str], str]) -> list[str]:
+    """Problems of one run file (named by its file name in the tables): values that depart from the cited
+    source without a listed deviation, and listed deviations that no longer differ."""
+    parse_gin([str(path)], modules=MODULES, finalize=False)
+    try:
+        problems = []
+        for key, row in cited.items():
+            bound, reason = bound_value(key), allowed.get((path.name, key))
+            if reason is None and not same(bound, row["value"]):
+                problems.append(f"{path.name}: {key} = {bound!r}, but recipe_sources.csv:{row['line']} cites "
+                                f"{row['value']!r} ({row['source']}: {row['quote']})")
+            if reason is not None and same(bound, row["value"]):
+                problems.append(f"{path.name}: {key} now matches its source: remove it from recipe_deviations.csv")
+        return problems
+    finally:
         gin.clear_config()
-        gin.add_config_file_search_path(str(GIN_CONFIGS_DIR))
-        gin.parse_config_files_and_bindings([str(GIN_CONFIGS_DIR / "runs" / run)], [], finalize_config=False)
-
-    yield parse
-    gin.clear_config()
 
 
-@pytest.mark.parametrize("run", sorted(PUBLISHED))
-def test_run_binds_the_published_values(run, parsed):
-    parsed(run)
-    wrong = []
-    for key, (published, source) in PUBLISHED[run].items():
-        bound = _bound_value(key)
-        same = bound == pytest.approx(published, rel=1e-9) if isinstance(published, float) else bound == published
-        reason = _deviation(run, key)
-        if reason is None and not same:
-            wrong.append(f"{key} = {bound!r}, published {published!r} ({source})")
-        if reason is not None and same:
-            wrong.append(f"{key} now matches the published {published!r}: remove it from DEVIATIONS")
-    assert not wrong, f"{run}:\n" + "\n".join(wrong)
+@pytest.mark.parametrize("run", PAPER_RUNS)
+def test_run_binds_its_cited_values(run):
+    cited = sources()
+    assert run in cited, f"{run}: no rows in recipe_sources.csv"
+    problems = check_run(RUNS_DIR / run, cited[run], deviations())
+    assert not problems, "\n".join(problems)
 
 
-def test_every_paper_run_is_in_the_table():
-    """Every SWIM-X and MTD run file (the papers' recipes) has its published values here."""
-    runs = {p.name for p in (GIN_CONFIGS_DIR / "runs").glob("*.gin") if p.name.startswith(("swimx_", "mtd_"))}
-    assert runs == set(PUBLISHED)
+def test_a_changed_value_fails(tmp_path):
+    """A copy of a run file with one value changed (as a user editing it would) is caught, with the row it
+    departs from; the same copy passes once the change is listed as a deviation."""
+    copy = tmp_path / "swimx_xor.gin"
+    shutil.copy(RUNS_DIR / "swimx_xor.gin", copy)
+    text = copy.read_text()
+    assert "BATCH_SIZE = 4096" in text
+    copy.write_text(text.replace("BATCH_SIZE = 4096", "BATCH_SIZE = 2048"))
+    cited = sources()["swimx_xor.gin"]
+    problems = check_run(copy, cited, deviations())
+    assert len(problems) == 1 and "%BATCH_SIZE = 2048" in problems[0] and "cites 4096" in problems[0]
+    assert check_run(copy, cited, {("swimx_xor.gin", "%BATCH_SIZE"): "a smaller pod slice"}) == []
+    # A value that only its default sets (the run file does not bind it) is checked too.
+    copy.write_text(text.replace("ContrastiveLoss.mask_duplicate_positives = False", ""))
+    assert any("mask_duplicate_positives = True" in p for p in check_run(copy, cited, deviations()))
 
 
-def test_each_run_file_cites_its_sources():
-    for run in ("swimx_xor.gin", "swimx_mc4_pretrain.gin", "mtd_colbert.gin"):
-        text = (GIN_CONFIGS_DIR / "runs" / run).read_text()
-        assert "arXiv" in text and "@" in text, run  # the paper and a pinned released config
+def test_every_paper_run_is_in_the_table_and_every_category_is_cited():
+    cited = sources()
+    assert set(PAPER_RUNS) <= set(cited) and set(cited) <= set(PAPER_RUNS)
+    categories = {"lengths": "TASK_FEATURE_LENGTHS", "batch": "BATCH_SIZE", "optimizer": "make_optimizer.optimizer",
+                  "schedule": "learning_rate_schedule.schedule", "precision": ".dtype"}
+    for run in PAPER_RUNS:
+        for category, needle in categories.items():
+            assert any(needle in key for key in cited[run]), f"{run}: no {category} row"
+    for run in PAPER_RUNS:
+        keys = " ".join(cited[run])
+        assert "pooling" in keys or "ColBERTConfig" in keys, f"{run}: no pooling / late-interaction row"
+        assert "logit_scale" in keys or "temperature" in keys or run.startswith("retrofit"), f"{run}: no temperature"
+        assert "MTD_PASSAGES" in keys or "TASK_FEATURE_LENGTHS" in keys, f"{run}: no negatives row"
+
+
+def test_each_value_in_a_run_file_has_its_source_beside_it():
+    """Every binding line of a paper run file carries a comment, on its line or in the comment block above it,
+    and no run file points outside the repository."""
+    for run in PAPER_RUNS:
+        lines = (RUNS_DIR / run).read_text().splitlines()
+        assert "DESIGN.md" not in "\n".join(lines), run
+        for i, line in enumerate(lines):
+            if not line.strip() or line.startswith(("#", "include", "import", " ")):
+                continue
+            if re.search(r"%gin\.REQUIRED|^DatasetConfig\.setup|^mtd_data_setup\.\w+ = %|^mc4_data_setup\.\w+ = %",
+                         line):
+                continue  # wiring, not a recipe value
+            above = next((lines[j] for j in range(i - 1, -1, -1) if not lines[j].startswith(" ")), "")
+            assert "#" in line or above.startswith("#"), f"{run}:{i + 1}: no source beside {line!r}"
+
+
+def test_readme_lists_every_deviation():
+    section = README.read_text().split("Deviations that remain", 1)[1].split("\n## ", 1)[0]
+    for (_, binding) in deviations():
+        assert binding in section, f"README's 'Deviations that remain' does not name {binding}"
