@@ -32,6 +32,9 @@ class DatasetConfig:
     shuffle: bool = True
     seed: int = 0
     single_language_batches: bool = False
+    # Pad each batch only to the smallest of these lengths that holds its longest row (e.g. (64, 128, 256));
+    # one compiled step per bucket; () pads every batch to task_feature_lengths (polyret/seqio_tasks/length_buckets.py).
+    length_buckets: tuple[int, ...] = ()
     setup: Callable[[], Any] | None = None  # registers the tasks (e.g. mtd_data_setup)
     # Read the tasks' offline caches (pre-tokenised TFRecords written by `polyret cache_tasks`) from
     # `cache_dirs` (added to seqio's global cache dirs) instead of tokenising on the fly.

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 import seqio
 from flax import linen as nn
 from tqdm.auto import tqdm
@@ -29,6 +30,7 @@ from polyret.models.losses import Loss
 from polyret.models.retrieval_model import RetrievalModel, build_model
 from polyret.models.towers import ModelConfig
 from polyret.seqio_tasks.dataset import DatasetConfig, batched_dataset
+from polyret.seqio_tasks.length_buckets import check_buckets, cut_to_buckets, longest_rows
 from polyret.seqio_tasks.examples import BAD_RECORDS, bad_record_policy
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig
@@ -71,7 +73,7 @@ def make_train_step(model: RetrievalModel, tx: optax.GradientTransformation, sch
             (loss, metrics), grads = model.value_and_grad(params, batch, step_rng)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(step)}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(step)}
         return params, opt_state, metrics
 
     return train_step
@@ -101,6 +103,10 @@ def _check_config(mesh, dataset: DatasetConfig, model: RetrievalModel, train_ste
         raise ConfigError(f"task {task.name!r} uses a vocabulary of {vocab.vocab_size} ids but the model embeds only "
                           f"{model.config.encoder.vocab_size}; set the encoder's vocab_size (e.g. "
                           f"t5_config.vocab_size) to at least {vocab.vocab_size}, or use the model's own vocabulary")
+    try:
+        check_buckets(dataset.length_buckets)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     needed = set(model.feature_converter(task).TASK_FEATURES)
     if not needed <= set(task.output_features):
         raise ConfigError(f"the loss {type(model.loss).__name__} needs task features {sorted(needed)}; task "
@@ -172,6 +178,9 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
         max_examples=dataset.max_examples, subsample_fraction=dataset.subsample_fraction,
         subsample_seed=dataset.subsample_seed)
     batches = data.skip(state.step).as_numpy_iterator()  # resume at the same data position
+    if dataset.length_buckets:
+        token_features = [name for _, name in model.feature_converter(task).TOKEN_FEATURES]
+        batches = _bucketed(batches, tuple(dataset.length_buckets), token_features)
 
     # SIGTERM/SIGINT: finish the step, checkpoint it, stop (multi-process: at the step all hosts agree on).
     with preemption.graceful_stop(forward_sigint_to_sigterm=jax.process_count() > 1), \
@@ -265,6 +274,16 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
     state.checkpointer.close()
     writer.flush()
     return losses
+
+
+def _bucketed(batches, buckets: tuple[int, ...], token_features: list[str]):
+    """Host batches cut to length buckets; every host cuts to the same lengths (the hosts' longest rows,
+    maximum over hosts: one small all-gather per step), so the global batch has one shape."""
+    for local in batches:
+        longest = longest_rows(local, token_features)
+        if jax.process_count() > 1:
+            longest = np.max(multihost_utils.process_allgather(longest), axis=0)
+        yield cut_to_buckets(local, token_features, longest, buckets)
 
 
 def _stop_if_not_finite(nonfinite: tuple[jax.Array, jax.Array], state: TrainState) -> None:
