@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
+from polyret.retrieval.scann_index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
 
 CACHE = Path(os.path.expanduser("~/.cache/polyret/debian/minilm"))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from polyret.retrieval.compressed_index import TokenShards
-from polyret.retrieval.index import ScannConfig, ScannIndex, measure_recall
+from polyret.retrieval.scann_index import ScannConfig, ScannIndex, measure_recall
 
 LI = Path(os.path.expanduser("~/.cache/polyret/debian/late_interaction"))
 

@@ -206,9 +206,9 @@ def sweep_depth(index_dir: Path, shards: TokenShards, queries, threads: int,
         for nprobe, ndocs, rerank in depths:
             config = CompressedSearchConfig(nprobe=nprobe, ndocs=ndocs, rerank=rerank, threads=threads)
             t = time.perf_counter()
-            run10 = index.search_many(list(queries), 10, config)
+            run10 = index.search(list(queries), 10, config).hits(index.ids)
             qps = len(queries) / (time.perf_counter() - t)
-            run100 = index.search_many(list(queries), 100, config)
+            run100 = index.search(list(queries), 100, config).hits(index.ids)
             n10, r100 = quality(run10, run100, exact)
             print(f"| {'shards (exact)' if exact_dir else 'decompressed'} | {nprobe} | {ndocs} | {rerank} | "
                   f"{qps:.1f} | {n10:.3f} | {r100:.3f} |", flush=True)
@@ -258,11 +258,11 @@ def main() -> None:
                              ("polyret compressed + exact rerank from the shards", shards.dir)):
         index = CompressedLateInteractionIndex(ours, exact_shards=exact_dir)
         config = CompressedSearchConfig(threads=args.threads)
-        index.search_many(list(queries[:5]), 10, config)
+        index.search(list(queries[:5]), 10, config).hits(index.ids)
         t = time.perf_counter()
-        run10 = index.search_many(list(queries), 10, config)
+        run10 = index.search(list(queries), 10, config).hits(index.ids)
         qps = len(queries) / (time.perf_counter() - t)
-        run100 = index.search_many(list(queries), 100, config)
+        run100 = index.search(list(queries), 100, config).hits(index.ids)
         n10, r100 = quality(run10, run100, exact)
         rows.append((label, size, build_s, rss, qps, n10, r100))
         print(rows[-1], flush=True)

@@ -21,7 +21,7 @@ class GinConfigError(ValueError):
 
 # The modules that define gin configurables, named as strings so this bottom layer imports none of them:
 # registering them is the caller's request (`modules`), the way gin's own `external_configurable` works.
-ALL_CONFIGURABLE_MODULES = ("polyret.models.losses", "polyret.retrieval.index", "polyret.training.trainer")
+ALL_CONFIGURABLE_MODULES = ("polyret.models.losses", "polyret.retrieval.pipeline", "polyret.training.trainer")
 
 
 def resolve_gin_file(name: str, search_paths: Sequence[str]) -> str:

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint (or precomputed embeddings) on a corpus: ScaNN search, metrics, run files.
+"""Evaluate a checkpoint (or precomputed embeddings) on a corpus: index search, metrics, run files.
 
   python -m polyret.jobs.evaluate --checkpoint CKPT --corpus corpus.jsonl --queries queries.jsonl \
       --qrels qrels.txt --output_dir eval/ [--bm25] [--metrics nDCG@10,RR@10,R@100]
@@ -8,6 +8,8 @@
   XOR-Retrieve: --answers answers.jsonl ({"id", "lang", "answers": [...]}) adds R@2kt and R@5kt.
 --dataset takes an ir_datasets id or a BEIR / MIRACL / XOR-Retrieve folder (polyret.io.benchmarks).
 --k defaults to what the metrics need: 1000 for R@1000 or AP, else the largest cutoff (at least 100).
+The index is chosen by name: --gin.SearchConfig.index='scann' (default for one vector per text), 'maxsim'
+(exact late interaction in memory) or 'compressed' (out of core); ColBERT's default picks by corpus size.
 """
 
 from __future__ import annotations
@@ -46,15 +48,12 @@ def parse_args(argv):
     p.add_argument("--passage_max_length", type=common.at_least(2), default=256,
                    help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
     p.add_argument("--batch_size", type=common.at_least(1), default=64)
-    p.add_argument("--save_index", action="store_true", help="save the ScaNN index under output_dir/index")
+    p.add_argument("--save_index", action="store_true", help="save the index under output_dir/index")
     p.add_argument("--recall_target", type=float, default=None,
                    help="ScaNN auto-tuning: recall@10 against brute force the index must reach (default 0.95, "
                         "ScannConfig.recall_target); 0 turns tuning off")
     p.add_argument("--threads", type=common.at_least(0), default=None,
                    help="ScaNN search/training threads (default every core, ScannConfig.threads)")
-    p.add_argument("--colbert_index", choices=("auto", "exact", "compressed"), default="auto",
-                   help="ColBERT: exact in-memory MaxSim, or the compressed out-of-core index under "
-                        "output_dir/colbert_index (resumed and reused by a rerun); auto picks by corpus size")
     args, args.gin_bindings = common.parse_args_with_gin(p, argv)
     if not args.checkpoint and not (args.query_embeddings and args.corpus_embeddings):
         p.error("give --checkpoint, or --query_embeddings and --corpus_embeddings")
@@ -68,6 +67,11 @@ def parse_args(argv):
         p.error(f"--k must be at least 1, got {args.k}")
     if args.recall_target is not None and not 0 <= args.recall_target <= 1:
         p.error(f"--recall_target must be between 0 and 1, got {args.recall_target}")
+    # The ScaNN flags are gin bindings, applied after --gin_file and --gin.* (the flags win).
+    if args.recall_target is not None:
+        args.gin_bindings.append(f"ScannConfig.recall_target = {args.recall_target or None}")
+    if args.threads is not None:
+        args.gin_bindings.append(f"ScannConfig.threads = {args.threads}")
     return args
 
 
@@ -77,15 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     return common.run_main("evaluate", lambda: evaluate(args))
 
 
-# What evaluate on precomputed vectors may bind in gin: the search index. Registering only these keeps the
-# model code, JAX and TensorFlow out of the process (~800 MiB resident, more than 1M x 128 vectors).
-SEARCH_CONFIGURABLES = ("polyret.retrieval.index", "polyret.retrieval.compressed_index")
+# What evaluate on precomputed vectors may bind in gin: the search indexes (the pipeline imports them all).
+# Registering only these keeps the model code, JAX and TensorFlow out of the process (~800 MiB resident,
+# more than 1M x 128 vectors).
+SEARCH_CONFIGURABLES = ("polyret.retrieval.pipeline",)
 
 
 def evaluate(args) -> int:
     if args.checkpoint:
         import polyret.retrieval.encode  # noqa: F401  (its gin configurables must exist before gin is locked)
-        import polyret.retrieval.compressed_index  # noqa: F401  (CompressedIndexConfig, CompressedSearchConfig)
         common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
     else:
         common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths, modules=SEARCH_CONFIGURABLES)
@@ -108,18 +112,17 @@ def evaluate(args) -> int:
     if args.checkpoint:
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size)
-        if encoder.is_colbert:
-            runs["colbert"] = P.colbert_search(encoder, corpus, queries, args.k, args.query_max_length,
-                                               index_dir=f"{args.output_dir}/colbert_index", mode=args.colbert_index)
-        else:
-            runs["dense"], index, recall, *_ = P.encode_and_search(
-                encoder, corpus, queries, args.k, args.query_max_length, args.passage_max_length, progress=True,
-                config=P.scann_config(args.recall_target, args.threads))
+        name = "colbert" if encoder.is_colbert else "dense"
+        # An index that lives on disk (and ColBERT's token shards) goes to output_dir/<name>_index: a rerun
+        # resumes and reuses it.
+        found = P.search_with_checkpoint(encoder, corpus, queries, args.k, args.query_max_length,
+                                         args.passage_max_length, index_dir=f"{args.output_dir}/{name}_index",
+                                         progress=True)
     else:
         from polyret.retrieval.vector_file import open_embeddings
         query_ids, query_vectors = open_embeddings(args.query_embeddings, args.query_ids)
         query_vectors = np.asarray(query_vectors)
-        # Corpus vectors stay on disk, read in blocks: the ScaNN index holds the one in-memory copy.
+        # Corpus vectors stay on disk, read in blocks: the index holds the one in-memory copy.
         doc_ids, doc_vectors = open_embeddings(args.corpus_embeddings, args.corpus_ids)
         # Before any search: vectors for exactly the corpus and queries evaluated (else metrics are silently 0).
         P.check_embedding_coverage(doc_ids, corpus, args.corpus_ids or args.corpus_embeddings,
@@ -129,15 +132,14 @@ def evaluate(args) -> int:
                                    required=[q for q in queries if q in qrels] if qrels else None)
         if not (args.bm25 or bench.answers):  # the corpus was for the checks above; the index needs the memory now
             bench.corpus = corpus = None
-        runs["dense"], index, recall = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k,
-                                                      config=P.scann_config(args.recall_target, args.threads))
-    if "dense" in runs:
-        params = {key: value for key, value in index.params.items() if key != "tuning"}
-        tuning = {key: value for key, value in index.params.get("tuning", {}).items() if key != "sweep"}
-        extra["scann"] = {"brute_force": index.brute_force, **params, **({"tuning": tuning} if tuning else {}),
-                          "recall@10_vs_brute_force": recall}
-        if args.save_index:
-            index.save(f"{args.output_dir}/index")
+        name = "dense"
+        found = P.dense_search(query_ids, query_vectors, doc_ids, doc_vectors, args.k,
+                               index_dir=f"{args.output_dir}/dense_index")
+    runs[name] = found.run
+    extra["index"] = found.index.name
+    extra[found.index.name] = {**found.index.info(), "recall@10_vs_brute_force": found.recall}
+    if args.save_index:
+        found.index.save(f"{args.output_dir}/index")
     if args.bm25:
         from polyret.retrieval.bm25 import bm25_search
         runs["bm25"] = bm25_search(corpus, queries, k=args.k)

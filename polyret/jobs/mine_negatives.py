@@ -2,6 +2,7 @@
 
   python -m polyret.jobs.mine_negatives --checkpoint CKPT --corpus corpus.jsonl --queries train_queries.jsonl \
       --qrels train_qrels.txt --output negatives.jsonl [--num_negatives 7 --rank_start 3 --rank_end 100]
+The checkpoint searches with the index named by --gin.SearchConfig.index (default 'scann').
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
             judged = {q: queries[q] for q in queries if q in qrels}
             found = P.encode_and_search(encoder, corpus, judged, args.depth, args.query_max_length,
-                                        args.passage_max_length, progress=True, measure_recall=False)
+                                        args.passage_max_length, progress=True, measure_recall=False,
+                                        index_dir=f"{args.output}.index")  # used only by an on-disk index
             run = found.run
             row = {d: i for i, d in enumerate(found.doc_ids)}
             positive_scores = {q: max(float(v @ found.doc_vectors[row[d]]) for d, r in qrels[q].items() if r > 0)

@@ -13,7 +13,7 @@ outputs are written to temporary names and renamed, and every step is determinis
 is killed and run again skips what is finished and ends byte-identical to an uninterrupted one.
 `plan.json` records the inputs and settings; a rerun with other inputs or settings is refused.
 
-Search (`CompressedLateInteractionIndex`), memory-mapped: (A) each query token probes its `nprobe`
+Search (`CompressedLateInteractionIndex`, the index registered as 'compressed'), memory-mapped: (A) each query token probes its `nprobe`
 closest centroids and every document listed there gets, per query token, the best probed centroid score
 (a cheap lower estimate of MaxSim); (B) the best `ndocs` documents are scored with their full centroid
 codes (centroid MaxSim); (C) the best `rerank` of those are decompressed (centroid + residual) and scored
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from typing import Callable, Sequence
 import gin
 import numpy as np
 from tqdm.auto import tqdm
+
+from polyret.retrieval.search_index import Index, SearchResult, pad_hits, register_index
 
 BLOCK = 65_536  # tokens per compression block: bounds memory during the build
 
@@ -313,7 +316,13 @@ class CompressedSearchConfig:
     threads: int = 0  # queries searched in parallel; 0: every core
 
 
-class CompressedLateInteractionIndex:
+@register_index("compressed")
+class CompressedLateInteractionIndex(Index):
+    """Opens a built index folder; `build` builds one (from token shards) and opens it."""
+
+    multi_vector = True
+    on_disk = True
+
     def __init__(self, index_dir: str | os.PathLike, exact_shards: str | os.PathLike | None = None):
         d = Path(index_dir)
         meta_file = d / "meta.json"
@@ -332,19 +341,50 @@ class CompressedLateInteractionIndex:
         self.codes = [np.load(d / f"part-{s:05d}.codes.npy", mmap_mode="r") for s in range(n)]
         self.residuals = [np.load(d / f"part-{s:05d}.residuals.npy", mmap_mode="r") for s in range(n)]
         lens = [np.load(d / f"part-{s:05d}.lens.npy") for s in range(n)]
-        self.doc_ids: list[str] = []
+        self.ids: list[str] = []
         for s in range(n):
-            self.doc_ids += (d / f"part-{s:05d}.ids").read_text(encoding="utf-8").splitlines()
+            self.ids += (d / f"part-{s:05d}.ids").read_text(encoding="utf-8").splitlines()
         self.doc_len = np.concatenate(lens).astype(np.int64)
         self.doc_shard = np.repeat(np.arange(n), [len(x) for x in lens])
         self.doc_start = np.concatenate([np.concatenate([[0], np.cumsum(x)[:-1]]) for x in lens]).astype(np.int64)
-        self.exact = None
+        self.exact_vectors, self.exact_shards = None, None
         if exact_shards is not None:
             shards = TokenShards(exact_shards)
-            self.exact = [shards.vectors(s) for s in range(n)]
+            self.exact_vectors = [shards.vectors(s) for s in range(n)]
+            self.exact_shards = shards.dir.resolve()
 
-    def __len__(self) -> int:
-        return len(self.doc_ids)
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: Sequence[np.ndarray] | TokenShards, k: int = 100,
+              folder: str | os.PathLike | None = None, queries=None) -> "CompressedLateInteractionIndex":
+        """Build (or finish building) the index of `vectors` into `folder` and open it, final candidates
+        re-scored with the exact vectors. Token vectors in memory are first written as shards to
+        folder/tokens; a TokenShards folder is read as it is."""
+        if folder is None:
+            raise ValueError("the compressed index is written to disk: give build a folder")
+        folder = Path(folder)
+        if not isinstance(vectors, TokenShards):
+            docs = vectors
+            vectors = TokenShards(write_token_shards(folder / "tokens", list(ids), lambda a, b: docs[a:b],
+                                                     progress=False))
+        if vectors.manifest["num_docs"] != len(ids):
+            raise ValueError(f"{vectors.dir}: holds {vectors.manifest['num_docs']} documents, not {len(ids)}")
+        build_compressed_index(vectors.dir, folder)
+        return cls(folder, exact_shards=vectors.dir)
+
+    def info(self) -> dict:
+        return {**self.meta, "exact_rescoring": self.exact_shards is not None}
+
+    def write(self, folder: Path) -> dict:
+        """The index's files (copied unless `folder` is where it lives); exact shards are referred to."""
+        if folder.resolve() != self.dir.resolve():
+            for path in self.dir.iterdir():
+                if path.is_file():
+                    shutil.copy2(path, folder / path.name)
+        return {"exact_shards": None if self.exact_shards is None else str(self.exact_shards)}
+
+    @classmethod
+    def read(cls, folder: Path, settings: dict) -> "CompressedLateInteractionIndex":
+        return cls(folder, exact_shards=settings.get("exact_shards"))
 
     def _depth(self, k: int, config: CompressedSearchConfig) -> tuple[int, int, int]:
         nprobe, ndocs = (2, 256) if k <= 10 else (4, 1024) if k <= 100 else (8, max(4 * k, 4096))
@@ -368,8 +408,8 @@ class CompressedLateInteractionIndex:
 
     def _decompress(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codes, lens = self._gather(docs, self.codes)
-        if self.exact is not None:
-            vectors, _ = self._gather(docs, self.exact)
+        if self.exact_vectors is not None:
+            vectors, _ = self._gather(docs, self.exact_vectors)
             return np.asarray(vectors, np.float32), lens
         packed, _ = self._gather(docs, self.residuals)
         vectors = self.centroids[codes.astype(np.int64)]
@@ -384,13 +424,22 @@ class CompressedLateInteractionIndex:
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
         return np.maximum.reduceat(token_scores, starts, axis=1).sum(axis=0)
 
-    def search(self, query: np.ndarray, k: int = 10, config: CompressedSearchConfig | None = None
-               ) -> list[tuple[str, float]]:
-        """[Lq, dim] query token vectors -> [(doc id, MaxSim of the decompressed or exact vectors)] best
-        first, ties broken by doc id."""
+    def search(self, queries: Sequence[np.ndarray], k: int = 10, config: CompressedSearchConfig | None = None
+               ) -> SearchResult:
+        """MaxSim of the decompressed (or exact) vectors for each [Lq, dim] query, best first, ties broken by
+        doc id; `config.threads` queries at a time (numpy releases the GIL in the heavy parts)."""
         config = config or CompressedSearchConfig()
+        k = min(k, len(self.ids))
+        threads = config.threads or os.cpu_count() or 1
+        if threads == 1:
+            hits = [self._search_one(q, k, config) for q in queries]
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                hits = list(pool.map(lambda q: self._search_one(q, k, config), queries))
+        return pad_hits(hits, k)
+
+    def _search_one(self, query: np.ndarray, k: int, config: CompressedSearchConfig) -> list[tuple[int, float]]:
         query = np.asarray(query, np.float32)
-        k = min(k, len(self.doc_ids))
         nprobe, ndocs, rerank = self._depth(k, config)
         scores = query @ self.centroids.T  # [Lq, C]
         # (A) probed centroids -> documents, scored by the best probed centroid per query token
@@ -424,15 +473,5 @@ class CompressedLateInteractionIndex:
         # (C) decompressed (or exact) MaxSim
         vectors, lens = self._decompress(cand)
         final = self._segment_maxsim(query @ vectors.T, lens)
-        ranked = sorted(zip((self.doc_ids[d] for d in cand), final.tolist()), key=lambda x: (-x[1], x[0]))
+        ranked = sorted(zip(cand.tolist(), final.tolist()), key=lambda x: (-x[1], self.ids[x[0]]))
         return ranked[:k]
-
-    def search_many(self, queries: Sequence[np.ndarray], k: int = 10,
-                    config: CompressedSearchConfig | None = None) -> list[list[tuple[str, float]]]:
-        """`search` for every query, `config.threads` at a time (numpy releases the GIL in the heavy parts)."""
-        config = config or CompressedSearchConfig()
-        threads = config.threads or os.cpu_count() or 1
-        if threads == 1:
-            return [self.search(q, k, config) for q in queries]
-        with ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(lambda q: self.search(q, k, config), queries))

@@ -1,37 +1,69 @@
-"""Evaluation pipeline: check inputs, encode (or take precomputed vectors), search, score, write outputs."""
+"""Evaluation pipeline: check inputs, encode (or take precomputed vectors), search, score, write outputs.
+
+The index is chosen by its registered name (`SearchConfig.index`, gin); every index answers the same
+`search`, so nothing here depends on which one it is.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
+import gin
 import numpy as np
-from tqdm.auto import tqdm
 
-from polyret.io.formats import DataError
+from polyret.errors import DataError
+from polyret.io.benchmarks import load_benchmark, load_files
+from polyret.io.runs import Run, write_trec_run
 from polyret.retrieval import metrics as M
-from polyret.retrieval.index import ScannConfig, ScannIndex
-from polyret.retrieval.index import measure_recall as measure_recall_vs_brute_force
+from polyret.retrieval.compressed_index import TokenShards, write_token_shards
+from polyret.retrieval.late_interaction import maxp, split_windows
+from polyret.retrieval.scann_index import measure_recall as measure_recall_vs_brute_force
+from polyret.retrieval.search_index import Index, get_index
 from polyret.retrieval.vector_file import VectorFile
-from polyret.io.runs import Run, run_from_topk, write_trec_run
 
 if TYPE_CHECKING:  # the encoder brings JAX and the model code: imported where a checkpoint is used
     from polyret.retrieval.encode import TowerEncoder
 
 
-def check_judgements(qrels: Mapping[str, Mapping[str, int]], queries: Mapping[str, str], corpus_ids,
-                     qrels_path: str | os.PathLike) -> None:
-    """Every judged query and document must exist; otherwise metrics would silently be wrong."""
-    corpus_ids = set(corpus_ids)
-    for qid, docs in qrels.items():
-        if qid not in queries:
-            raise DataError(qrels_path, None, f"query id {qid!r} is not in the queries file")
-        for doc in docs:
-            if doc not in corpus_ids:
-                raise DataError(qrels_path, None, f"document id {doc!r} (query {qid!r}) is not in the corpus")
+@gin.configurable
+@dataclass(frozen=True)
+class SearchConfig:
+    """The index `evaluate`, `mine_negatives`, the demo and evaluation during training search with, by its
+    registered name (`--gin.SearchConfig.index='maxsim'`; names: search_index.index_names()). None: 'scann'
+    for one vector per text; for token vectors 'maxsim' (exact, in memory) below `exact_below_tokens`
+    tokens or without an index folder, else 'compressed' (out of core, in the index folder)."""
+    index: str | None = None
+    exact_below_tokens: int = 500_000
+
+
+def index_class(multi_vector: bool, num_tokens: int = 0, folder: str | os.PathLike | None = None) -> type[Index]:
+    """The registered index SearchConfig names (or its default) for one-vector or token-vector documents."""
+    config = SearchConfig()
+    name = config.index
+    if name is None:
+        if not multi_vector:
+            name = "scann"
+        else:
+            name = "maxsim" if num_tokens < config.exact_below_tokens or folder is None else "compressed"
+    cls = get_index(name)
+    if cls.multi_vector != multi_vector:
+        have, takes = ("token vectors", "one vector per text") if multi_vector else ("one vector per text",
+                                                                                     "token vectors")
+        raise ValueError(f"SearchConfig.index = {name!r} indexes {takes}, but this model gives {have}")
+    if cls.on_disk and folder is None:
+        raise ValueError(f"SearchConfig.index = {name!r} is written to disk; this search has no index folder")
+    return cls
+
+
+class Found(NamedTuple):
+    run: Run
+    index: Index
+    recall: float | None  # recall@10 against brute force (approximate dense indexes, when measured)
 
 
 def check_embedding_coverage(ids: Sequence[str], expected: Mapping[str, str], ids_source: str | os.PathLike,
@@ -63,18 +95,12 @@ def first_non_finite(vectors: np.ndarray, block: int = 65536) -> int | None:
     return None
 
 
-def read_query_languages(path: str | os.PathLike) -> dict[str, str]:
-    """{qid: language} from a queries file's language field or column (empty when it has none)."""
-    from polyret.io.formats import read_languages
-    return read_languages(path)
-
-
 def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: Sequence[str],
-                 doc_vectors: np.ndarray | VectorFile, k: int, config: ScannConfig | None = None,
-                 measure_recall: bool = True) -> tuple[Run, ScannIndex, float | None]:
-    """ScaNN search -> (run, index, recall@10 of the index against brute force on these queries).
-    doc_vectors may be a VectorFile (read from disk in blocks): the index then holds the only in-memory
-    copy, and the recall check streams the file."""
+                 doc_vectors: np.ndarray | VectorFile, k: int, measure_recall: bool = True,
+                 index_dir: str | os.PathLike | None = None) -> Found:
+    """Search with the chosen dense index -> (run, index, recall@10 of an approximate index against brute
+    force on these queries). doc_vectors may be a VectorFile (read from disk in blocks): the index then
+    holds the only in-memory copy, and the recall check streams the file."""
     if query_vectors.shape[1] != doc_vectors.shape[1]:
         raise ValueError(f"embedding dimension mismatch: queries {query_vectors.shape[1]}, "
                          f"corpus {doc_vectors.shape[1]}")
@@ -82,29 +108,25 @@ def dense_search(query_ids: Sequence[str], query_vectors: np.ndarray, doc_ids: S
         row = first_non_finite(vectors)
         if row is not None:  # NaN scores would rank arbitrarily and be written as `nan` into the run
             raise ValueError(f"the vector of {what} {ids[row]!r} is not finite (NaN or inf); a diverged checkpoint?")
-    # The auto-tuner (ScannConfig.recall_target) tunes on half of a sample of these queries and holds
+    cls = index_class(multi_vector=False, folder=index_dir)
+    # ScaNN's auto-tuner (ScannConfig.recall_target) tunes on half of a sample of these queries and holds
     # out the other half; the recall reported is on (up to 1000 of) all of them, streamed (bounded memory).
-    index = ScannIndex.build(list(doc_ids), doc_vectors, k=k, config=config, tuning_queries=query_vectors)
-    rows, scores = index.search(query_vectors, k)
+    index = cls.build(list(doc_ids), doc_vectors, k, folder=_index_folder(index_dir, cls), queries=query_vectors)
+    found = index.search(query_vectors, k)
     recall = None
-    if measure_recall and not index.brute_force:
+    if measure_recall and not index.exact:
         recall = measure_recall_vs_brute_force(index, query_vectors, doc_vectors, 10)
-    return run_from_topk(list(query_ids), list(doc_ids), rows, scores), index, recall
+    return Found(found.to_run(query_ids, index.ids), index, recall)
 
 
-def scann_config(recall_target: float | None = None, threads: int | None = None) -> ScannConfig:
-    """ScannConfig as gin binds it, with the evaluate flags on top (recall_target 0: no tuning)."""
-    changes: dict = {}
-    if recall_target is not None:
-        changes["recall_target"] = recall_target or None
-    if threads is not None:
-        changes["threads"] = threads
-    return dataclasses.replace(ScannConfig(), **changes)
+def _index_folder(index_dir: str | os.PathLike | None, cls: type[Index]) -> Path | None:
+    """Where an on-disk index writes itself: index_dir/<its name>."""
+    return None if index_dir is None else Path(index_dir) / cls.name
 
 
 class DenseResult(NamedTuple):
     run: Run
-    index: ScannIndex
+    index: Index
     recall: float | None
     doc_ids: list[str]
     doc_vectors: np.ndarray
@@ -114,35 +136,25 @@ class DenseResult(NamedTuple):
 
 def encode_and_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
                       query_max_length: int, passage_max_length: int, progress: bool = False,
-                      measure_recall: bool = True, config: ScannConfig | None = None) -> DenseResult:
-    """Encode a corpus and queries with a dual encoder, then search them with ScaNN."""
+                      measure_recall: bool = True, index_dir: str | os.PathLike | None = None) -> DenseResult:
+    """Encode a corpus and queries with a dual encoder, then search them with the chosen index."""
     doc_ids, query_ids = list(corpus), list(queries)
     doc_vectors = encoder.encode([corpus[d] for d in doc_ids], "right", passage_max_length, progress,
                                  "encoding passages")
     query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length, progress,
                                    "encoding queries")
-    run, index, recall = dense_search(query_ids, query_vectors, doc_ids, doc_vectors, k, config=config,
-                                      measure_recall=measure_recall)
+    run, index, recall = dense_search(query_ids, query_vectors, doc_ids, doc_vectors, k,
+                                      measure_recall=measure_recall, index_dir=index_dir)
     return DenseResult(run, index, recall, doc_ids, doc_vectors, query_ids, query_vectors)
 
 
 def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
                    query_max_length: int, window: int = 180, stride: int = 90,
-                   index_dir: str | os.PathLike | None = None, mode: str = "auto",
-                   exact_below_tokens: int = 500_000) -> Run:
-    """ColBERT: documents split into `window`-token windows with `stride` (MaxP). mode "exact": every token
-    vector in memory, token-level candidates and exact MaxSim (small corpora); "compressed": token vectors
-    encoded in shards under index_dir/tokens and indexed PLAID-style under index_dir/compressed (out of
-    core, resumable, reused by a rerun), final candidates re-scored with their exact vectors; "auto":
-    exact below `exact_below_tokens` tokens, else compressed."""
-    import hashlib
-
-    from polyret.retrieval.compressed_index import (CompressedLateInteractionIndex, build_compressed_index,
-                                                    write_token_shards)
-    from polyret.retrieval.late_interaction import LateInteractionIndex, maxp, split_windows
-
-    if mode not in ("auto", "exact", "compressed"):
-        raise ValueError(f"ColBERT index mode must be auto, exact or compressed, got {mode!r}")
+                   index_dir: str | os.PathLike | None = None, progress: bool = True) -> Found:
+    """ColBERT: documents split into `window`-token windows with `stride` (MaxP), searched with the chosen
+    token-vector index. An index that lives on disk (`on_disk`, e.g. 'compressed') gets the window vectors
+    as shards encoded under index_dir/tokens (out of core, resumable, reused by a rerun) and writes itself
+    to index_dir/<its name>; any other gets them in memory."""
     doc_ids = list(corpus)
     token_ids = encoder.tokenizer.encode([corpus[d] for d in doc_ids], max_length=10 ** 9)
     window_ids, window_doc = [], []
@@ -154,41 +166,46 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
             window_ids.append(start + w + end)
             window_doc.append(doc)
     max_len = max(len(w) for w in window_ids)
-    if mode == "auto":
-        mode = "exact" if sum(len(w) for w in window_ids) < exact_below_tokens or index_dir is None else "compressed"
-    if mode == "compressed" and index_dir is None:
-        raise ValueError("the compressed ColBERT index needs an index folder")
+    cls = index_class(multi_vector=True, num_tokens=sum(len(w) for w in window_ids), folder=index_dir)
     query_ids = list(queries)
     query_vectors = encoder.encode([queries[q] for q in query_ids], "left", query_max_length)
-    if mode == "exact":
-        window_vectors = encoder.encode_ids(window_ids, "right", max_len, progress=True, desc="encoding passages")
-        index = LateInteractionIndex([str(i) for i in range(len(window_ids))], window_vectors)
-        hits_per_query = [index.search(qv, k=k * 4) for qv in tqdm(query_vectors, desc="MaxSim search", unit="query")]
-    else:
+    names = [str(i) for i in range(len(window_ids))]
+    vectors: Any
+    if cls.on_disk:
         # What produced the shards: a rerun with another corpus or checkpoint must not reuse them.
         digest = hashlib.sha256()
         for w in window_ids:
             digest.update(np.asarray(w, np.int32).tobytes() + b"|")
         fingerprint = {"windows_sha256": digest.hexdigest(), "model": repr(encoder.config),
                        "params_sha256": _params_digest(encoder.params)}
-        tokens_dir = write_token_shards(
-            Path(index_dir) / "tokens", [str(i) for i in range(len(window_ids))],
-            lambda a, b: encoder.encode_ids(window_ids[a:b], "right", max_len), fingerprint=fingerprint)
-        compressed = build_compressed_index(tokens_dir, Path(index_dir) / "compressed")
-        index = CompressedLateInteractionIndex(compressed, exact_shards=tokens_dir)
-        hits_per_query = index.search_many(list(query_vectors), k=k * 4)
+        vectors = TokenShards(write_token_shards(
+            Path(index_dir) / "tokens", names,
+            lambda a, b: encoder.encode_ids(window_ids[a:b], "right", max_len), fingerprint=fingerprint,
+            progress=progress))
+    else:
+        vectors = encoder.encode_ids(window_ids, "right", max_len, progress=progress, desc="encoding passages")
+    index = cls.build(names, vectors, k * 4, folder=_index_folder(index_dir, cls), queries=query_vectors)
     run: Run = {}
-    for qid, hits in zip(query_ids, hits_per_query):
+    for qid, hits in zip(query_ids, index.search(query_vectors, k * 4).hits(names)):
         best = maxp(np.array([s for _, s in hits]), [window_doc[int(i)] for i, _ in hits])
         run[qid] = dict(sorted(best.items(), key=lambda kv: -kv[1])[:k])
-    return run
+    return Found(run, index, None)
+
+
+def search_with_checkpoint(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
+                           query_max_length: int, passage_max_length: int,
+                           index_dir: str | os.PathLike | None = None, progress: bool = False,
+                           measure_recall: bool = True) -> Found:
+    """Top-k of a checkpoint on a corpus: single vectors or token vectors (late interaction), by the model."""
+    if encoder.is_colbert:
+        return colbert_search(encoder, corpus, queries, k, query_max_length, index_dir=index_dir, progress=progress)
+    return Found(*encode_and_search(encoder, corpus, queries, k, query_max_length, passage_max_length, progress,
+                                    measure_recall, index_dir)[:3])
 
 
 def _params_digest(params) -> str:
     """sha256 of a parameter tree's leaves (identifies the checkpoint that encoded a shard folder)."""
-    import hashlib
-
-    import jax
+    import jax  # heavy and optional here: evaluate on precomputed vectors never loads JAX
 
     digest = hashlib.sha256()
     for leaf in jax.tree_util.tree_leaves(params):
@@ -198,11 +215,9 @@ def _params_digest(params) -> str:
 
 def retrieve(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Mapping[str, str], k: int,
              query_max_length: int, passage_max_length: int) -> Run:
-    """Top-k run of a checkpoint on a corpus: ScaNN over single vectors, late interaction over token vectors."""
-    if encoder.is_colbert:
-        return colbert_search(encoder, corpus, queries, k, query_max_length)
-    return encode_and_search(encoder, corpus, queries, k, query_max_length, passage_max_length,
-                             measure_recall=False).run
+    """Top-k run of a checkpoint on a corpus (evaluation during training: in memory, no recall check)."""
+    return search_with_checkpoint(encoder, corpus, queries, k, query_max_length, passage_max_length,
+                                  measure_recall=False).run
 
 
 def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables: Mapping[str, dict],
@@ -224,7 +239,6 @@ def write_outputs(output_dir: str | os.PathLike, runs: Mapping[str, Run], tables
 
 def load_eval_inputs(corpus_path, queries_path, qrels_path):
     """(corpus {id: title + text}, queries, qrels) from separate files, judgements checked."""
-    from polyret.io.benchmarks import load_files
     bench = load_files(corpus_path, queries_path, qrels_path)
     return bench.corpus, bench.queries, bench.qrels
 
@@ -233,7 +247,6 @@ def load_eval_benchmark(dataset: str | None, split: str | None = None, corpus_pa
                         qrels_path=None, answers_path=None, corpus_texts: bool = True):
     """A `polyret.io.benchmarks.Benchmark` from `--dataset` (ir_datasets id or a benchmark folder) or
     from separate files (`corpus_texts=False`: only the corpus ids are kept)."""
-    from polyret.io.benchmarks import load_benchmark, load_files
     if dataset:
         return load_benchmark(dataset, split)
     return load_files(corpus_path, queries_path, qrels_path, answers_path, corpus_texts=corpus_texts)

@@ -1,5 +1,6 @@
-"""ScaNN maximum-inner-product index: brute force for small corpora, tree + asymmetric hashing (AH) + exact
-reorder above a size threshold, searched with every core (`search_batched_parallel`).
+"""ScaNN maximum-inner-product index (the dense index registered as 'scann'): brute force for small
+corpora, tree + asymmetric hashing (AH) + exact reorder above a size threshold, searched with every core
+(`search_batched_parallel`).
 
 With `ScannConfig.recall_target` set (the default, recall@10 >= 0.95), the knobs are chosen at build time
 by a short sweep measured against brute force: the tree size and AH settings (dims per block, anisotropic
@@ -16,7 +17,6 @@ the exact k-th score (so ties between equal vectors do not count as misses).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -27,6 +27,7 @@ from typing import Sequence
 import gin
 import numpy as np
 from polyret.retrieval.scann_import import scann_ops_pybind
+from polyret.retrieval.search_index import Index, SearchResult, register_index
 from polyret.retrieval.vector_file import VectorFile
 
 
@@ -142,9 +143,9 @@ def recall_per_query(queries: np.ndarray, vectors: np.ndarray, approx_rows: np.n
     return hits.sum(axis=1) / k
 
 
-def measure_recall(index: "ScannIndex", queries: np.ndarray, vectors: np.ndarray, k: int = 10,
+def measure_recall(index: Index, queries: np.ndarray, vectors: np.ndarray, k: int = 10,
                    max_queries: int = 1000, seed: int = 0) -> float:
-    """recall@k of `index` against streamed brute force on (a sample of at most max_queries of) queries."""
+    """recall@k of a dense `index` against streamed brute force on (a sample of at most max_queries of) queries."""
     queries = np.asarray(queries, np.float32)
     if len(queries) > max_queries:
         queries = queries[np.sort(np.random.default_rng(seed).choice(len(queries), max_queries, replace=False))]
@@ -157,7 +158,10 @@ def measure_recall(index: "ScannIndex", queries: np.ndarray, vectors: np.ndarray
 # ---------------------------------------------------------------------------------------------------------
 # The index
 
-class ScannIndex:
+@register_index("scann")
+class ScannIndex(Index):
+    """Dense maximum inner product search with ScaNN (settings: gin `ScannConfig`)."""
+
     def __init__(self, searcher, ids: list[str], brute_force: bool, params: dict, threads: int = 0):
         self.searcher, self.ids, self.brute_force, self.params = searcher, ids, brute_force, params
         self.threads = threads or os.cpu_count() or 1
@@ -165,11 +169,13 @@ class ScannIndex:
         self.size = len(ids) or int(searcher.size())
 
     @classmethod
-    def build(cls, ids: Sequence[str], vectors: np.ndarray, k: int = 100, config: ScannConfig | None = None,
-              tuning_queries: np.ndarray | None = None, progress: bool = False) -> "ScannIndex":
-        """Index `vectors` (one per id). With config.recall_target set, knobs not given in the config are
-        tuned on `tuning_queries` (half for tuning, half held out) or, without them, on a sample of
-        corpus vectors used as queries (each one's own row excluded from its neighbours)."""
+    def build(cls, ids: Sequence[str], vectors: np.ndarray, k: int = 100, folder=None,
+              queries: np.ndarray | None = None, config: ScannConfig | None = None,
+              progress: bool = False) -> "ScannIndex":
+        """Index `vectors` (one per id; a VectorFile stays on disk). With config.recall_target set, knobs
+        not given in the config are tuned on `queries` (half for tuning, half held out) or, without them,
+        on a sample of corpus vectors used as queries (each one's own row excluded from its neighbours).
+        The index is held in memory (`folder` is not used; `save` writes it)."""
         config = config or ScannConfig()
         if not isinstance(vectors, VectorFile):  # a VectorFile stays on disk: the index holds the one copy
             vectors = np.ascontiguousarray(vectors, np.float32)
@@ -186,15 +192,15 @@ class ScannIndex:
             params = _untuned_params(n, k, config)
             searcher = _build_tree_ah(vectors, k, params, config, threads)
             return cls(searcher, list(ids), False, params, threads)
-        return _Tuner(vectors, k, config, tuning_queries, progress).run(cls, list(ids))
+        return _Tuner(vectors, k, config, queries, progress).run(cls, list(ids))
 
     def search(self, queries: np.ndarray, k: int, leaves_to_search: int | None = None,
-               reorder: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """-> (row indices [q, k], scores [q, k]), best first; queries searched on `threads` threads."""
+               reorder: int | None = None) -> SearchResult:
+        """-> rows and scores [q, k], best first; queries searched on `threads` threads."""
         queries = np.ascontiguousarray(queries, np.float32)
         k = min(k, self.size)
         if len(queries) == 0:
-            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+            return SearchResult(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
         kwargs = {}
         if not self.brute_force:
             kwargs["leaves_to_search"] = leaves_to_search or self.params["num_leaves_to_search"]
@@ -203,25 +209,27 @@ class ScannIndex:
         batch = int(max(1, min(256, math.ceil(len(queries) / self.threads))))
         idx, dist = self.searcher.search_batched_parallel(queries, final_num_neighbors=k, batch_size=batch,
                                                           **kwargs)
-        return np.asarray(idx, np.int64), np.asarray(dist, np.float32)
+        return SearchResult(np.asarray(idx, np.int64), np.asarray(dist, np.float32))
 
-    def save(self, directory: str | os.PathLike) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.searcher.serialize(str(directory))
-        (directory / "ids.txt").write_text("\n".join(self.ids) + "\n", encoding="utf-8")
-        (directory / "polyret_index.json").write_text(json.dumps({"brute_force": self.brute_force,
-                                                                  "params": self.params}, indent=1))
+    @property
+    def exact(self) -> bool:
+        return self.brute_force
+
+    def info(self) -> dict:
+        """The knobs (chosen or given) and the tuner's summary, without its sweep."""
+        params = {key: value for key, value in self.params.items() if key != "tuning"}
+        tuning = {key: value for key, value in self.params.get("tuning", {}).items() if key != "sweep"}
+        return {"brute_force": self.brute_force, **params, **({"tuning": tuning} if tuning else {})}
+
+    def write(self, folder: Path) -> dict:
+        self.searcher.serialize(str(folder))
+        (folder / "ids.txt").write_text("\n".join(self.ids) + "\n", encoding="utf-8")
+        return {"brute_force": self.brute_force, "params": self.params}
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, threads: int = 0) -> "ScannIndex":
-        directory = Path(directory)
-        meta_file = directory / "polyret_index.json"
-        if not meta_file.exists():
-            raise FileNotFoundError(f"{meta_file}: missing; not a saved polyret ScaNN index")
-        meta = json.loads(meta_file.read_text())
-        ids = (directory / "ids.txt").read_text(encoding="utf-8").splitlines()
-        return cls(scann_ops_pybind.load_searcher(str(directory)), ids, meta["brute_force"], meta["params"],
+    def read(cls, folder: Path, settings: dict, threads: int = 0) -> "ScannIndex":
+        ids = (folder / "ids.txt").read_text(encoding="utf-8").splitlines()
+        return cls(scann_ops_pybind.load_searcher(str(folder)), ids, settings["brute_force"], settings["params"],
                    threads)
 
 

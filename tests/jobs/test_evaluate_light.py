@@ -50,12 +50,12 @@ def test_a_gin_binding_outside_the_named_modules_registers_them_all():
     try:
         # EvalConfig lives in the trainer module, which the search-only registration leaves out.
         configuration.parse_gin([], ["EvalConfig.every = 7", "ScannConfig.num_leaves = 12"],
-                                modules=("polyret.retrieval.index",))
+                                modules=("polyret.retrieval.scann_index",))
         assert gin.query_parameter("EvalConfig.every") == 7
         assert gin.query_parameter("ScannConfig.num_leaves") == 12
         with pytest.raises(configuration.GinConfigError, match="No configurable matching 'NoSuchThing'"):
             gin.clear_config()
-            configuration.parse_gin([], ["NoSuchThing.x = 1"], modules=("polyret.retrieval.index",))
+            configuration.parse_gin([], ["NoSuchThing.x = 1"], modules=("polyret.retrieval.scann_index",))
     finally:
         gin.clear_config()
 

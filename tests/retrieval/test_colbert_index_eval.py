@@ -25,16 +25,16 @@ def _evaluate(checkpoint, data, out, *extra):
 
 
 def test_compressed_colbert_index_matches_exact_maxsim(template_data, colbert_checkpoint, tmp_path):
-    exact = _evaluate(colbert_checkpoint, template_data, tmp_path / "exact", "--colbert_index", "exact")
+    exact = _evaluate(colbert_checkpoint, template_data, tmp_path / "exact", "--gin.SearchConfig.index='maxsim'")
     everything = ["--gin.CompressedSearchConfig.nprobe=1000000", "--gin.CompressedSearchConfig.ndocs=1000000",
                   "--gin.CompressedSearchConfig.rerank=1000000"]
-    full = _evaluate(colbert_checkpoint, template_data, tmp_path / "full", "--colbert_index", "compressed",
+    full = _evaluate(colbert_checkpoint, template_data, tmp_path / "full", "--gin.SearchConfig.index='compressed'",
                      *everything)
     assert (tmp_path / "full" / "colbert_index" / "compressed" / "meta.json").exists()
     for qid in exact:  # exhaustive candidates + exact re-scoring = exact MaxSim (MaxP over windows)
         assert list(full[qid]) == list(exact[qid])
         np.testing.assert_allclose(list(full[qid].values()), list(exact[qid].values()), rtol=1e-5)
-    default = _evaluate(colbert_checkpoint, template_data, tmp_path / "full", "--colbert_index", "compressed")
+    default = _evaluate(colbert_checkpoint, template_data, tmp_path / "full", "--gin.SearchConfig.index='compressed'")
     overlap = np.mean([len(set(default[q]) & set(exact[q])) / len(exact[q]) for q in exact])
     assert overlap >= 0.8, overlap
     # the rerun above reused the index built by the first compressed run (same inputs and model)

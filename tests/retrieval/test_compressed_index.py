@@ -62,7 +62,7 @@ def test_exhaustive_search_with_exact_rerank_is_brute_force(built):
     index = CompressedLateInteractionIndex(root / "index", exact_shards=root / "shards")
     everything = CompressedSearchConfig(nprobe=10 ** 6, ndocs=10 ** 6, rerank=10 ** 6)
     for _, q in _queries(docs, 10):
-        got = index.search(q, 10, everything)
+        got = index.search([q], 10, everything).hits(ids)[0]
         brute = _brute(q, ids, docs)[:10]
         assert [g[0] for g in got] == [b[0] for b in brute]
         np.testing.assert_allclose([g[1] for g in got], [b[1] for b in brute], rtol=1e-5)
@@ -77,7 +77,7 @@ def test_default_search_is_close_to_exact_maxsim(built):
     for target, q in _queries(docs):
         brute = _brute(q, ids, docs)
         exact_scores = dict(brute)
-        got = index.search(q, 10)
+        got = index.search([q], 10).hits(ids)[0]
         found_exact += ids[target] in [b[0] for b in brute[:10]]
         found += ids[target] in [g[0] for g in got]
         # exact MaxSim of what the index returned, against the best possible ten
@@ -102,10 +102,12 @@ def test_reload_and_copy_give_identical_results(built, tmp_path):
     shutil.copytree(root / "index", tmp_path / "moved")
     again = CompressedLateInteractionIndex(tmp_path / "moved")
     for _, q in _queries(docs, 10, seed=3):
-        assert first.search(q, 10) == again.search(q, 10)
+        assert first.search([q], 10).hits(ids) == again.search([q], 10).hits(ids)
     queries = [q for _, q in _queries(docs, 8, seed=4)]
-    threaded = again.search_many(queries, 10, CompressedSearchConfig(threads=2))
-    assert threaded == [first.search(q, 10) for q in queries]
+    threaded = again.search(queries, 10, CompressedSearchConfig(threads=2))
+    one_by_one = [first.search([q], 10, CompressedSearchConfig(threads=1)) for q in queries]
+    np.testing.assert_array_equal(threaded.rows, np.concatenate([r.rows for r in one_by_one]))
+    np.testing.assert_array_equal(threaded.scores, np.concatenate([r.scores for r in one_by_one]))
 
 
 def _same_files(a: Path, b: Path) -> None:

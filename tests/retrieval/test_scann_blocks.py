@@ -4,8 +4,8 @@ one-go build with the same knobs and the same training sample size."""
 
 import numpy as np
 
-from polyret.retrieval import index as index_module
-from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
+from polyret.retrieval import scann_index as index_module
+from polyret.retrieval.scann_index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
 
 
 def _clustered(n: int, dim: int, seed: int) -> np.ndarray:

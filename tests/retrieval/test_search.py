@@ -4,7 +4,7 @@ import gin
 import numpy as np
 import pytest
 
-from polyret.retrieval.index import (ScannConfig, ScannIndex, brute_force_topk, measure_recall,
+from polyret.retrieval.scann_index import (ScannConfig, ScannIndex, brute_force_topk, measure_recall,
                                      recall_against_brute_force, recall_by_score)
 from polyret.retrieval.late_interaction import LateInteractionIndex, maxp, maxsim, split_windows
 
@@ -43,7 +43,7 @@ def test_autotuner_meets_target_on_heldout_queries(n, d, seed):
     # is too uneven for the tuning sample to speak for other queries.
     tune_q, held_q = q[:600], q[600:]
     config = ScannConfig(brute_force_below=5000, tune_queries=300)
-    index = ScannIndex.build([str(i) for i in range(n)], x, k=10, config=config, tuning_queries=tune_q)
+    index = ScannIndex.build([str(i) for i in range(n)], x, k=10, config=config, queries=tune_q)
     assert not index.brute_force
     tuning = index.params["tuning"]
     assert tuning["recall_heldout"] >= 0.95 and tuning["recall_tuning"] >= 0.95
@@ -127,7 +127,7 @@ def test_late_interaction_returns_brute_force_maxsim_topk():
         qv = (qv / np.linalg.norm(qv, axis=1, keepdims=True)).astype(np.float32)
         brute = sorted(((i, float(np.sum(np.max(qv @ d.T, axis=1)))) for i, d in zip(ids, docs)),
                        key=lambda x: (-x[1], x[0]))[:10]
-        got = index.search(qv, k=10, candidates_per_token=4)  # small on purpose: the bound must widen it
+        got = index.search([qv], k=10, candidates_per_token=4).hits(ids)[0]  # small: the bound must widen it
         assert [g[0] for g in got] == [b[0] for b in brute]
         np.testing.assert_allclose([g[1] for g in got], [b[1] for b in brute], rtol=1e-5)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from polyret.io.formats import DataError
-from polyret.retrieval.index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
+from polyret.retrieval.scann_index import ScannConfig, ScannIndex, brute_force_topk, recall_by_score
 from polyret.retrieval.vector_file import VectorFile, open_embeddings
 
 
