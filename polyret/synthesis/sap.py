@@ -54,6 +54,8 @@ def build_prompt(exemplars: Sequence[Exemplar], title: str, text: str, query_lan
     if prompt_mode != "summarize_then_ask":
         raise ValueError(f"prompt_mode must be one of {PROMPT_MODES}, got {prompt_mode!r}")
     shots = [f"{_article(e.title, e.passage)}\nSummary: {e.summary}\n{label} {e.query}" for e in exemplars]
+    if not shots:  # zero-shot: the format the examples would have shown
+        shots = [f"Answer in this format:\nSummary: <one or two sentences copied from the article>\n{label} <the query>"]
     user = "\n\n".join([*shots, f"{_article(title, text)}\nSummary:"])
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
