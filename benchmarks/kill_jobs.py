@@ -3,11 +3,18 @@ previous one intact or the new one complete (for resumable outputs: a consistent
 never neither; the rerun ends identical to an uninterrupted run and leaves no temp folder behind.
 
   nice -n 10 .venv/bin/python benchmarks/kill_jobs.py [--kills 20] [--jobs export_hf,import_checkpoint,...]
+  nice -n 10 .venv/bin/python benchmarks/kill_jobs.py --sigterm 20     # SIGTERM (preemption) to `polyret train`
 
 Half of the kills fall at a uniform moment of the whole run (start-up included); the other half wait until
 the job starts writing (its temp folder or output file appears) and then fall at a uniform moment of the
 writing phase, where a kill can do harm. Prints a table for the README. tests/jobs/test_kill_jobs.py runs
 the same harness with a few kills per job.
+
+--sigterm N: N SIGTERMs, each at a uniformly drawn step of a tiny `polyret train` run (the step is read off
+its progress bar): the run must exit 143 with `preempted at step S; checkpoint written; ...`, its latest
+checkpoint must be step S, S must not be behind the step the bar showed when the signal was sent (steps
+lost beyond the step in flight: the difference), and the rerun must end bit-identical (parameters and
+optimizer state) to an uninterrupted run. tests/training/test_faults.py runs one such signal.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "synthesis"))  # the local OpenAI-compatible test server
+sys.path.insert(0, str(ROOT / "tests" / "training"))  # the train job followed by its progress bar
 PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm bar
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1",
        "TRANSFORMERS_OFFLINE": "1"}
@@ -396,6 +404,54 @@ def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[st
         getattr(case, "close", lambda: None)()
 
 
+def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
+                  log: Callable[[str], None] = print) -> dict:
+    """`signals` SIGTERMs to a tiny `polyret train` run at uniformly drawn steps (see the module docstring)."""
+    import numpy as np
+    from polyret.seqio_tasks.template_tasks import template_data_setup
+    from training_helpers import TrainJob, checkpoint_arrays, checkpoint_steps, last_line, train_argv
+
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "data"
+    template_data_setup(data, num_entities=60)
+    subprocess.run(train_argv(work / "reference", data, steps), cwd=ROOT, env=ENV, check=True,
+                   capture_output=True)
+    reference = checkpoint_arrays(work / "reference", steps)
+    rng = random.Random(seed)
+    lost, identical, failures = [], 0, []
+    for i in range(signals):
+        model_dir = work / f"run{i}"
+        target = rng.randint(1, steps - 1)
+        job = TrainJob(train_argv(model_dir, data, steps))
+        try:
+            if not job.wait_for_step(target):
+                raise AssertionError(f"the run ended before step {target}: {job.finish()[1][-2000:]}")
+            shown = job.step
+            os.kill(job.proc.pid, signal.SIGTERM)
+            code, stderr = job.finish()
+            line = last_line(stderr)
+            if code != 143 or "preempted at step " not in line:
+                raise AssertionError(f"exit {code}: {line}")
+            saved = int(line.split("preempted at step ")[1].split(";")[0])
+            if checkpoint_steps(model_dir)[-1] != saved:
+                raise AssertionError(f"latest checkpoint {checkpoint_steps(model_dir)} is not step {saved}")
+            lost.append(max(0, shown - saved))
+            rerun = subprocess.run(train_argv(model_dir, data, steps), cwd=ROOT, env=ENV, capture_output=True,
+                                   text=True)
+            if rerun.returncode != 0:
+                raise AssertionError(f"rerun failed: {rerun.stderr[-2000:]}")
+            got = checkpoint_arrays(model_dir, steps)
+            same = got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
+            identical += same
+            log(f"  SIGTERM {i + 1}/{signals} at step {shown}: checkpoint of step {saved}, rerun "
+                f"{'identical' if same else 'DIFFERENT'}")
+        except AssertionError as e:
+            failures.append(str(e))
+            log(f"  SIGTERM {i + 1}/{signals}: FAILED {e}")
+        shutil.rmtree(model_dir, ignore_errors=True)
+    return {"signals": signals, "steps": steps, "lost": lost, "identical": identical, "failures": failures}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kills", type=int, default=20)
@@ -403,7 +459,18 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=None,
                    help="per job: start no new kill after this many minutes (the table reports the kills done)")
+    p.add_argument("--sigterm", type=int, default=0, help="instead: this many SIGTERMs to a tiny train run")
     args = p.parse_args()
+    if args.sigterm:
+        with tempfile.TemporaryDirectory(prefix="polyret_sigterm_") as tmp:
+            r = sigterm_train(args.sigterm, Path(tmp), args.seed, log=lambda line: print(line, flush=True))
+        print("\n| job | signal | signals | steps lost beyond the step in flight | rerun identical |")
+        print("|---|---|---:|---:|---:|")
+        print(f"| train ({r['steps']} steps) | SIGTERM | {r['signals']} | {sum(r['lost'])} "
+              f"(max {max(r['lost'], default=0)}) | {r['identical']}/{r['signals']} |")
+        for failure in r["failures"]:
+            print(f"train: {failure}")
+        return 0 if not r["failures"] and r["identical"] == r["signals"] else 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="polyret_kills_") as tmp:
         for name in args.jobs.split(","):

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.training.trainer import train_from_gin
         train_from_gin(args.gin_file, bindings, args.gin_search_paths)
 
-    return common.run_main("train", body)
+    # A non-finite loss is reported in one line (its exact step, the last good checkpoint kept), not a traceback.
+    return common.run_main("train", body, extra_expected=(FloatingPointError,))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from polyret.io import preemption
+from polyret.io.disk_space import disk_full_reported
 from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
                                     texts_fingerprint)
 from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
@@ -163,25 +165,45 @@ def encode_corpus_to_shards(encoder: TowerEncoder, corpus: dict[str, str], out_d
     todo = [s for s in mine if not all(p.exists() for p in _shard_paths(folder, s))]
     bar = tqdm(total=sum(min(shard_size, len(ids) - s * shard_size) for s in todo), desc="encoding corpus",
                unit="passage")
-    for s in todo:
-        shard_ids = [ids[i] for i in order[s * shard_size:(s + 1) * shard_size]]
-        vectors = encoder.encode([corpus[i] for i in shard_ids], side, max_length).astype(np.float32)
-        if not np.isfinite(vectors).all():
-            bad = shard_ids[int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])]
-            raise ValueError(f"the checkpoint produced a non-finite vector (NaN/inf) for {bad!r}; nothing of "
-                             "this shard was written")
-        vec_path, ids_path = _shard_paths(folder, s)
-        vec_tmp, ids_tmp = _tmp_paths(folder, s)
-        np.save(vec_tmp, vectors)
-        os.replace(vec_tmp, vec_path)
-        ids_tmp.write_text("\n".join(shard_ids) + "\n", encoding="utf-8")
-        os.replace(ids_tmp, ids_path)  # written last: marks the shard complete
-        bar.update(len(shard_ids))
+    with preemption.graceful_stop():  # SIGTERM/SIGINT: the shard in flight is finished, then we stop
+        for k, s in enumerate(todo):
+            _encode_shard(encoder, corpus, ids, order, folder, s, shard_size, side, max_length)
+            bar.update(min(shard_size, len(ids) - s * shard_size))
+            if k + 1 < len(todo):
+                preemption.stop_if_requested(
+                    f"stopped after {len(mine) - len(todo) + k + 1} of {len(mine)} shards; finished shards are "
+                    f"kept in {folder}; rerun the same command to resume")
     bar.close()
     if staging:
         apply_umask(folder)
         swap_in(folder, out)
     return out
+
+
+def _encode_shard(encoder: TowerEncoder, corpus: dict[str, str], ids: list[str], order: list[int], folder: Path,
+                  s: int, shard_size: int, side: str, max_length: int) -> None:
+    """Encode shard `s` and write it: vectors, then ids (written last: marks the shard complete), each
+    through a temp name; a full disk leaves the finished shards as they were."""
+    shard_ids = [ids[i] for i in order[s * shard_size:(s + 1) * shard_size]]
+    vectors = encoder.encode([corpus[i] for i in shard_ids], side, max_length).astype(np.float32)
+    if not np.isfinite(vectors).all():
+        bad = shard_ids[int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])]
+        raise ValueError(f"the checkpoint produced a non-finite vector (NaN/inf) for {bad!r}; nothing of "
+                         "this shard was written")
+    vec_path, ids_path = _shard_paths(folder, s)
+    vec_tmp, ids_tmp = _tmp_paths(folder, s)
+    ids_text = "\n".join(shard_ids) + "\n"
+    with disk_full_reported(folder, vectors.nbytes + len(ids_text.encode("utf-8")), f"shard {s}",
+                            "the finished shards are kept"):
+        try:
+            np.save(vec_tmp, vectors)
+            os.replace(vec_tmp, vec_path)
+            ids_tmp.write_text(ids_text, encoding="utf-8")
+            os.replace(ids_tmp, ids_path)  # written last: marks the shard complete
+        except OSError:
+            for tmp in (vec_tmp, ids_tmp):  # free what the failed write took
+                tmp.unlink(missing_ok=True)
+            raise
 
 
 def _tmp_paths(out_dir: Path, index: int) -> tuple[Path, Path]:

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import seqio
 import tensorflow as tf
 
-from polyret.io import outputs
+from polyret.io import outputs, preemption
 from polyret.seqio_tasks.dataset import CacheError, read_json, run_dataset_config
 
 KIND = "seqio_cache"  # the cache folder
@@ -180,31 +180,37 @@ def cache_tasks(names: Sequence[str], output_dir: str, num_shards: int = DEFAULT
         output_dir = str(root)
     setup_fn = setup_fn or RegisterTasks(names)
     done = []
-    for task in tasks:
-        folder = task_cache_dir(output_dir, task.name)
-        if skip_cached and _is_complete(folder):
-            result = CachedTask(task.name, folder, {s: int(read_json(seqio.get_cached_stats_path(folder, s))["examples"])
-                                                    for s in task.splits},
-                                int(read_json(seqio.get_cached_info_path(folder, task.splits[0]))["num_shards"]),
-                                skipped=True)
-        else:
-            start = time.time()
-            if remote:  # no atomic swap there: COMPLETED, written last, marks a whole cache
-                if tf.io.gfile.exists(folder):
-                    tf.io.gfile.rmtree(folder)
-                _run_task_pipeline(task, folder, num_shards, runner, pipeline_options, setup_fn)
-                examples = _finish(task, folder)
+    # SIGTERM/SIGINT: the task in flight is cached whole, then the job stops (--skip_cached resumes).
+    with preemption.graceful_stop():
+        for task in tasks:
+            folder = task_cache_dir(output_dir, task.name)
+            if skip_cached and _is_complete(folder):
+                examples = {s: int(read_json(seqio.get_cached_stats_path(folder, s))["examples"]) for s in task.splits}
+                result = CachedTask(task.name, folder, examples,
+                                    int(read_json(seqio.get_cached_info_path(folder, task.splits[0]))["num_shards"]),
+                                    skipped=True)
             else:
-                with outputs.atomic_output_dir(folder, TASK_KIND, fingerprint={"task": task.name,
-                                                                               "num_shards": num_shards}) as tmp:
-                    _run_task_pipeline(task, str(tmp), num_shards, runner, pipeline_options, setup_fn)
-                    examples = _finish(task, str(tmp))
-            result = CachedTask(task.name, folder, examples, num_shards, time.time() - start)
-        done.append(result)
-        if report is not None:
-            counts = ", ".join(f"{n} {s}" for s, n in result.examples.items())
-            verb = "already cached" if result.skipped else f"cached in {result.seconds:.1f} s"
-            report(f"{task.name}: {verb}: {counts} examples in {result.num_shards} shards -> {folder}")
+                start = time.time()
+                if remote:  # no atomic swap there: COMPLETED, written last, marks a whole cache
+                    if tf.io.gfile.exists(folder):
+                        tf.io.gfile.rmtree(folder)
+                    _run_task_pipeline(task, folder, num_shards, runner, pipeline_options, setup_fn)
+                    examples = _finish(task, folder)
+                else:
+                    with outputs.atomic_output_dir(folder, TASK_KIND, fingerprint={"task": task.name,
+                                                                                   "num_shards": num_shards}) as tmp:
+                        _run_task_pipeline(task, str(tmp), num_shards, runner, pipeline_options, setup_fn)
+                        examples = _finish(task, str(tmp))
+                result = CachedTask(task.name, folder, examples, num_shards, time.time() - start)
+            done.append(result)
+            if report is not None:
+                counts = ", ".join(f"{n} {s}" for s, n in result.examples.items())
+                verb = "already cached" if result.skipped else f"cached in {result.seconds:.1f} s"
+                report(f"{task.name}: {verb}: {counts} examples in {result.num_shards} shards -> {folder}")
+            if len(done) < len(tasks):
+                preemption.stop_if_requested(f"stopped after {len(done)} of {len(tasks)} tasks; finished "
+                                             f"caches are kept in {output_dir}; rerun with --skip_cached "
+                                             "to resume")
     return done
 
 

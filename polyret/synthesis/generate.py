@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from tqdm import tqdm
 
+from polyret.io import preemption
 from polyret.io.languages import language_name
 from polyret.synthesis.exemplars import Exemplar, exemplars_for
 from polyret.synthesis.filters import FilterConfig, QueryFilter
@@ -130,7 +131,9 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
     generator.filter.mark_seen((r["query"], r["code"]) for r in map(json.loads, files.lines("records")))
     dropped, usage = collections.Counter(progress["dropped"]), Usage(**progress["usage"])
     start, seconds = time.monotonic(), progress["seconds"]
-    with tqdm(total=len(items), initial=progress["done"], desc="SAP", unit="passage") as bar:
+    # SIGTERM/SIGINT: the chunk in flight is finished and recorded, then the run stops (rerun to resume).
+    with preemption.graceful_stop(), tqdm(total=len(items), initial=progress["done"], desc="SAP",
+                                          unit="passage") as bar:
         for begin in range(progress["done"], len(items), config.chunk_size):
             chunk = items[begin:begin + config.chunk_size]
             before = dataclasses.replace(backend.usage)
@@ -152,6 +155,9 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
             files.append({"records": kept, "rejected": rejected}, progress)
             bar.update(len(chunk))
             bar.set_postfix(kept=progress["kept"], dropped=sum(dropped.values()))
+            preemption.stop_if_requested(f"stopped after {progress['done']} of {len(items)} passages; "
+                                         f"everything written to {output} is kept; rerun the same command to "
+                                         "resume")
     files.finish()
     log.info("SAP: %s", summary_line(progress))
     return progress

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from polyret.io.disk_space import disk_full_reported
 from polyret.io.fingerprint import check_match
 from polyret.io.secrets import redact
 
@@ -60,8 +61,11 @@ class ResumableFiles:
                 continue
             data = "".join(f"{redact(line)}\n" for line in new).encode("utf-8")
             path = self.paths[name]
-            with open(path, "ab") as f:
-                f.write(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+            data = gzip.compress(data, mtime=0) if path.suffix == ".gz" else data
+            # A full disk: the half-written chunk is cut off on the next run, as after a kill.
+            with disk_full_reported(path.parent, len(data), f"a chunk of {path.name}",
+                                    "everything recorded before this chunk is kept"), open(path, "ab") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
         self.progress = json.loads(json.dumps(dict(progress)))
@@ -75,5 +79,8 @@ class ResumableFiles:
         state = {"fingerprint": self.fingerprint, "progress": self.progress, "complete": self.complete,
                  "bytes": {name: path.stat().st_size for name, path in self.paths.items()}}
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1, ensure_ascii=False))
+        text = json.dumps(state, indent=1, ensure_ascii=False)
+        with disk_full_reported(tmp.parent, len(text.encode("utf-8")), self.state_path.name,
+                                f"the previous {self.state_path.name} is intact"):
+            tmp.write_text(text)
         os.replace(tmp, self.state_path)

@@ -136,8 +136,17 @@ class TrainCheckpointer:
                 yield
         except DiskFull:
             self._pending = None
+            self._stop_writing()
             self.remove_failed_temp()
             raise
+
+    def _stop_writing(self) -> None:
+        """After a failed save: let orbax's background writers end (they fail too on a full disk) so that
+        nothing writes into the temp folder once it is removed and no error surfaces after ours."""
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001 (the same full disk, already reported)
+            pass
 
     def remove_failed_temp(self) -> None:
         """Remove what a failed save left (orbax's temp step folders), freeing the space it took."""

@@ -191,7 +191,8 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     if jax.process_index() == 0 and progress:
         print(f"trained to step {state.step} in {time.time() - start_time:.1f} s; checkpoints in "
               f"{state.checkpointer.directory}"
-              + (f"; skipped {skipped} bad records ({bad_records.skipped.report()} on host 0; see the log)"
+              + (f"; skipped {skipped} bad record{'s' * (skipped != 1)} ({bad_records.skipped.report()} on "
+                 "host 0; see the log)"
                  if dataset.skip_bad_records else ""))
     return TrainResult(state.params, state.step, losses, model_dir, skipped)
 

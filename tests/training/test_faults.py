@@ -7,11 +7,10 @@ and without skipping) and the exact step of a non-finite loss."""
 import json
 import os
 import random
-import shutil
+import re
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +102,168 @@ def test_sigterm_to_one_of_two_gloo_processes(tmp_path, data_dir):
     step = random.Random().randint(3, STEPS - 8)
     _sigterm_then_resume(model_dir, argvs(model_dir), step, [1])
     _assert_identical(checkpoint_arrays(model_dir, STEPS), checkpoint_arrays(reference, STEPS))
+
+
+# ------------------------------------------------------------------------------------------- full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MiB tmpfs (needs root: `mount -t tmpfs -o size=2m`): room for the run's files and two
+    checkpoints of the tiny model (~0.7 MB each), not three."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a size-capped tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_full_disk_keeps_the_previous_checkpoint_and_says_what_it_needed(small_disk, data_dir):
+    model_dir = small_disk / "model"
+    quiet = ["--gin.train.log_every=1000", "--gin.CheckpointConfig.keep=None"]
+    first = _run(train_argv(model_dir, data_dir, 2, "--gin.CheckpointConfig.every=2", *quiet))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = _tree(model_dir / "checkpoints")
+    assert checkpoint_steps(model_dir) == [1, 2]
+    # Resume to step 40 with a checkpoint every 2 steps: the third does not fit.
+    proc = _run(train_argv(model_dir, data_dir, 40, "--gin.CheckpointConfig.every=2", *quiet))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = last_line(proc.stderr)
+    assert line.startswith(f"polyret train: {model_dir / 'checkpoints'}: disk full while writing the checkpoint "
+                           "of step 4 (needs "), line
+    needed = int(line.split("(needs ")[1].split(" bytes")[0].split("(")[-1])
+    arrays = checkpoint_arrays(model_dir, 2)
+    assert needed == sum(v.nbytes for v in arrays.values())  # parameters and optimizer state
+    assert "; the checkpoint of step 2 is intact; free space and run the same command again" in line
+    assert "Traceback" not in proc.stderr
+    after = _tree(model_dir / "checkpoints")
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed was touched
+    assert checkpoint_steps(model_dir) == [1, 2] and not any(".orbax-checkpoint-tmp" in k for k in after)
+    assert all(np.isfinite(v).all() for v in arrays.values())  # and it loads
+
+
+# ------------------------------------------------------------------------------------ damaged checkpoint
+
+def test_damaged_checkpoints_fall_back_to_the_previous_good_step(tmp_path, data_dir, uninterrupted):
+    """Step 8 truncated (a data file cut in half) and step 4 missing a file, as a crashed copy leaves them:
+    the run moves both aside with a warning naming the file, resumes from step 1, and ends identical."""
+    model_dir = tmp_path / "model"
+    proc = _run(train_argv(model_dir, data_dir, 8, "--gin.CheckpointConfig.every=4"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert checkpoint_steps(model_dir) == [1, 4, 8]
+    step8, step4 = model_dir / "checkpoints" / "8", model_dir / "checkpoints" / "4"
+    data_files = sorted((p for p in (step8 / "params").rglob("*") if p.is_file() and "/d/" in str(p)),
+                        key=lambda p: -p.stat().st_size)
+    truncated = data_files[0]
+    truncated.write_bytes(truncated.read_bytes()[:truncated.stat().st_size // 2])
+    missing = step4 / "state" / "manifest.ocdbt"
+    missing.unlink()
+    damaged = {"8": _tree(step8), "4": _tree(step4)}
+    proc = _run(train_argv(model_dir, data_dir, STEPS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The job prints polyret's warnings through Python logging (a "WARNING:<logger>:" prefix when a library
+    # has configured the root logger).
+    warnings = [re.sub(r"^WARNING:[\w.]+:", "", line) for line in proc.stderr.splitlines()
+                if "damaged checkpoint" in line]
+    assert len(warnings) == 2, proc.stderr[-3000:]
+    assert warnings[0].startswith(f"{step8}/") and "moved the step to" in warnings[0]
+    assert warnings[0].endswith(f"{model_dir / 'damaged_checkpoints' / '8'} and resumed from step 1")
+    assert warnings[1].startswith(f"{step4}/") and warnings[1].endswith("and resumed from step 1")
+    for step, files in damaged.items():  # moved aside, not deleted
+        assert _tree(model_dir / "damaged_checkpoints" / step) == files
+    _assert_identical(checkpoint_arrays(model_dir, STEPS), uninterrupted)
+
+
+def test_no_readable_checkpoint_is_refused_in_one_line(tmp_path, data_dir):
+    model_dir = tmp_path / "model"
+    proc = _run(train_argv(model_dir, data_dir, 1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (model_dir / "checkpoints" / "1" / "params" / "_METADATA").write_text("{")
+    before = _tree(model_dir / "checkpoints")
+    proc = _run(train_argv(model_dir, data_dir, 4))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = last_line(proc.stderr)
+    assert line.startswith(f"polyret train: {model_dir / 'checkpoints' / '1'}"), line
+    assert "damaged checkpoint" in line and "no checkpoint in" in line and "Traceback" not in proc.stderr
+    assert _tree(model_dir / "checkpoints") == before  # nothing moved, nothing started from scratch
+
+
+# ------------------------------------------------------------------------------- bad record, deep inside
+
+BAD_LINE = 50_000
+BIG_BATCH = 512
+
+
+def _big_file(tmp_path: Path, data_dir: Path) -> Path:
+    """SWIM-IR JSONL of 50,100 records (the template pairs repeated); line 50,000's query is a number."""
+    good = [line for f in sorted((data_dir / "train").glob("swim_ir_*.jsonl")) for line in f.read_text().splitlines()]
+    lines = [good[i % len(good)] for i in range(BAD_LINE + 100)]
+    bad = json.loads(lines[BAD_LINE - 1])
+    bad["query"] = 5
+    lines[BAD_LINE - 1] = json.dumps(bad)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _big_file_argv(model_dir: Path, data_dir: Path, path: Path, steps: int, *extra: str) -> list[str]:
+    return train_argv(model_dir, data_dir, steps, "--gin.DatasetConfig.setup=@swim_ir_data_setup",
+                      f"--gin.swim_ir_data_setup.files={{'big': '{path}'}}",
+                      f"--gin.swim_ir_data_setup.vocabulary_path='{data_dir / 'spm.model'}'",
+                      "--gin.swim_ir_data_setup.mixture='faulty'", "--gin.MIXTURE_OR_TASK_NAME='faulty'",
+                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 8, 'targets': 8}", f"--gin.BATCH_SIZE={BIG_BATCH}",
+                      "--gin.DatasetConfig.shuffle=False", "--gin.train.log_every=1000", *extra)
+
+
+@pytest.mark.slow
+def test_bad_record_at_line_50000_checkpoints_then_stops_or_is_skipped(tmp_path, data_dir):
+    path = _big_file(tmp_path, data_dir)
+    model_dir = tmp_path / "model"
+    # Unshuffled, the batches hold lines 1-512, 513-1024, ...: the batch after step 97 holds line 50,000.
+    reached = (BAD_LINE - 1) // BIG_BATCH
+    proc = _run(_big_file_argv(model_dir, data_dir, path, 200))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert last_line(proc.stderr) == (
+        f"polyret train: {path}:{BAD_LINE}: field 'query' has type int; stopped at step {reached} (checkpoint "
+        "written); fix the record or set --gin.DatasetConfig.skip_bad_records=True, then run the same command "
+        "again to resume")
+    assert checkpoint_steps(model_dir) == [1, reached]
+    kept = _tree(model_dir / "checkpoints")
+
+    proc = _run(_big_file_argv(model_dir, data_dir, path, reached + 3, "--gin.DatasetConfig.skip_bad_records=True"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"skipped bad record: {path}:{BAD_LINE}: field 'query' has type int" in proc.stderr
+    assert "; skipped 1 bad record (1 field 'query' has type int" in proc.stdout, proc.stdout
+    assert checkpoint_steps(model_dir) == [1, reached, reached + 3]
+    after = _tree(model_dir / "checkpoints")
+    assert {k: v for k, v in after.items() if k in kept} == kept  # the resumed run kept what existed
+
+
+# ------------------------------------------------------------------------------------- non-finite loss
+
+def test_non_finite_loss_reports_its_exact_step_between_log_steps(tmp_path, data_dir):
+    """The learning rate is NaN at step index 5 (the 6th update): the 7th step's loss is the first
+    non-finite one. Logs every 3 steps, checkpoints every 5: reported at step 9 as step 7; step 5 kept."""
+    (tmp_path / "nan_schedule.py").write_text(
+        "import gin\nimport jax.numpy as jnp\n\n\n@gin.configurable\ndef nan_at_step(step=gin.REQUIRED, "
+        "base=3e-3):\n    return lambda s: jnp.where(s == step, jnp.nan, base)\n")
+    (tmp_path / "nan.gin").write_text("import nan_schedule\ntrain.learning_rate = @nan_at_step()\n"
+                                      "nan_at_step.step = 5\n")
+    model_dir = tmp_path / "model"
+    env = {**os.environ, **TRAIN_ENV, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(train_argv(model_dir, data_dir, 20, f"--gin_file={tmp_path / 'nan.gin'}",
+                                     "--gin.train.log_every=3", "--gin.CheckpointConfig.every=5"),
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert last_line(proc.stderr) == (
+        f"polyret train: step 7: loss is nan; stopped at step 9. The last good checkpoint (step 5) is kept in "
+        f"{model_dir / 'checkpoints'}")
+    assert checkpoint_steps(model_dir) == [1, 5]
+    assert all(np.isfinite(v).all() for v in checkpoint_arrays(model_dir, 5).values())
