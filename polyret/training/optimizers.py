@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import gin
@@ -32,6 +33,13 @@ def learning_rate_schedule(base_learning_rate: float = 1e-3, schedule: str = "co
         raise ValueError(f"learning_rate_schedule: unknown schedule {schedule!r} (constant, linear, cosine, rsqrt)")
     if not warmup_steps:
         return decay
+    if total_steps and warmup_steps >= total_steps:
+        # The run ends inside the warmup: say so before anything compiles (the last step, total_steps - 1, is
+        # the highest rate it reaches).
+        peak = base_learning_rate * (total_steps - 1) / warmup_steps
+        print(f"WARNING: learning_rate_schedule: warmup_steps {warmup_steps} >= {total_steps} training steps: the "
+              f"rate peaks at {peak:.3g} ({peak / base_learning_rate:.0%} of base_learning_rate "
+              f"{base_learning_rate:g}) and the {schedule} phase never starts", file=sys.stderr, flush=True)
     return optax.join_schedules([optax.linear_schedule(0.0, base_learning_rate, warmup_steps), decay], [warmup_steps])
 
 
