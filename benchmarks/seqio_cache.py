@@ -5,7 +5,7 @@ with and without seqio's offline cache, for the SWIM-IR pairs mixture of the tem
 
 "uncached": tokenised on the fly (training without DatasetConfig.use_cached); "seqio cached": seqio's own
 read of the cache (`seqio.get_dataset(use_cached=True)`: parse, cast, trim and convert one example at a
-time, then mix and batch); "cached": what the trainer does with use_cached (`tasks.batched_dataset`:
+time, then mix and batch); "cached": what the trainer does with use_cached (`dataset.batched_dataset`:
 records mixed by rate, then parsed and padded a batch at a time). Each is read as training reads it
 (shuffled, repeated), timed over `--batches` batches (a quarter of them for the slower two) after 10 warm-up batches; CPU time (all threads) per
 example is printed too, as a figure less sensitive to other load on the machine. The cache is written
@@ -26,6 +26,7 @@ import seqio
 from absl import logging as absl_logging
 
 from polyret.seqio_tasks import caching
+from polyret.seqio_tasks import dataset as D
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.feature_converters import DualEncoderFeatureConverter
 from polyret.seqio_tasks.templates import write_template_dataset
@@ -72,10 +73,10 @@ def main() -> None:
           f"{total / cache_seconds:,.0f} ex/s, once")
     converter = DualEncoderFeatureConverter()
     pipelines = {
-        "uncached": lambda: T.batched_dataset("b_swim", LENGTHS, args.batch, converter, seed=0),
+        "uncached": lambda: D.batched_dataset("b_swim", LENGTHS, args.batch, converter, seed=0),
         "seqio cached": lambda: seqio.get_dataset("b_swim", LENGTHS, converter, use_cached=True, shuffle=True,
                                                   num_epochs=None, seed=0).batch(args.batch, drop_remainder=True),
-        "cached": lambda: T.batched_dataset("b_swim", LENGTHS, args.batch, converter, seed=0, use_cached=True),
+        "cached": lambda: D.batched_dataset("b_swim", LENGTHS, args.batch, converter, seed=0, use_cached=True),
     }
     # the slow pipelines over a quarter of the batches (still tens of thousands of examples)
     rates = {name: _rate(make, args.batches // (1 if name == "cached" else 4)) for name, make in pipelines.items()}

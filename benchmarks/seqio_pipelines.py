@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import seqio
 
+from polyret.seqio_tasks import dataset as D
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.feature_converters import (DistillationFeatureConverter, DualEncoderFeatureConverter,
                                                     HardNegativeFeatureConverter)
@@ -45,7 +46,7 @@ def _plain_jsonl(paths) -> int:
 
 
 def _pipeline(name, lengths, converter, batch) -> int:
-    ds = T.batched_dataset(name, lengths, batch, converter, shuffle=False, num_epochs=1)
+    ds = D.batched_dataset(name, lengths, batch, converter, shuffle=False, num_epochs=1)
     return sum(b[next(iter(b))].shape[0] for b in ds.as_numpy_iterator())
 
 

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from polyret.io.outputs import OutputError
 from polyret.seqio_tasks import caching
+from polyret.seqio_tasks import dataset as D
 from polyret.seqio_tasks import tasks as T
 
 BYTES = seqio.ByteVocabulary()
@@ -151,8 +152,8 @@ def _rows(ds):
 def test_batched_cache_read_gives_the_uncached_model_features(cache, name, lengths, converter, batch):
     from polyret.seqio_tasks import feature_converters as fc
     conv = getattr(fc, converter)()
-    assert caching.batched_read_supported([name], conv)
-    cached = T.batched_dataset(name, lengths, batch, conv, shuffle=True, seed=5, num_epochs=1, use_cached=True)
+    assert D.batched_read_supported([name], conv)
+    cached = D.batched_dataset(name, lengths, batch, conv, shuffle=True, seed=5, num_epochs=1, use_cached=True)
     reference = seqio.get_dataset(name, lengths, conv, use_cached=False, shuffle=False)  # seqio, tokenising
     rows = _rows(cached)
     assert sum(rows.values()) == 2 * batch and rows == _rows(reference.batch(1))  # short rows cut, EOS, padding
@@ -162,8 +163,8 @@ def test_batched_cache_read_gives_the_uncached_model_features(cache, name, lengt
 def test_batched_cache_read_splits_across_hosts(cache, hosts):
     from polyret.seqio_tasks.feature_converters import HardNegativeFeatureConverter
     conv, lengths = HardNegativeFeatureConverter(), {"inputs": 8, "targets": 8, "negative_targets": 8}
-    whole = _rows(T.batched_dataset("c_negs", lengths, 1, conv, shuffle=False, num_epochs=1, use_cached=True))
-    parts = [_rows(T.batched_dataset("c_negs", lengths, 1, conv, shuffle=True, num_epochs=1, use_cached=True,
+    whole = _rows(D.batched_dataset("c_negs", lengths, 1, conv, shuffle=False, num_epochs=1, use_cached=True))
+    parts = [_rows(D.batched_dataset("c_negs", lengths, 1, conv, shuffle=True, num_epochs=1, use_cached=True,
                                      shard_info=seqio.ShardInfo(h, hosts))) for h in range(hosts)]
     assert sum(whole.values()) == 22 and all(parts) and sum(parts, Counter()) == whole
 
@@ -171,7 +172,7 @@ def test_batched_cache_read_splits_across_hosts(cache, hosts):
 def test_batched_cache_read_mixes_by_rate(cache):
     from polyret.seqio_tasks.feature_converters import DualEncoderFeatureConverter
     T.add_mixture("c_mix", [("c_pairs", 3.0), ("c_pairs_bytes", 1.0)])
-    ds = T.batched_dataset("c_mix", {"inputs": 8, "targets": 8}, 8, DualEncoderFeatureConverter(), seed=2,
+    ds = D.batched_dataset("c_mix", {"inputs": 8, "targets": 8}, 8, DualEncoderFeatureConverter(), seed=2,
                            use_cached=True).take(100)
     first = np.concatenate([b["left_encoder_input_tokens"][:, 0] for b in ds.as_numpy_iterator()])
     from_bytes = np.mean(first == BYTES.encode("w")[0])  # queries "wo ist ..."; SentencePiece ids are < 80
@@ -184,7 +185,7 @@ def test_batched_cache_read_is_reproducible_and_keeps_single_language_batches(ca
     lengths, conv = {"inputs": 8, "targets": 8}, DualEncoderFeatureConverter()
 
     def first(single, skip=0):
-        ds = T.batched_dataset("c_mix1", lengths, 4, conv, seed=3, use_cached=True, single_language_batches=single)
+        ds = D.batched_dataset("c_mix1", lengths, 4, conv, seed=3, use_cached=True, single_language_batches=single)
         return [b["left_encoder_input_tokens"] for b in ds.skip(skip).take(12).as_numpy_iterator()]
 
     a, b = first(False), first(False)

@@ -14,6 +14,7 @@ import seqio
 
 from polyret.io.collection_index import AlignedCollections
 from polyret.io.formats import DataError, read_id_text
+from polyret.seqio_tasks import dataset as D
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.examples import swim_ir_examples
 from polyret.seqio_tasks.feature_converters import DistillationFeatureConverter
@@ -85,7 +86,7 @@ def test_draw_is_shard_independent(mtd):
 
 def test_round_robin_copies_share_a_batch(mtd):
     _register(mtd, "t_ep_rr", num_passages=2, strategy="round_robin")
-    ds = T.batched_dataset("t_ep_rr", {"inputs": 16, "passages": 16}, batch_size=6,
+    ds = D.batched_dataset("t_ep_rr", {"inputs": 16, "passages": 16}, batch_size=6,
                            feature_converter=DistillationFeatureConverter(), shuffle=True, seed=3, num_epochs=2)
     batches = list(ds.as_numpy_iterator())
     assert len(batches) == 2 * NUM_QUERIES * 3 // 6
@@ -100,7 +101,7 @@ def test_round_robin_copies_share_a_batch(mtd):
         queries_per_batch[len(set(left))] += 1
     assert queries_per_batch == {2: len(batches)}
     with pytest.raises(ValueError, match="not a multiple of 3"):
-        T.batched_dataset("t_ep_rr", {"inputs": 16, "passages": 16}, batch_size=4,
+        D.batched_dataset("t_ep_rr", {"inputs": 16, "passages": 16}, batch_size=4,
                           feature_converter=DistillationFeatureConverter())
 
 

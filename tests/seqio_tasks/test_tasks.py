@@ -9,6 +9,7 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
+from polyret.seqio_tasks import dataset as D
 from polyret.seqio_tasks import tasks as T
 from polyret.seqio_tasks.feature_converters import (DistillationFeatureConverter, DualEncoderFeatureConverter,
                                                     HardNegativeFeatureConverter)
@@ -240,7 +241,7 @@ def test_mixture_rates_follow_temperature(tmp_path):
 def test_single_language_batches(template_data):
     files = {("monolingual", l): template_data["train"] / f"swim_ir_monolingual_{l}.jsonl" for l in ("de", "ja")}
     T.register_swim_ir_tasks(files, BYTES, prefix="t_single")
-    ds = T.batched_dataset("t_single_monolingual", {"inputs": 48, "targets": 64}, batch_size=4,
+    ds = D.batched_dataset("t_single_monolingual", {"inputs": 48, "targets": 64}, batch_size=4,
                            feature_converter=DualEncoderFeatureConverter(), single_language_batches=True, seed=1)
     for batch in ds.take(10).as_numpy_iterator():
         scripts = {bool(any(ord(c) > 0x3000 for c in _decode(row))) for row in batch["left_encoder_input_tokens"]}

@@ -26,7 +26,7 @@ def real_step(gin_file, bindings, mesh_sizes):
     import jax.numpy as jnp
     from polyret.configuration import parse_gin
     from polyret.models.retrieval_model import build_model
-    from polyret.seqio_tasks import tasks as seqio_tasks
+    from polyret.seqio_tasks.dataset import batched_dataset
     from polyret.training import partitioning as part
     from polyret.training.train_checkpoints import CheckpointConfig
     from polyret.training.state import setup_state
@@ -47,7 +47,7 @@ def real_step(gin_file, bindings, mesh_sizes):
                         task.output_features["inputs"].vocabulary, schedule, CheckpointConfig(async_save=False),
                         None, 0)
     sharding = part.batch_sharding(mesh)
-    local = next(seqio_tasks.batched_dataset(dataset.mixture_or_task_name, dataset.task_feature_lengths,
+    local = next(batched_dataset(dataset.mixture_or_task_name, dataset.task_feature_lengths,
                                              dataset.batch_size, model.feature_converter(task)).as_numpy_iterator())
     batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
     step = jax.jit(make_train_step(model, state.tx, schedule, rules, jax.random.PRNGKey(1)),
