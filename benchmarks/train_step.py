@@ -8,9 +8,10 @@ plus each framework's float32 matmul peak and our model FLOPs utilisation.
 With --real_text the query/passage lengths are those of the real-text set's training pairs (tokenised with the
 real MiniLM WordPiece tokenizer, capped at --query_len/--passage_len); both frameworks train on the same pairs and
 the figure is non-padding tokens per second. PyTorch gets random batches padded to the longest sequence of each
-batch (transformers' dynamic padding); polyret gets length-bucketed batches (pairs grouped by length, padded to
-the next multiple of --bucket tokens, one compiled step per shape, compile time reported apart), as its encoder
-already does. Each framework runs in its own subprocess so peak RSS is its own.
+batch (transformers' dynamic padding); polyret gets the same random batches cut as `polyret train` cuts them
+with DatasetConfig.length_buckets (polyret.seqio_tasks.length_buckets: each feature padded to the smallest of
+--length_buckets that holds the batch's longest row; one compiled step per shape, compile time reported apart).
+Each framework runs in its own subprocess so peak RSS is its own.
 """
 
 from __future__ import annotations
@@ -46,18 +47,17 @@ def real_text_lengths(set_dir: str, query_len: int, passage_len: int) -> list[tu
     return lengths
 
 
-def make_batches(lengths: list[tuple[int, int]], batch: int, steps: int, bucket: int, seed: int = 0):
-    """The same batch*steps pairs for both frameworks: (ours, torch) lists of per-batch length lists and the
-    padded shape of each batch."""
+def make_batches(lengths: list[tuple[int, int]], batch: int, steps: int, buckets: tuple[int, ...],
+                 full: tuple[int, int], seed: int = 0):
+    """The same batch*steps pairs, in the same random batches, for both frameworks: (ours, torch) lists of
+    per-batch length lists and the padded shape of each batch (ours: the trainer's length buckets)."""
+    from polyret.seqio_tasks.length_buckets import bucket_length
     rng = np.random.default_rng(seed)
     chosen = [lengths[i] for i in rng.choice(len(lengths), batch * steps, replace=len(lengths) < batch * steps)]
-    torch_batches = [chosen[i:i + batch] for i in range(0, len(chosen), batch)]
-    by_length = sorted(chosen, key=lambda l: (l[1], l[0]))
-    ours = [by_length[i:i + batch] for i in range(0, len(by_length), batch)]
-    rng.shuffle(ours)
-    up = lambda n: -(-n // bucket) * bucket
-    return ([(b, (up(max(q for q, _ in b)), up(max(d for _, d in b)))) for b in ours],
-            [(b, (max(q for q, _ in b), max(d for _, d in b))) for b in torch_batches])
+    batches = [chosen[i:i + batch] for i in range(0, len(chosen), batch)]
+    ours = [(b, (bucket_length(max(q for q, _ in b), buckets, full[0]),
+                 bucket_length(max(d for _, d in b), buckets, full[1]))) for b in batches]
+    return ours, [(b, (max(q for q, _ in b), max(d for _, d in b))) for b in batches]
 
 
 def token_batch(lengths, shape, rng):
@@ -170,7 +170,8 @@ def main() -> None:
     ap.add_argument("--passage_len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--real_text", default=None, help="real-text set folder (benchmarks/real_text_set.py)")
-    ap.add_argument("--bucket", type=int, default=32, help="polyret's padded lengths are multiples of this")
+    ap.add_argument("--length_buckets", default="32,64,96,128",
+                    help="polyret's DatasetConfig.length_buckets for --real_text (comma-separated)")
     ap.add_argument("--worker", choices=["ours", "torch"])
     ap.add_argument("--batches_file", default=None)
     args = ap.parse_args()
@@ -184,7 +185,9 @@ def main() -> None:
         lengths = real_text_lengths(os.path.expanduser(args.real_text), args.query_len, args.passage_len)
     else:
         lengths = [(args.query_len, args.passage_len)]
-    ours_batches, torch_batches = make_batches(lengths, args.batch, args.steps, 1 if not args.real_text else args.bucket)
+    buckets = tuple(int(b) for b in args.length_buckets.split(",")) if args.real_text else ()
+    ours_batches, torch_batches = make_batches(lengths, args.batch, args.steps, buckets,
+                                               (args.query_len, args.passage_len))
     if not args.real_text:
         torch_batches = ours_batches  # fixed shapes: the same batches for both
     real_tokens = sum(q + d for b, _ in ours_batches for q, d in b)
