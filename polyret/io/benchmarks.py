@@ -9,15 +9,26 @@
 - a MIRACL language folder as released on the Hugging Face Hub (`miracl-v1.0-<lang>/` with
   `topics/topics.miracl-v1.0-<lang>-<split>.tsv` and `qrels/qrels.miracl-v1.0-<lang>-<split>.tsv`), its
   corpus (`miracl-corpus-v1.0-<lang>/docs-*.jsonl.gz` or parquet) beside it or in `corpus/`;
-- an XOR-Retrieve folder: the question file (`xor_*_retrieve*.jsonl`: `id, lang, question, answers`)
-  and the DPR passages `psgs_w100.tsv` (`id text title`, header row).
+- an XOR-Retrieve folder: the question file (`xor_*_retrieve*.jsonl`: `id, lang, question, answers`) and the
+  2019-02-01 English Wikipedia passages the XOR-Retrieve README asks for, `enwiki_20190201_w100.tsv` (its DPR
+  baseline's file), or DPR's `psgs_w100.tsv` (2018-12-20); `Benchmark.source["corpus"]` names the one read;
+- an XTREME-UP retrieval task folder as released (`retrieval_cross_lang/` or `retrieval_in_lang/`:
+  `index.jsonl` `{id, title, context}` and `<split>/<lang>.jsonl` `{id, title, context, question}`, the `id`
+  being the gold passage's); query ids are `<lang>-<line>`, one relevant passage each (MRR@10 = `RR@10`);
+- a CLEF ad hoc folder in the published layout (ir_datasets has no CLEF 2000-2003 ids): `docs/` (SGML
+  `<DOC><DOCNO>...</DOCNO>...</DOC>`, files optionally gzipped), `topics/` (SGML `<top>` with `<num>` and
+  language-tagged `<EN-title>`, `<EN-desc>`, `<EN-narr>`) and `qrels/` (TREC qrels).
+TREC-style topics (NeuCLIR, HC4, CLEF) are read with `query_field`: title (default), description or
+title+description.
 Files given one by one (`load_files`) may be JSONL, TSV (with or without header) or parquet.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -206,23 +217,205 @@ def load_miracl(folder: str | os.PathLike, split: str = "dev") -> Benchmark:
     return bench
 
 
+# XOR-Retrieve's passages, preferred first: the 2019-02-01 Wikipedia its README asks for, then DPR's 2018-12-20.
+XOR_CORPUS_FILES = ("enwiki_20190201_w100.tsv", "enwiki_20190201_w100.tsv.gz", "psgs_w100.tsv", "psgs_w100.tsv.gz")
+
+
 def load_xor(folder: str | os.PathLike, split: str = "dev") -> Benchmark:
-    """XOR-Retrieve: the question file of `split` (`xor_<split>_retrieve*.jsonl`) and `psgs_w100.tsv`."""
+    """XOR-Retrieve: the question file of `split` (`xor_<split>_retrieve*.jsonl`) and the passages, the first of
+    XOR_CORPUS_FILES present (`source["corpus"]` names it; a warning line says when DPR's older dump is used)."""
     folder = Path(folder)
     questions = sorted(folder.glob(f"xor_{split}_retrieve*.jsonl"))
     if len(questions) != 1:
         raise DataError(folder, None, f"expected one xor_{split}_retrieve*.jsonl, found {len(questions)}")
-    corpus = next((p for p in (folder / "psgs_w100.tsv", folder / "psgs_w100.tsv.gz") if p.is_file()), None)
+    corpus = next((folder / name for name in XOR_CORPUS_FILES if (folder / name).is_file()), None)
     if corpus is None:
-        raise DataError(folder, None, "psgs_w100.tsv (DPR's English Wikipedia passages) is missing")
+        raise DataError(folder, None, "no passages: enwiki_20190201_w100.tsv (the 2019-02-01 Wikipedia the "
+                                      "XOR-Retrieve README asks for) or DPR's psgs_w100.tsv")
+    if corpus.name.startswith("psgs_w100"):
+        print(f"note: {corpus} is DPR's 2018-12-20 Wikipedia; XOR-Retrieve's README asks for the 2019-02-01 dump "
+              "(enwiki_20190201_w100.tsv)", file=sys.stderr)
     return load_files(corpus, questions[0], answers=questions[0], name=f"xor:{split}")
+
+
+def load_xtreme_up(folder: str | os.PathLike, split: str = "validation") -> Benchmark:
+    """An XTREME-UP retrieval task folder as released (see the module docstring). The index holds the
+    validation and test candidates, so only those splits can be scored."""
+    folder = Path(folder)
+    index, split_dir = folder / "index.jsonl", folder / split
+    files = sorted(split_dir.glob("*.jsonl"))
+    if not files:
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        raise DataError(split_dir, None, f"no <lang>.jsonl files for split {split!r} (found: {', '.join(found)})")
+    texts, titles = {}, {}
+    for line_no, obj in iter_jsonl(index, {"id": (str, int), "title": str, "context": str}, nonempty=("context",)):
+        docid = str(obj["id"])
+        if docid in texts:
+            raise DataError(index, line_no, f"duplicate id {docid!r}")
+        texts[docid] = obj["context"]
+        if obj["title"]:
+            titles[docid] = obj["title"]
+    bench = Benchmark(f"xtreme_up:{folder.name}/{split}", TitledCorpus(texts, titles), {},
+                      source={"corpus": str(index), "queries": str(split_dir)})
+    for path in files:
+        lang = path.stem  # XTREME-UP's own codes (some outside ISO 639-1), kept as the file names them
+        for line_no, obj in iter_jsonl(path, {"id": (str, int), "question": str}, nonempty=("question",)):
+            qid, gold = f"{lang}-{line_no}", str(obj["id"])
+            if gold not in texts:
+                raise DataError(path, line_no, f"field 'id': gold passage {gold!r} is not in {index}")
+            bench.queries[qid], bench.qrels[qid], bench.query_languages[qid] = obj["question"], {gold: 1}, lang
+    return bench
+
+
+# ------------------------------------------------------------------------------------------------- CLEF
+
+QUERY_FIELDS = ("title", "description", "title+description")
+_SGML_TAG = re.compile(r"<(/?)([A-Za-z][\w-]*)[^>]*>")
+_TITLE_TAGS = {"HEADLINE", "TITLE", "TI", "HD"}
+_SKIP_TAGS = {"DOCNO", "DOCID", "DATE", "ID"}
+
+
+def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                yield line_no, raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                raise DataError(path, line_no, f"not {encoding}: byte 0x{raw[e.start]:02x} (older CLEF collections "
+                                               "are Latin-1: pass encoding='latin-1')") from None
+
+
+def _sgml_blocks(path: Path, tag: str, encoding: str) -> Iterator[tuple[int, str]]:
+    """(first line, inner text) of every <tag>...</tag> block of an SGML file; a block left open, or text
+    outside any block, is an error naming its line."""
+    open_re, close_re = re.compile(rf"<{tag}>", re.I), re.compile(rf"</{tag}>", re.I)
+    start, body = None, []
+    for line_no, line in _decoded_lines(path, encoding):
+        while line:
+            if start is None:
+                m = open_re.search(line)
+                if m is None:
+                    if line.strip():
+                        raise DataError(path, line_no, f"text outside a <{tag}> block: {line.strip()[:40]!r}")
+                    break
+                if line[:m.start()].strip():
+                    raise DataError(path, line_no, f"text before <{tag}>: {line[:m.start()].strip()[:40]!r}")
+                start, line = line_no, line[m.end():]
+            m = close_re.search(line)
+            if m is None:
+                if open_re.search(line):
+                    raise DataError(path, line_no, f"<{tag}> inside the <{tag}> opened at line {start}")
+                body.append(line)
+                break
+            body.append(line[:m.start()])
+            yield start, "".join(body)
+            start, body, line = None, [], line[m.end():]
+    if start is not None:
+        raise DataError(path, start, f"<{tag}> is never closed")
+
+
+def _sgml_fields(block: str) -> list[tuple[str, str]]:
+    """[(TAG, text)] of the top-level elements of a block, in order, their inner tags (<P>) dropped; an element
+    without a closing tag runs, as in TREC topics, to the next tag."""
+    fields, at = [], 0
+    while (m := _SGML_TAG.search(block, at)) is not None:
+        if m.group(1):  # a closing tag with no element open at this level
+            at = m.end()
+            continue
+        close = re.compile(rf"</{re.escape(m.group(2))}\s*>", re.I).search(block, m.end())
+        following = _SGML_TAG.search(block, m.end())
+        end = close.start() if close else (following.start() if following else len(block))
+        fields.append((m.group(2).upper(), " ".join(_SGML_TAG.sub(" ", block[m.end():end]).split())))
+        at = close.end() if close else end
+    return fields
+
+
+def read_clef_docs(paths: list[Path], encoding: str = "utf-8") -> TitledCorpus:
+    texts, titles, where = {}, {}, {}
+    for path in paths:
+        for line_no, block in _sgml_blocks(path, "DOC", encoding):
+            fields = _sgml_fields(block)
+            docno = next((text for tag, text in fields if tag == "DOCNO"), "")
+            if not docno:
+                raise DataError(path, line_no, "<DOC> without a <DOCNO>")
+            if docno in texts:
+                raise DataError(path, line_no, f"duplicate DOCNO {docno!r} (first at {where[docno]})")
+            title = " ".join(text for tag, text in fields if tag in _TITLE_TAGS and text)
+            body = " ".join(text for tag, text in fields if tag not in _TITLE_TAGS | _SKIP_TAGS and text)
+            if not (body or title):
+                raise DataError(path, line_no, f"document {docno!r} has no text")
+            texts[docno], where[docno] = body or title, f"{path}:{line_no}"
+            if title and body:
+                titles[docno] = title
+    if not texts:
+        raise DataError(paths[0] if paths else "docs", None, "no <DOC> records")
+    return TitledCorpus(texts, titles)
+
+
+def _topic_id(num: str) -> str:
+    """CLEF topic numbers as the qrels and topics write them ('C041', '041', '41') -> '41'."""
+    stripped = num.strip().upper().removeprefix("C").lstrip("0")
+    return stripped or "0"
+
+
+def read_clef_topics(path: Path, language: str = "en", query_field: str = "title",
+                     encoding: str = "utf-8") -> dict[str, str]:
+    """CLEF SGML topics: `<num>` and language-tagged fields (`<EN-title>`, `<EN-desc>`; a plain `<title>` /
+    `<desc>` too) -> {topic id: text} for `query_field` (title, description or title+description)."""
+    if query_field not in QUERY_FIELDS:
+        raise ValueError(f"query_field must be one of {QUERY_FIELDS}, got {query_field!r}")
+    wanted = {"title": ["TITLE"], "description": ["DESC"], "title+description": ["TITLE", "DESC"]}[query_field]
+    prefix = f"{language.upper()}-"
+    topics = {}
+    for line_no, block in _sgml_blocks(path, "top", encoding):
+        fields = dict((tag.removeprefix(prefix), text) for tag, text in _sgml_fields(block)
+                      if tag.startswith(prefix) or "-" not in tag)
+        if not fields.get("NUM"):
+            raise DataError(path, line_no, "topic without <num>")
+        parts = [fields.get(tag, "").removeprefix("Description:").strip() for tag in wanted]
+        if not all(parts):
+            missing = [f"<{prefix}{tag.lower()}>" for tag, part in zip(wanted, parts) if not part]
+            raise DataError(path, line_no, f"topic {fields['NUM']!r} has no {' or '.join(missing)}")
+        qid = _topic_id(fields["NUM"])
+        if qid in topics:
+            raise DataError(path, line_no, f"duplicate topic {fields['NUM']!r}")
+        topics[qid] = " ".join(parts)
+    if not topics:
+        raise DataError(path, None, "no <top> records")
+    return topics
+
+
+def load_clef(folder: str | os.PathLike, query_field: str = "title", language: str = "en",
+              encoding: str = "utf-8") -> Benchmark:
+    """A CLEF ad hoc folder in the published layout (module docstring): every file under docs/, every topic
+    file under topics/ and every qrels file under qrels/. Topic ids lose their 'C' and leading zeros, in the
+    topics and the qrels alike, so 'C041' and '41' meet."""
+    folder = Path(folder)
+    files = {part: sorted(p for p in (folder / part).rglob("*") if p.is_file()) for part in ("docs", "topics", "qrels")}
+    for part, found in files.items():
+        if not found:
+            raise DataError(folder / part, None, "no files (a CLEF folder holds docs/, topics/ and qrels/)")
+    corpus = read_clef_docs(files["docs"], encoding)
+    queries = {}
+    for path in files["topics"]:
+        queries.update(read_clef_topics(path, language, query_field, encoding))
+    bench = Benchmark(f"clef:{folder.name}", corpus, queries, source={"corpus": str(folder / "docs"),
+                                                                       "queries": str(folder / "topics")})
+    for path in files["qrels"]:
+        for qid, docs in read_qrels(path).items():
+            bench.qrels.setdefault(_topic_id(qid), {}).update(docs)
+        check_judgements(bench.qrels, queries, corpus, path)
+    bench.source["qrels"] = str(folder / "qrels")
+    bench.query_languages = {q: language for q in queries}
+    return bench
 
 
 # ------------------------------------------------------------------------------------------- ir_datasets
 
 def load_ir_datasets(dataset_id: str, query_field: str | None = None) -> Benchmark:
-    """Any ir_datasets id with docs and queries. Query text: `query_field`, else the query's `text`, else
-    its `title` (TREC-style topics such as NeuCLIR and HC4). Document title kept apart from the text."""
+    """Any ir_datasets id with docs and queries. Query text: `query_field` (title, description,
+    title+description, or any field name), else the query's `text`, else its `title` (TREC-style topics such
+    as NeuCLIR and HC4). Document title kept apart from the text."""
     import ir_datasets
 
     try:
@@ -239,8 +432,13 @@ def load_ir_datasets(dataset_id: str, query_field: str | None = None) -> Benchma
             titles[doc.doc_id] = doc.title
     queries = {}
     for q in ds.queries_iter():
-        fields = [query_field] if query_field else ["text", "title"]
-        text = next((getattr(q, f) for f in fields if getattr(q, f, None)), None)
+        if query_field == "title+description":
+            parts = [getattr(q, f, None) for f in ("title", "description")]
+            text = " ".join(p.strip() for p in parts if p) if all(parts) else None
+            fields = ["title and description"]
+        else:
+            fields = [query_field] if query_field else ["text", "title"]
+            text = next((getattr(q, f) for f in fields if getattr(q, f, None)), None)
         if text is None:
             raise DataError(dataset_id, None, f"query {q.query_id!r} has no {' or '.join(fields)} field")
         queries[q.query_id] = text
@@ -264,16 +462,22 @@ def load_ir_datasets(dataset_id: str, query_field: str | None = None) -> Benchma
 
 # -------------------------------------------------------------------------------------------- dispatch
 
-def load_benchmark(spec: str, split: str | None = None) -> Benchmark:
-    """A benchmark from an ir_datasets id or a local folder (BEIR, MIRACL, XOR-Retrieve); see the module
-    docstring. `split` picks qrels/topics where a folder holds several (defaults: BEIR test, MIRACL dev,
-    XOR dev)."""
+def load_benchmark(spec: str, split: str | None = None, query_field: str | None = None) -> Benchmark:
+    """A benchmark from an ir_datasets id or a local folder (BEIR, MIRACL, XOR-Retrieve, XTREME-UP, CLEF); see
+    the module docstring. `split` picks qrels/topics where a folder holds several (defaults: BEIR test, MIRACL
+    dev, XOR dev, XTREME-UP validation); `query_field` picks the topic field of TREC-style topics."""
+    if query_field is not None and query_field not in QUERY_FIELDS:
+        raise ValueError(f"query_field must be one of {QUERY_FIELDS}, got {query_field!r}")
     if spec.startswith("irds:"):
-        return load_ir_datasets(spec[len("irds:"):])
+        return load_ir_datasets(spec[len("irds:"):], query_field)
     path = Path(spec)
     if not path.exists():
-        return load_ir_datasets(spec)
+        return load_ir_datasets(spec, query_field)
     if path.is_dir():
+        if (path / "index.jsonl").is_file():
+            return load_xtreme_up(path, split or "validation")
+        if all((path / part).is_dir() for part in ("docs", "topics", "qrels")):
+            return load_clef(path, query_field or "title")
         if (path / "corpus.jsonl").is_file() and (path / "qrels").is_dir():
             return load_beir(path, split or "test")
         if _MIRACL_DIR.match(path.name):
@@ -281,4 +485,5 @@ def load_benchmark(spec: str, split: str | None = None) -> Benchmark:
         if any(path.glob("xor_*_retrieve*.jsonl")):
             return load_xor(path, split or "dev")
     raise DataError(path, None, "not a benchmark layout polyret knows (a BEIR folder, a MIRACL "
-                                "miracl-v1.0-<lang> folder, an XOR-Retrieve folder) nor an ir_datasets id")
+                                "miracl-v1.0-<lang> folder, an XOR-Retrieve, XTREME-UP or CLEF folder) nor an "
+                                "ir_datasets id")

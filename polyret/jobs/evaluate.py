@@ -34,7 +34,14 @@ def parse_args(argv):
     p.add_argument("--corpus_ids", help="ids of --corpus_embeddings (.npy), one a line")
     p.add_argument("--dataset", help="ir_datasets id, or a BEIR / MIRACL / XOR-Retrieve folder (instead of "
                                      "--corpus/--queries/--qrels)")
-    p.add_argument("--split", help="--dataset folder's split (BEIR: test, MIRACL/XOR: dev)")
+    p.add_argument("--split", help="--dataset folder's split (BEIR: test, MIRACL/XOR: dev, XTREME-UP: validation)")
+    p.add_argument("--query_field", choices=("title", "description", "title+description"), default=None,
+                   help="--dataset with TREC-style topics (NeuCLIR, HC4, CLEF): the topic field(s) used as the "
+                        "query (default: title)")
+    p.add_argument("--score_convention", choices=M.SCORE_CONVENTIONS, default="judged",
+                   help="judged: every judged query counts, 0 when the run has nothing for it (trec_eval -c); "
+                        "run: the mean over the judged queries the run answers (ir_measures.calc_aggregate, "
+                        "as PLAID-X/MTD report)")
     p.add_argument("--corpus", help="JSONL/parquet {_id|docid, title, text} or TSV (id text [title], header optional)")
     p.add_argument("--queries", help="JSONL {_id, text[, lang]} or TSV (id text [lang], header optional)")
     p.add_argument("--qrels", help="TREC qrels")
@@ -94,11 +101,13 @@ def evaluate(args) -> int:
     else:
         common.parse_gin(args.gin_file, args.gin_bindings, args.gin_search_paths, modules=SEARCH_CONFIGURABLES)
     start = time.time()
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    # Judged@10 beside nDCG@20 (MTD reports both): how much of the top 10 the judgements cover.
+    metrics = M.with_judged([m.strip() for m in args.metrics.split(",") if m.strip()])
     M.parse_metrics(metrics)  # fail on a bad name before any work
     # Precomputed vectors need the corpus texts only for BM25 and XOR-Retrieve's R@kt: else only its ids.
     corpus_texts = bool(args.checkpoint or args.bm25 or args.answers)
     bench = P.load_eval_benchmark(args.dataset, args.split, args.corpus, args.queries, args.qrels, args.answers,
+                                  query_field=args.query_field,
                                   corpus_texts=corpus_texts)
     corpus, queries, qrels, languages = bench.corpus, bench.queries, bench.qrels, bench.query_languages
     if not qrels and not bench.answers:
@@ -146,7 +155,7 @@ def evaluate(args) -> int:
     tables = {}
     for name, run in runs.items():
         if qrels:
-            tables[name] = M.evaluate(qrels, run, metrics, languages or None)
+            tables[name] = M.evaluate(qrels, run, metrics, languages or None, convention=args.score_convention)
         if bench.answers:
             answers, langs = bench.answers, languages
             # The official script reads the passages' text without their titles.
@@ -155,6 +164,8 @@ def evaluate(args) -> int:
             for kt in (2000, 5000):
                 tables[f"{name} XOR R@{kt // 1000}kt"] = {
                     g: {f"R@{kt // 1000}kt": v} for g, v in M.xor_recall_at_k_tokens(ranked, answers, langs, kt).items()}
+    # Which files were read (e.g. XOR-Retrieve's 2019 Wikipedia or DPR's 2018 one) and how queries were scored.
+    extra.update(source=bench.source, score_convention=args.score_convention)
     extra["seconds"] = round(time.time() - start, 1)
     print(P.write_outputs(args.output_dir, runs, tables, extra))
     print(f"\nwrote run files, metrics.json and metrics.md to {args.output_dir} ({extra['seconds']} s)")

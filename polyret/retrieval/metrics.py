@@ -1,8 +1,13 @@
 """Retrieval metrics through ir_measures (pytrec_eval underneath), per language and macro-averaged, and
 XOR-Retrieve Recall@k-tokens, which trec_eval does not have and is therefore written here by hand.
 
-Queries that have relevance judgements but no retrieved documents score 0 (trec_eval's `-c`), so a
-system cannot look better by returning nothing for hard queries.
+Scoring conventions, where the papers differ (`convention`):
+- "judged" (default): every judged query counts, and one with no retrieved documents scores 0 (trec_eval's
+  `-c`), so a system cannot look better by returning nothing for hard queries;
+- "run": the mean over the judged queries the run has results for, as `ir_measures.calc_aggregate` computes
+  it (what PLAID-X's `colbert/scripts/search.py` prints, hence MTD's tables).
+`with_judged` adds Judged@10 beside nDCG@20 (the fraction of the top 10 that is judged: MTD reports both,
+since NeuCLIR-style pools leave many retrieved documents unjudged).
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ import ir_measures
 from polyret.io.runs import Run
 
 DEFAULT_METRICS = ("nDCG@10", "nDCG@20", "RR@10", "R@100", "R@1000", "AP")
+SCORE_CONVENTIONS = ("judged", "run")
+
+
+def with_judged(metrics: Sequence[str]) -> list[str]:
+    """`metrics` with Judged@10 right after nDCG@20 when nDCG@20 is asked for and Judged@10 is not."""
+    metrics = list(metrics)
+    if "nDCG@20" in metrics and "Judged@10" not in metrics:
+        metrics.insert(metrics.index("nDCG@20") + 1, "Judged@10")
+    return metrics
 
 
 def parse_metrics(names: Iterable[str]) -> list:
@@ -53,23 +67,28 @@ def default_depth(metrics: Sequence[str], minimum: int = 100) -> tuple[int, str]
     return k, why
 
 
-def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS
-              ) -> dict[str, dict[str, float]]:
-    """{metric: {qid: value}} for every judged query (0 where the run has nothing for it)."""
+def per_query(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS,
+              convention: str = "judged") -> dict[str, dict[str, float]]:
+    """{metric: {qid: value}} for every judged query (0 where the run has nothing for it), or with
+    convention "run" for the judged queries the run has results for (see the module docstring)."""
+    if convention not in SCORE_CONVENTIONS:
+        raise ValueError(f"unknown scoring convention {convention!r} (one of {', '.join(SCORE_CONVENTIONS)})")
     measures = parse_metrics(metrics)
     judged = {q: dict(d) for q, d in qrels.items() if d}
-    values = {str(m): {q: 0.0 for q in judged} for m in measures}
     run = {q: _strict_trec_order(docs) for q, docs in run.items() if q in judged and docs}
+    counted = judged if convention == "judged" else [q for q in judged if q in run]
+    values = {str(m): {q: 0.0 for q in counted} for m in measures}
     for result in ir_measures.iter_calc(measures, judged, run):
         values[str(result.measure)][result.query_id] = float(result.value)
     return values
 
 
 def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Run, metrics: Sequence[str] = DEFAULT_METRICS,
-             query_languages: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
-    """-> {group: {metric: mean}}: group "all" (every judged query), each language, and "macro"
-    (mean over languages) when `query_languages` {qid: lang} is given."""
-    values = per_query(qrels, run, metrics)
+             query_languages: Mapping[str, str] | None = None, convention: str = "judged"
+             ) -> dict[str, dict[str, float]]:
+    """-> {group: {metric: mean}}: group "all" (every judged query, or with convention "run" those the run
+    answers), each language, and "macro" (mean over languages) when `query_languages` {qid: lang} is given."""
+    values = per_query(qrels, run, metrics, convention)
     qids = sorted(next(iter(values.values())).keys()) if values else []
     groups: dict[str, list[str]] = {"all": qids}
     if query_languages:

@@ -244,9 +244,9 @@ def load_eval_inputs(corpus_path, queries_path, qrels_path):
 
 
 def load_eval_benchmark(dataset: str | None, split: str | None = None, corpus_path=None, queries_path=None,
-                        qrels_path=None, answers_path=None, corpus_texts: bool = True):
-    """A `polyret.io.benchmarks.Benchmark` from `--dataset` (ir_datasets id or a benchmark folder) or
-    from separate files (`corpus_texts=False`: only the corpus ids are kept)."""
+                        qrels_path=None, answers_path=None, corpus_texts: bool = True, query_field: str | None = None):
+    """A `polyret.io.benchmarks.Benchmark` from `--dataset` (ir_datasets id or a benchmark folder; `query_field`
+    picks TREC-style topics' field) or from separate files (`corpus_texts=False`: only the corpus ids are kept)."""
     if dataset:
-        return load_benchmark(dataset, split)
+        return load_benchmark(dataset, split, query_field)
     return load_files(corpus_path, queries_path, qrels_path, answers_path, corpus_texts=corpus_texts)
