@@ -244,7 +244,7 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
             # A stop was asked (SIGTERM/SIGINT): this step is checkpointed and the run stops. Several
             # processes agree on the step through JAX's preemption sync point (no collective per step).
             preempted = (state.checkpointer.reached_preemption(state.step) if multi_process
-                         else preemption.requested() is not None)
+                         else preemption.requested() is not None) and not last  # the last step ends normally
             # The only device -> host sync of the loop: at log steps, and before a checkpoint is written
             # so that a non-finite loss never replaces the last good checkpoint.
             if state.step % log_every == 0 or last or preempted or state.checkpointer.should_save(state.step):
