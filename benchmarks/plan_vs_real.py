@@ -72,7 +72,6 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
     import jax.numpy as jnp
     import numpy as np
 
-    from polyret.seqio_tasks import feature_converters as fc
     from polyret.training import partitioning as part
     from polyret.training import plan
     from polyret.training.train_checkpoints import CheckpointConfig
@@ -95,9 +94,7 @@ def run_case(gin_file: str, bindings: list[str], mesh_text: str, run_step: bool)
         state = setup_state(model, mesh, rules, Path(model_dir), None, run.schedule,
                             CheckpointConfig(async_save=False), None, 0)
         state.checkpointer.close()
-    converter = model.loss.FEATURE_CONVERTER
-    if converter is fc.DualEncoderFeatureConverter and "negative_targets" in run.task_feature_lengths:
-        converter = fc.HardNegativeFeatureConverter
+    converter = model.loss.converter_class(run.task_feature_lengths)
     shapes = plan.abstract_batch(converter, run.task_feature_lengths, run.batch_size, run.rows)
     rng = np.random.default_rng(0)
     vocab = run.model_config.encoder.vocab_size

@@ -28,7 +28,6 @@ import gin
 
 from polyret.models.encoder_families import family_of
 from polyret.models.towers import ColBERTConfig
-from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
 
 QUERY_TOKEN = "[unused0]"  # PLAID-X ColBERTConfig.query_token_id
 DOCUMENT_TOKEN = "[unused1]"  # PLAID-X ColBERTConfig.doc_token_id
@@ -53,6 +52,8 @@ def colbert_x_tokens(tokenizer_path: str | os.PathLike, query_token: str = QUERY
                      document_token: str = DOCUMENT_TOKEN, mask_punctuation: bool = True) -> ColBERTXTokens:
     """ColBERT-X ids for the Hugging Face tokenizer in `tokenizer_path` (a checkpoint folder or
     tokenizer.json), computed by PLAID-X's rules."""
+    # Imported here: the vocabulary wrapper needs TensorFlow (seqio), which the model itself does not.
+    from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
     vocab = HfVocabulary(tokenizer_path)
     tokenizer = load_tokenizer(tokenizer_path)
     if vocab.mask_id is None:

@@ -24,7 +24,6 @@ from polyret.models.encoder_families import family_for_hf, family_of
 from polyret.models.hf_files import read_hf_config, read_safetensors
 from polyret.models.lora import has_lora, merge_lora
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size
-from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
 
 
 def load_hf_encoder(folder: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
@@ -137,6 +136,8 @@ def _plaidx_marker_tokens(out: Path, cfg: ColBERTConfig) -> tuple[str, str]:
     to the vocabulary at the same ids: the table was grown by exactly those rows on import)."""
     names = [QUERY_TOKEN, DOCUMENT_TOKEN]
     if (out / "tokenizer.json").is_file():
+        # Imported here: the vocabulary wrapper needs TensorFlow (seqio), which loading weights does not.
+        from polyret.seqio_tasks.hf_vocab import HfVocabulary, load_tokenizer
         tokenizer, vocab = load_tokenizer(out), HfVocabulary(out)
         for i, marker in enumerate((cfg.query_marker_id, cfg.document_marker_id)):
             names[i] = tokenizer.id_to_token(vocab.to_hf(marker)) or names[i]

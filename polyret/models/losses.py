@@ -16,15 +16,16 @@ A new in-batch loss subclasses `InBatchLoss` and implements `from_representation
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import gin
 import jax
 import jax.numpy as jnp
-import seqio
 
-from polyret.seqio_tasks import feature_converters as fc
 from polyret.tokens import PAD_ID
+
+if TYPE_CHECKING:  # the converters import TensorFlow; encoding, evaluation and planning never need them
+    import seqio
 
 # Large finite stand-in for -inf: exp() underflows to exactly 0 and 0 * it stays 0 (no NaN).
 _MASKED = -1e9
@@ -147,9 +148,10 @@ def margin_mse_loss(student_scores: jax.Array, teacher_scores: jax.Array) -> jax
 # ------------------------------------------------------------------------------------------ loss classes
 
 class Loss:
-    """Base class. Subclasses set FEATURE_CONVERTER and implement `__call__`."""
+    """Base class. Subclasses set FEATURE_CONVERTER (a class name in polyret.seqio_tasks.feature_converters)
+    and implement `__call__`."""
 
-    FEATURE_CONVERTER: ClassVar[type[seqio.FeatureConverter]] = fc.DualEncoderFeatureConverter
+    FEATURE_CONVERTER: ClassVar[str] = "DualEncoderFeatureConverter"
 
     def __call__(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None,
                  deterministic: bool = False) -> tuple[jax.Array, Metrics]:
@@ -158,10 +160,12 @@ class Loss:
     def converter_class(self, task_features: Iterable[str]) -> type[seqio.FeatureConverter]:
         """The converter class for data with these task features: hard negatives ride along when the data
         has them (`polyret plan` asks this without any data)."""
-        converter = self.FEATURE_CONVERTER
-        if converter is fc.DualEncoderFeatureConverter and "negative_targets" in task_features:
-            converter = fc.HardNegativeFeatureConverter
-        return converter
+        # Imported here: the converters need TensorFlow (seqio), which only data reading needs.
+        from polyret.seqio_tasks import feature_converters as fc
+        name = self.FEATURE_CONVERTER
+        if name == "DualEncoderFeatureConverter" and "negative_targets" in task_features:
+            name = "HardNegativeFeatureConverter"
+        return getattr(fc, name)
 
     def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
         """The converter for batches of `task` (its vocabulary's end id is appended to every sequence)."""
@@ -245,7 +249,7 @@ def flatten_negatives(reps: Any) -> Any:
 class _DistillationLoss(Loss):
     """Student scores of each query's own K passages against the teacher's scores."""
 
-    FEATURE_CONVERTER = fc.DistillationFeatureConverter
+    FEATURE_CONVERTER = "DistillationFeatureConverter"
     score_scale: float
 
     def student_scores(self, model, params, batch, rng, deterministic) -> jax.Array:

@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import seqio
 from flax import linen as nn
 from flax import traverse_util
 
@@ -33,6 +32,9 @@ from polyret.models import losses as L
 from polyret.models import towers
 from polyret.models.encoder_families import encoder_config_to_dict
 from polyret.models.lora import LORA_A, LORA_B
+
+if TYPE_CHECKING:  # seqio imports TensorFlow, which encoding, evaluation and planning do not need
+    import seqio
 
 
 class Embedded(NamedTuple):
