@@ -262,6 +262,9 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
         raise StudyError(f"Study.sweep names {unknown_sweep[0]!r}, which is not an arm")
     if not study.seeds:
         raise StudyError("Study.seeds is empty")
+    both = sorted(set(study.arms) & set(study.stages))
+    if both:
+        raise StudyError(f"{both[0]!r} names both an arm and a stage; rename one")
     if study.metric not in study.metrics:
         raise StudyError(f"Study.metric {study.metric!r} is not among Study.metrics {list(study.metrics)}")
     from polyret.retrieval.metrics import parse_metrics
