@@ -8,7 +8,11 @@ Compiles the trainer's step for the mesh on simulated CPU devices (re-running it
 XLA_FLAGS=--xla_force_host_platform_device_count=N when needed) and prints per-device parameters,
 optimizer state, batch and XLA's temporaries (activations), and whether the peak fits --accelerator.
 REQUIRED macros that do not change shapes (MODEL_DIR, data paths, VOCABULARY) may stay unset.
-Accelerators: tpu-v4, tpu-v5e, tpu-v5p, a100-40gb, a100-80gb, h100-80gb.
+Accelerators: tpu-v4, tpu-v5e, tpu-v5p, a100-40gb, a100-80gb, h100-80gb, h200-141gb.
+
+--remat_policy auto --accelerator X plans the step under each remat policy, cheapest in compute first
+(none, dots_saveable, offload_dots, full), stops at the first whose peak fits X and prints it with the
+gin binding to use; --remat_policy NAME plans with that policy instead of the run's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import sys
 
 from polyret.jobs import common
+from polyret.models.layer_stack import REMAT_POLICIES
 
 _FLAG = "--xla_force_host_platform_device_count"
 
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=common.at_least(1), default=None,
                    help="passages per query (distillation; default %%MTD_PASSAGES) or hard negatives per query "
                         "(default 7)")
+    p.add_argument("--remat_policy", default=None, choices=["auto", *REMAT_POLICIES],
+                   help="plan with this remat policy; 'auto' (with --accelerator): the cheapest that fits")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     args, bindings = common.parse_args_with_gin(p, argv)
 
@@ -55,9 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             raise common.UsageError(f"--mesh: {e}") from None
         if args.accelerator is not None and args.accelerator not in plan.ACCELERATORS:
             raise common.UsageError(f"--accelerator {args.accelerator!r} is not one of {', '.join(plan.ACCELERATORS)}")
+        if args.remat_policy == "auto" and args.accelerator is None:
+            raise common.UsageError("--remat_policy auto needs --accelerator (the memory the policy must fit)")
         _ensure_devices(math.prod(mesh.values()), argv)
-        result = plan.plan_run(args.gin_file, bindings, mesh, args.gin_search_paths or (), args.rows)
-        if args.json:
+        result = plan.plan_run(args.gin_file, bindings, mesh, args.gin_search_paths or (), args.rows,
+                               args.remat_policy, args.accelerator)
+        if args.remat_policy == "auto":
+            _print_auto(*result, args.accelerator, args.json)
+        elif args.json:
             row = {k: v for k, v in vars(result).items()}
             row["peak"] = result.peak
             if args.accelerator:
@@ -67,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
             print(result.summary(args.accelerator))
 
     return common.run_main("plan", body)
+
+
+def _print_auto(chosen: str | None, plans: dict, accelerator: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"remat_policy": chosen, "accelerator": accelerator,
+                          "peaks": {policy: result.peak for policy, result in plans.items()}}))
+        return
+    for policy, result in plans.items():
+        verdict = "fits" if result.fits(accelerator) else "does not fit"
+        print(f"remat_policy {policy!r}: peak per device {result.peak / 2**30:.2f} GiB, {verdict}")
+    if chosen is None:
+        print(f"no remat policy fits {accelerator}: shard more (fsdp), shrink the batch, or use a larger chip")
+        return
+    print(f"\nchosen: remat_policy {chosen!r} (bind it on the encoder config, e.g. "
+          f"--gin.t5_config.remat_policy=\"'{chosen}'\")\n")
+    print(plans[chosen].summary(accelerator))
 
 
 if __name__ == "__main__":

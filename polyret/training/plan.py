@@ -27,6 +27,7 @@ import optax
 from flax import traverse_util
 
 from polyret.configuration import parse_gin
+from polyret.models.layer_stack import REMAT_POLICIES
 from polyret.models.retrieval_model import build_model, is_created_parameter
 from polyret.models.towers import ColBERTConfig
 from polyret.training import partitioning as part
@@ -40,7 +41,7 @@ GIB = 2 ** 30
 # fragmentation and XLA's own reserve.
 ACCELERATORS: dict[str, float] = {
     "tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95,
-    "a100-40gb": 40, "a100-80gb": 80, "h100-80gb": 80,
+    "a100-40gb": 40, "a100-80gb": 80, "h100-80gb": 80, "h200-141gb": 140,
 }
 HEADROOM = 0.10
 # Rows per query of a per-row feature (hard negatives, distillation passages) when the caller gives none: the
@@ -243,10 +244,42 @@ def _with(tree: Any, shardings: Any) -> Any:
     return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+def with_remat_policy(run: RunShapes, policy: str) -> RunShapes:
+    """The run with its encoder's `remat_policy` replaced (execution only: parameters do not change)."""
+    model_config = run.model_config
+    encoder = dataclasses.replace(model_config.encoder, remat_policy=policy)
+    return dataclasses.replace(run, model_config=dataclasses.replace(model_config, encoder=encoder))
+
+
+def cheapest_remat_policy(run: RunShapes, mesh_sizes: Mapping[str, int], accelerator: str,
+                          devices: Sequence[jax.Device] | None = None) -> tuple[str | None, dict[str, MemoryPlan]]:
+    """Plan the run under each remat policy, cheapest in compute first (layer_stack.REMAT_POLICIES), and
+    stop at the first that fits `accelerator` -> (that policy or None, {policy: plan} of those tried).
+
+    The plan compiles for CPU devices, where host memory is the device's: 'offload_dots' shows no saving
+    here (its offloaded activations still count as temporaries), so it is chosen only when its figure fits."""
+    accelerator_bytes(accelerator)  # an unknown name fails before any compile
+    plans: dict[str, MemoryPlan] = {}
+    for policy in REMAT_POLICIES:
+        plans[policy] = plan_memory(with_remat_policy(run, policy), mesh_sizes, devices)
+        if plans[policy].fits(accelerator):
+            return policy, plans
+    return None, plans
+
+
 def plan_run(files: Sequence[str], bindings: Sequence[str], mesh_sizes: Mapping[str, int],
-             search_paths: Sequence[str] = (), rows: int | None = None) -> MemoryPlan:
-    """`read_run` + `plan_memory`, leaving gin cleared."""
+             search_paths: Sequence[str] = (), rows: int | None = None, remat_policy: str | None = None,
+             accelerator: str | None = None) -> MemoryPlan | tuple[str | None, dict[str, MemoryPlan]]:
+    """`read_run` + `plan_memory`, leaving gin cleared. `remat_policy`: plan with that policy instead of the
+    run's; 'auto' (needs `accelerator`): `cheapest_remat_policy` -> (policy or None, plans)."""
     try:
-        return plan_memory(read_run(files, bindings, search_paths, rows), mesh_sizes)
+        run = read_run(files, bindings, search_paths, rows)
+        if remat_policy == "auto":
+            if accelerator is None:
+                raise ConfigError("remat_policy 'auto' needs an accelerator to fit")
+            return cheapest_remat_policy(run, mesh_sizes, accelerator)
+        if remat_policy is not None:
+            run = with_remat_policy(run, remat_policy)
+        return plan_memory(run, mesh_sizes)
     finally:
         gin.clear_config()

@@ -69,3 +69,21 @@ def test_plan_job_refuses_bad_flags_in_one_line(flags, message):
                           env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_auto_remat_policy_is_the_cheapest_that_fits(monkeypatch):
+    """`--remat_policy auto`: policies are tried cheapest in compute first and the first whose peak fits is
+    chosen; the memory order is the one remat promises (none > dots_saveable >= full)."""
+    from polyret.training import plan
+    run = plan.read_run(["runs/tiny/swimx_xor.gin"], ["BATCH_SIZE=32", "t5_config.scan_layers=True",
+                                                      "TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 128}"])
+    mesh = plan.parse_mesh("data=1")
+    monkeypatch.setitem(plan.ACCELERATORS, "test-chip", 0.0)  # nothing fits: every policy is planned
+    chosen, plans = plan.cheapest_remat_policy(run, mesh, "test-chip")
+    assert chosen is None and list(plans) == list(plan.REMAT_POLICIES)
+    peaks = {policy: result.peak for policy, result in plans.items()}
+    assert peaks["none"] > peaks["dots_saveable"] >= peaks["full"]
+    budget = peaks["dots_saveable"] * 1.01  # fits dots_saveable (and full), not none
+    monkeypatch.setitem(plan.ACCELERATORS, "test-chip", budget / (1 - plan.HEADROOM) / plan.GIB)
+    chosen, plans = plan.cheapest_remat_policy(run, mesh, "test-chip")
+    assert chosen == "dots_saveable" and list(plans) == ["none", "dots_saveable"]
