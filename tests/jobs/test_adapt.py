@@ -82,7 +82,7 @@ def _args(adapt_data, base, out, url, languages="en,de", real=True):
 
 
 @pytest.fixture(scope="module")
-def adapted(adapt_data, tiny_checkpoints, tmp_path_factory, capsys_module=None):
+def adapted(adapt_data, tiny_checkpoints, tmp_path_factory):
     """One finished adapt run (and the number of LLM requests it made)."""
     out = tmp_path_factory.mktemp("adapt") / "run"
     os.environ["OPENAI_API_KEY"] = SECRET
@@ -112,8 +112,7 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     assert "24 requests" in report
     # Round trip: kept and dropped together are the generated queries; kept = passage in someone's top k.
     kept, dropped = _jsonl(out / "3_filter" / "kept.jsonl"), _jsonl(out / "3_filter" / "dropped.jsonl")
-    generated = sum(len(_jsonl(out / "2_generate" / "queries_0.jsonl")) for _ in [0])
-    assert len(kept) + len(dropped) == generated
+    assert len(kept) + len(dropped) == len(_jsonl(out / "2_generate" / "queries_0.jsonl"))
     assert all(min(r[k] or 99 for k in ("base_rank", "bm25_rank")) <= 6 for r in kept)
     # Held out by passage: no held-out passage in the training file.
     train = {r["passage_id"] for r in _jsonl(out / "4_split" / "train.jsonl")}
