@@ -84,8 +84,10 @@ class TrainJob:
 
 
 def last_line(stderr: str) -> str:
-    lines = [line for line in re.split(r"[\r\n]+", stderr) if line.strip() and not _BAR.search(line)]
-    return lines[-1].strip() if lines else ""
+    """The job's own last line (`polyret <job>: ...`); libraries' warnings may be flushed after it."""
+    lines = [line.strip() for line in re.split(r"[\r\n]+", stderr) if line.strip() and not _BAR.search(line)]
+    ours = [line for line in lines if line.startswith("polyret ")]
+    return (ours or lines or [""])[-1]
 
 
 def checkpoint_steps(model_dir: Path) -> list[int]:
