@@ -1,4 +1,5 @@
-"""Compressed late-interaction index against brute-force MaxSim in numpy; save/reload; resume after a kill."""
+"""Compressed late-interaction index against brute-force MaxSim in numpy; save/reload (also by name);
+resume after a kill."""
 
 import filecmp
 import os
@@ -14,6 +15,7 @@ import pytest
 from polyret.retrieval.compressed_index import (CompressedIndexConfig, CompressedLateInteractionIndex,
                                                 CompressedSearchConfig, build_compressed_index,
                                                 write_token_shards)
+from polyret.retrieval.search_index import load_index
 
 DIM, VOCAB = 32, 4000
 
@@ -108,6 +110,19 @@ def test_reload_and_copy_give_identical_results(built, tmp_path):
     one_by_one = [first.search([q], 10, CompressedSearchConfig(threads=1)) for q in queries]
     np.testing.assert_array_equal(threaded.rows, np.concatenate([r.rows for r in one_by_one]))
     np.testing.assert_array_equal(threaded.scores, np.concatenate([r.scores for r in one_by_one]))
+
+
+def test_built_from_memory_saved_and_reopened_by_name(tmp_path):
+    ids, docs = _corpus(num_docs=200, seed=5)
+    index = CompressedLateInteractionIndex.build(ids, docs, folder=tmp_path / "built")  # shards in built/tokens
+    reopened = load_index(index.save(tmp_path / "saved"))
+    assert isinstance(reopened, CompressedLateInteractionIndex) and reopened.ids == ids
+    everything = CompressedSearchConfig(nprobe=10 ** 6, ndocs=10 ** 6, rerank=10 ** 6, threads=1)
+    queries = [q for _, q in _queries(docs, 5, seed=6)]
+    for q, got in zip(queries, reopened.search(queries, 10, everything).hits(ids)):
+        brute = _brute(q, ids, docs)[:10]  # exact re-scoring from the shards survives the reload
+        assert [g[0] for g in got] == [b[0] for b in brute]
+        np.testing.assert_allclose([g[1] for g in got], [b[1] for b in brute], rtol=1e-5)
 
 
 def _same_files(a: Path, b: Path) -> None:

@@ -4,9 +4,10 @@ import gin
 import numpy as np
 import pytest
 
-from polyret.retrieval.scann_index import (ScannConfig, ScannIndex, brute_force_topk, measure_recall,
-                                     recall_against_brute_force, recall_by_score)
 from polyret.retrieval.late_interaction import LateInteractionIndex, maxp, maxsim, split_windows
+from polyret.retrieval.scann_index import (ScannConfig, ScannIndex, brute_force_topk, measure_recall,
+                                           recall_against_brute_force, recall_by_score)
+from polyret.retrieval.search_index import load_index
 
 
 def _unit(a):
@@ -114,7 +115,7 @@ def test_small_corpus_is_exact(clustered):
     assert recall_against_brute_force(rows, exact, 10) == 1.0
 
 
-def test_late_interaction_returns_brute_force_maxsim_topk():
+def test_late_interaction_returns_brute_force_maxsim_topk(tmp_path):
     rng = np.random.default_rng(1)
     docs = []
     for _ in range(300):
@@ -122,14 +123,17 @@ def test_late_interaction_returns_brute_force_maxsim_topk():
         docs.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
     ids = [f"d{i}" for i in range(len(docs))]
     index = LateInteractionIndex(ids, docs)
+    reopened = load_index(index.save(tmp_path / "maxsim"))  # token shards + the index's name
+    assert isinstance(reopened, LateInteractionIndex) and reopened.ids == ids
     for _ in range(10):
         qv = rng.normal(size=(8, 16))
         qv = (qv / np.linalg.norm(qv, axis=1, keepdims=True)).astype(np.float32)
         brute = sorted(((i, float(np.sum(np.max(qv @ d.T, axis=1)))) for i, d in zip(ids, docs)),
                        key=lambda x: (-x[1], x[0]))[:10]
-        got = index.search([qv], k=10, candidates_per_token=4).hits(ids)[0]  # small: the bound must widen it
-        assert [g[0] for g in got] == [b[0] for b in brute]
-        np.testing.assert_allclose([g[1] for g in got], [b[1] for b in brute], rtol=1e-5)
+        for searched in (index, reopened):
+            got = searched.search([qv], k=10, candidates_per_token=4).hits(ids)[0]  # small: the bound must widen
+            assert [g[0] for g in got] == [b[0] for b in brute]
+            np.testing.assert_allclose([g[1] for g in got], [b[1] for b in brute], rtol=1e-5)
 
 
 def test_windows_and_maxp_match_direct_computation():
