@@ -34,3 +34,25 @@ def tiny_spm(tmp_path_factory) -> Path:
     spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "sp"), vocab_size=80,
                                    pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
     return folder / "sp.model"
+
+
+@pytest.fixture
+def capped_disk(tmp_path):
+    """`capped_disk("64k")`: a folder on a real size-capped tmpfs (`mount -t tmpfs -o size=...`), for full-disk
+    tests; skipped where the test cannot mount (not root)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        folder = tmp_path / f"disk_{size}_{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("needs root to mount a size-capped tmpfs")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import gin
 
@@ -42,11 +42,17 @@ def mine_template_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os
     """Hard negatives for the template training queries, mined with the checkpoint (monolingual and
     cross-lingual, as the demo's round 2): files mined_<section>_<lang>.jsonl for `demo_round2_setup`."""
     from polyret.retrieval.encode import TowerEncoder
+
+    return mine_with_encoder(TowerEncoder.from_checkpoint(checkpoint_dir), Path(data_dir), Path(out_dir), languages,
+                             num_negatives, depth)
+
+
+def mine_with_encoder(encoder: Any, data_dir: Path, out_dir: Path, languages: Sequence[str], num_negatives: int = 3,
+                      depth: int = 30) -> list[Path]:
+    """`mine_template_negatives` with an encoder already loaded (the demo's round 1)."""
     from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
     from polyret.retrieval.pipeline import encode_and_search
 
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
-    encoder = TowerEncoder.from_checkpoint(checkpoint_dir)
     files = []
     for section in ("mono", "xling"):
         for lang in languages:

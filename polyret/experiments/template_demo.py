@@ -16,6 +16,7 @@ import gin
 import jax
 import numpy as np
 
+from polyret.experiments.study_data import mine_with_encoder
 from polyret.io.fingerprint import check_match, read_json
 from polyret.io.formats import read_id_text, read_qrels
 from polyret.io.outputs import OutputError, atomic_output_dir, atomic_write_text, read_marker
@@ -23,7 +24,6 @@ from polyret.models.model_folder import load_model, save_model
 from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
-from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
 from polyret.retrieval.pipeline import encode_and_search
 from polyret.retrieval.tokenize import Tokenizer
 
@@ -57,24 +57,6 @@ def _evaluate(encoder: TowerEncoder | None, data_dir: Path, lang: str, section: 
     else:
         run = encode_and_search(encoder, corpus, queries, 100, 32, 48, measure_recall=False).run
     return M.evaluate(qrels, run, METRICS)["all"]
-
-
-def _mine(encoder: TowerEncoder, data_dir: Path, out_dir: Path, languages: list[str]) -> list[Path]:
-    """Hard negatives for the training queries of every language, monolingual and cross-lingual (so that
-    round 2 keeps both skills)."""
-    files = []
-    for section in ("mono", "xling"):
-        for lang in languages:
-            if section == "xling" and lang == "en":
-                continue
-            corpus = read_id_text(data_dir / "corpus" / f"{lang if section == 'mono' else 'en'}.jsonl")
-            queries = read_id_text(data_dir / "queries" / "train" / f"{lang}.jsonl")
-            qrels = read_qrels(data_dir / "qrels" / "train" / f"{lang}.{section}.txt")
-            run = encode_and_search(encoder, corpus, queries, 30, 32, 48, measure_recall=False).run
-            rows, _ = mine_hard_negatives(run, qrels, queries, corpus, num_negatives=3, rank_start=0, rank_end=30,
-                                          relative_threshold=None, margin=None)
-            files.append(write_jsonl(rows, out_dir / f"mined_{section}_{lang}.jsonl"))
-    return files
 
 
 def _cached(path: Path, compute) -> Any:
@@ -152,7 +134,7 @@ def run_demo(workdir: str | Path, size: str = "default", languages: tuple[str, .
     mined_dir = work / "mined"
     if not (mined_dir / "DONE").exists():
         mined_dir.mkdir(exist_ok=True)
-        _mine(round1, data_dir, mined_dir, languages)
+        mine_with_encoder(round1, data_dir, mined_dir, languages)  # hard negatives, mono and xling
         atomic_write_text(mined_dir / "DONE", "mined with round 1\n")
 
     print(f"[3/6] training round 2 on mined negatives ({cfg.round2_steps} steps) -> {work / 'round2'}")

@@ -5,7 +5,6 @@ tmpfs) stopping with one line while the records written before stay and a rerun 
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 
@@ -36,16 +35,8 @@ def test_signals_are_recorded_inside_the_guard_and_handlers_come_back():
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a size-capped tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+def tiny_disk(capped_disk):
+    return capped_disk("64k")
 
 
 def test_resumable_output_on_a_full_disk_keeps_what_was_recorded(tiny_disk):

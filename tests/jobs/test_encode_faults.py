@@ -4,7 +4,6 @@ byte for byte, and the rerun ends identical to an uninterrupted run."""
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -58,16 +57,8 @@ def test_sigterm_stops_after_the_shard_in_flight(tiny_data, tiny_checkpoints, tm
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a size-capped tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+def tiny_disk(capped_disk):
+    return capped_disk("48k")
 
 
 @pytest.mark.xfail(strict=False, reason="failed once on 2026-12-04 (cause not diagnosed: the run's output was cut "

@@ -107,18 +107,9 @@ def test_sigterm_to_one_of_two_gloo_processes(tmp_path, data_dir):
 # ------------------------------------------------------------------------------------------- full disk
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real 2 MiB tmpfs (needs root: `mount -t tmpfs -o size=2m`): room for the run's files and two
-    checkpoints of the tiny model (~0.7 MB each), not three."""
-    folder = tmp_path / "small_disk"
-    folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a size-capped tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+def small_disk(capped_disk):
+    """A real 2 MiB tmpfs: room for the run's files and two checkpoints of the tiny model (~0.7 MB each), not three."""
+    return capped_disk("2m")
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
