@@ -24,7 +24,7 @@ def test_judged_convention_counts_a_query_without_results_as_zero():
     for measure in MEASURES:
         per_query = {r.query_id: r.value for r in ir_measures.iter_calc([ir_measures.parse_measure(measure)],
                                                                         QRELS, RUN)}
-        assert set(per_query) == {"q1", "q2"}
+        assert per_query.get("q3", 0.0) == 0.0  # ir_measures lists q3 for some measures, always at 0
         assert ours[measure] == pytest.approx(sum(per_query.values()) / len(QRELS))  # q3 counts as 0
     assert ours["nDCG@20"] < evaluate(QRELS, RUN, MEASURES, convention="run")["all"]["nDCG@20"]
     with pytest.raises(ValueError, match="unknown scoring convention"):
@@ -35,5 +35,6 @@ def test_judged_at_10_goes_beside_ndcg_at_20():
     assert with_judged(["nDCG@10", "nDCG@20", "AP"]) == ["nDCG@10", "nDCG@20", "Judged@10", "AP"]
     assert with_judged(["nDCG@10"]) == ["nDCG@10"]
     assert with_judged(["Judged@10", "nDCG@20"]) == ["Judged@10", "nDCG@20"]
-    # q1: d9 unjudged among 4 retrieved, so 3 of its top 10 judged -> 0.3 (Judged@10 divides by 10).
-    assert evaluate(QRELS, {"q1": RUN["q1"]}, ["Judged@10"], convention="run")["all"]["Judged@10"] == pytest.approx(0.3)
+    # q1 alone: d9 unjudged among the 4 retrieved, so 3 of 4 judged (fewer than 10 retrieved: divided by 4).
+    only_q1 = evaluate({"q1": QRELS["q1"]}, {"q1": RUN["q1"]}, ["Judged@10"], convention="run")["all"]["Judged@10"]
+    assert only_q1 == pytest.approx(3 / 4)

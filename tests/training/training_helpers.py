@@ -34,6 +34,7 @@ def load_result(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 TRAIN_ENV = {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
 _BAR = re.compile(r"training:\s+\d+%\|[^|]*\|\s*(\d+)/\d+")
+_OURS = re.compile(r"polyret \w+: ")
 
 
 def train_argv(model_dir: Path, data_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -85,9 +86,10 @@ class TrainJob:
 
 def last_line(stderr: str) -> str:
     """The job's own last line (`polyret <job>: ...`); libraries' warnings may be flushed after it."""
-    lines = [line.strip() for line in re.split(r"[\r\n]+", stderr) if line.strip() and not _BAR.search(line)]
-    ours = [line for line in lines if line.startswith("polyret ")]
-    return (ours or lines or [""])[-1]
+    lines = [line.strip() for line in re.split(r"[\r\n]+", stderr) if line.strip()]
+    # Ours may follow a progress bar on the same line (the bar ends without a newline when a run stops).
+    ours = [line[match.start():] for line in lines if (match := _OURS.search(line))]
+    return (ours or [line for line in lines if not _BAR.search(line)] or [""])[-1]
 
 
 def checkpoint_steps(model_dir: Path) -> list[int]:
