@@ -26,7 +26,6 @@ def test_judged_convention_counts_a_query_without_results_as_zero():
                                                                         QRELS, RUN)}
         assert per_query.get("q3", 0.0) == 0.0  # ir_measures lists q3 for some measures, always at 0
         assert ours[measure] == pytest.approx(sum(per_query.values()) / len(QRELS))  # q3 counts as 0
-    assert ours["nDCG@20"] < evaluate(QRELS, RUN, MEASURES, convention="run")["all"]["nDCG@20"]
     with pytest.raises(ValueError, match="unknown scoring convention"):
         evaluate(QRELS, RUN, MEASURES, convention="trec")
 
