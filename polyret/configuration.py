@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import gin
 
@@ -68,6 +68,18 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), search_paths: 
         _parse(files, bindings)
     if finalize:
         gin.finalize()
+
+
+def bound_value(binding: str) -> Any:
+    """What the parsed config binds to `binding` ('train.model_dir'), a macro (%MODEL_DIR) resolved to its
+    value; None when nothing is bound."""
+    try:
+        value = gin.query_parameter(binding)
+    except ValueError:
+        return None
+    if isinstance(value, gin.config.ConfigurableReference) and value.evaluate:
+        return value.scoped_configurable_fn()
+    return value
 
 
 def _parse(files: Sequence[str], bindings: Sequence[str]) -> None:

@@ -10,11 +10,13 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
 from polyret.configuration import GinConfigError, parse_gin  # noqa: F401  (re-exported for the jobs)
 from polyret.errors import DiskFull, Preempted, ServiceUnreachable
+from polyret.io.disk_space import is_disk_full
 from polyret.io.secrets import redact
 
 
@@ -67,6 +69,30 @@ class _ConsoleFilter(logging.Filter):
         return ours or record.levelno >= logging.ERROR
 
 
+class _ConsoleFormatter(logging.Formatter):
+    """A library's error shows as its message; its traceback goes to the log file only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "root" or record.name.split(".")[0] == "polyret":
+            return super().format(record)
+        return f"{record.name}: {record.getMessage()}"
+
+
+def _log_background_error(exc_type, value, tb) -> None:
+    """An error raised in a library's own thread or callback (orbax's writers, TensorStore callbacks after
+    a failed write): the main thread hears of it through the library and says it in one line; the traceback
+    is logged (the log file), not printed between the progress bar and that line."""
+    logging.getLogger("background").warning("error in a library's thread or callback", exc_info=(exc_type, value, tb))
+
+
+def _excepthook(exc_type, value, tb) -> None:
+    """The main thread's uncaught error prints as usual; C++ callbacks in other threads log theirs."""
+    if threading.current_thread() is threading.main_thread():
+        sys.__excepthook__(exc_type, value, tb)
+    else:
+        _log_background_error(exc_type, value, tb)
+
+
 class _LazyFileHandler(logging.FileHandler):
     """A log file (and its folder) created only when the first record arrives: a job refused before any
     work leaves nothing behind."""
@@ -74,6 +100,12 @@ class _LazyFileHandler(logging.FileHandler):
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # The log file on a full disk (often the run's own disk): the record is lost, and the job says
+        # what filled up in its one line; not a "--- Logging error ---" traceback per record.
+        if not is_disk_full(sys.exc_info()[1]):
+            super().handleError(record)
 
 
 class _RedactFilter(logging.Filter):
@@ -103,7 +135,7 @@ def setup_logging(log_file: str | os.PathLike | None, only_if_warned: bool = Fal
     redact_filter = _RedactFilter()
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(console_level)
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console.setFormatter(_ConsoleFormatter("%(message)s"))
     console.addFilter(_ConsoleFilter())
     console.addFilter(redact_filter)
     console._polyret = True  # type: ignore[attr-defined]
@@ -122,6 +154,11 @@ def setup_logging(log_file: str | os.PathLike | None, only_if_warned: bool = Fal
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
+    # Errors in libraries' own threads and C++ callbacks (orbax's writers, TensorStore futures after a failed
+    # write) are printed by Python's hooks, not logged: log them instead.
+    sys.excepthook = _excepthook
+    threading.excepthook = lambda args: _log_background_error(args.exc_type, args.exc_value, args.exc_traceback)
+    sys.unraisablehook = lambda args: _log_background_error(args.exc_type, args.exc_value, args.exc_traceback)
     for name in LIBRARY_LOGGERS:  # libraries imported before us may have their own console handlers
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -206,6 +243,14 @@ def _release_gin() -> None:
     gin.clear_config()
 
 
+def _console_said_last_line() -> None:
+    """What libraries log while the process winds down (orbax's failed background writes, asyncio's
+    unretrieved tasks) goes to the log file only: the job's one line stays the last on the console."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_polyret", False) and type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.CRITICAL + 1)
+
+
 def run_main(job: str, body: Callable[[], int | None],
              extra_expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
@@ -224,12 +269,10 @@ def run_main(job: str, body: Callable[[], int | None],
         return 130
     except Exception as wrapped:  # noqa: BLE001 (classified below; the rest is re-raised)
         error = unwrap_gin(wrapped)
-        if isinstance(error, Preempted):
+        if isinstance(error, (Preempted, DiskFull)):
             print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
-            return 128 + error.signum
-        if isinstance(error, DiskFull):
-            print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
-            return 1
+            _console_said_last_line()
+            return 128 + error.signum if isinstance(error, Preempted) else 1
         if isinstance(error, ServiceUnreachable):
             print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
                   "again to resume.", file=sys.stderr)

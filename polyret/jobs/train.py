@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from polyret.jobs import common
 
@@ -32,8 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.gin_file:
             raise common.UsageError("give at least one --gin_file (see polyret/gin_configs/runs/)")
         common.initialize_distributed(args.multihost, args.coordinator_address, args.num_processes, args.process_id)
-        from polyret.training.trainer import train_from_gin
-        train_from_gin(args.gin_file, bindings, args.gin_search_paths)
+        import jax
+
+        from polyret.configuration import bound_value, parse_gin
+        from polyret.training.trainer import train
+        parse_gin(args.gin_file, bindings, args.gin_search_paths)  # run_main clears gin afterwards
+        # Library logs (absl, orbax, TensorFlow) go to a file beside the checkpoints, one per process.
+        name = "train.log" if jax.process_count() == 1 else f"train.process{jax.process_index()}.log"
+        common.setup_logging(Path(bound_value("train.model_dir")) / name)
+        train()
 
     # A non-finite loss is reported in one line (its exact step, the last good checkpoint kept), not a traceback.
     return common.run_main("train", body, extra_expected=(FloatingPointError,))

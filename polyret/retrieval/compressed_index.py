@@ -227,22 +227,22 @@ def build_compressed_index(shards_dir: str | os.PathLike, index_dir: str | os.Pa
     centroids, cutoffs = codec["centroids"], codec["cutoffs"]
     code_dtype = np.uint16 if len(centroids) <= 2 ** 16 else np.int32
     todo = [s for s in range(shards.num_shards) if not (out / f"part-{s:05d}.ids").exists()]
-    bar = tqdm(total=len(todo), desc="compressing shards", unit="shard", disable=not progress)
-    for s in todo:
-        vectors = shards.vectors(s)
-        codes = np.empty(len(vectors), code_dtype)
-        packed = np.empty((len(vectors), dim * config.nbits // 8), np.uint8)
-        for b in range(0, len(vectors), BLOCK):
-            block = np.asarray(vectors[b:b + BLOCK], np.float32)
-            c = _assign(block, centroids)
-            codes[b:b + BLOCK] = c
-            packed[b:b + BLOCK] = _pack(np.searchsorted(cutoffs, block - centroids[c], side="right"), config.nbits)
-        _atomic_save(out / f"part-{s:05d}.codes.npy", codes)
-        _atomic_save(out / f"part-{s:05d}.residuals.npy", packed)
-        _atomic_save(out / f"part-{s:05d}.lens.npy", shards.lens(s))
-        _atomic_text(out / f"part-{s:05d}.ids", "\n".join(shards.ids(s)) + "\n")  # last: shard done
-        bar.update(1)
-    bar.close()
+    with tqdm(total=len(todo), desc="compressing shards", unit="shard", disable=not progress) as bar:
+        for s in todo:
+            vectors = shards.vectors(s)
+            codes = np.empty(len(vectors), code_dtype)
+            packed = np.empty((len(vectors), dim * config.nbits // 8), np.uint8)
+            for b in range(0, len(vectors), BLOCK):
+                block = np.asarray(vectors[b:b + BLOCK], np.float32)
+                c = _assign(block, centroids)
+                codes[b:b + BLOCK] = c
+                residual_buckets = np.searchsorted(cutoffs, block - centroids[c], side="right")
+                packed[b:b + BLOCK] = _pack(residual_buckets, config.nbits)
+            _atomic_save(out / f"part-{s:05d}.codes.npy", codes)
+            _atomic_save(out / f"part-{s:05d}.residuals.npy", packed)
+            _atomic_save(out / f"part-{s:05d}.lens.npy", shards.lens(s))
+            _atomic_text(out / f"part-{s:05d}.ids", "\n".join(shards.ids(s)) + "\n")  # last: shard done
+            bar.update(1)
     _finalize(out, shards.num_shards, len(centroids), config, dim)
     return out
 

@@ -77,14 +77,13 @@ class TowerEncoder:
         """As `encode`, from token ids (each ending with EOS, at most max_length long)."""
         order = np.argsort([len(r) for r in ids], kind="stable")
         results: list[Any] = [None] * len(ids)
-        bar = tqdm(total=len(ids), desc=desc, unit="text", disable=not progress)
-        for start in range(0, len(ids), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            out = self._run(pad_batch([ids[i] for i in chunk], max_length=max_length), side)
-            for j, i in enumerate(chunk):
-                results[i] = out.vectors[j] if out.mask is None else out.vectors[j][out.mask[j]]
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=len(ids), desc=desc, unit="text", disable=not progress) as bar:
+            for start in range(0, len(ids), self.batch_size):
+                chunk = order[start:start + self.batch_size]
+                out = self._run(pad_batch([ids[i] for i in chunk], max_length=max_length), side)
+                for j, i in enumerate(chunk):
+                    results[i] = out.vectors[j] if out.mask is None else out.vectors[j][out.mask[j]]
+                bar.update(len(chunk))
         if self.is_colbert:
             return results
         return np.stack(results) if results else np.zeros((0, 0), np.float32)
@@ -163,9 +162,10 @@ def encode_corpus_to_shards(encoder: TowerEncoder, corpus: dict[str, str], out_d
         for tmp in _tmp_paths(folder, s):
             tmp.unlink(missing_ok=True)
     todo = [s for s in mine if not all(p.exists() for p in _shard_paths(folder, s))]
-    bar = tqdm(total=sum(min(shard_size, len(ids) - s * shard_size) for s in todo), desc="encoding corpus",
-               unit="passage")
-    with preemption.graceful_stop():  # SIGTERM/SIGINT: the shard in flight is finished, then we stop
+    # SIGTERM/SIGINT: the shard in flight is finished, then we stop (the bar closed first, so the job's
+    # one line starts on its own line).
+    with preemption.graceful_stop(), tqdm(total=sum(min(shard_size, len(ids) - s * shard_size) for s in todo),
+                                          desc="encoding corpus", unit="passage") as bar:
         for k, s in enumerate(todo):
             _encode_shard(encoder, corpus, ids, order, folder, s, shard_size, side, max_length)
             bar.update(min(shard_size, len(ids) - s * shard_size))
@@ -173,7 +173,6 @@ def encode_corpus_to_shards(encoder: TowerEncoder, corpus: dict[str, str], out_d
                 preemption.stop_if_requested(
                     f"stopped after {len(mine) - len(todo) + k + 1} of {len(mine)} shards; finished shards are "
                     f"kept in {folder}; rerun the same command to resume")
-    bar.close()
     if staging:
         apply_umask(folder)
         swap_in(folder, out)

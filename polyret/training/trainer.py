@@ -227,7 +227,8 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
     multi_process = jax.process_count() > 1
     # jax.set_mesh (not `with mesh:`, which no longer defines the mesh flax reads): without it every
     # nn.with_logical_constraint in the models is a no-op and FSDP replicates the activations' batch.
-    with jax.set_mesh(mesh):
+    # The bar is closed however the loop ends, so a stop's one-line message starts on its own line.
+    with jax.set_mesh(mesh), bar:
         while state.step < train_steps:
             try:
                 local = next(batches)
@@ -260,7 +261,6 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
             state.checkpointer.save(state.step, state.saved_params(), state.opt_state, force=last or preempted)
             if preempted:
                 state.checkpointer.wait()  # committed before we say so
-                bar.close()
                 writer.flush()
                 preemption.stop_here(f"preempted at step {state.step}; checkpoint written; rerun the same "
                                      "command to resume")
@@ -270,7 +270,6 @@ def _loop(state: TrainState, step_fn: Callable, batches, batch_sharding, mesh, t
                 postfix.update({k.split("/", 1)[1]: f"{v:.3f}" for k, v in dev_scores.items()})
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-    bar.close()
     state.checkpointer.wait()
     state.checkpointer.close()
     writer.flush()

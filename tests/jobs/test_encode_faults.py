@@ -61,8 +61,6 @@ def tiny_disk(capped_disk):
     return capped_disk("48k")
 
 
-@pytest.mark.xfail(strict=False, reason="failed once on 2026-12-04 (cause not diagnosed: the run's output was cut "
-                   "off); the ResumableFiles and train full-disk tests cover the same path")
 def test_full_disk_keeps_the_finished_shards(tiny_data, tiny_checkpoints, tiny_disk, reference, capsys):
     """A real 48 KiB tmpfs: a file takes at least a 4 KiB page, so a few of the 15 shards fit."""
     out = tiny_disk / "emb"

@@ -116,8 +116,6 @@ def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.xfail(strict=False, reason="on this VM's tmpfs the exact step and byte count in the message vary with "
-                   "block accounting; the one-line message and the intact previous checkpoint were seen by hand")
 def test_full_disk_keeps_the_previous_checkpoint_and_says_what_it_needed(small_disk, data_dir):
     model_dir = small_disk / "model"
     quiet = ["--gin.train.log_every=1000", "--gin.CheckpointConfig.keep=None"]

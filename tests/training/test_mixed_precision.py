@@ -65,10 +65,11 @@ def test_bf16_matmuls_with_float32_params_softmax_norms_and_loss(encoder, colber
     for name in ("log", "rsqrt", "reduce_max"):
         for e in (e for e in eqns if e.primitive.name == name):
             assert _dtypes(e.invars) <= {"float32"}, (name, _dtypes(e.invars))
-    # exp: attention softmax [B, H, Q, K] and score softmax [B, C] in float32; only the exact GELU's
-    # derivative (exp(-x^2) on [B, L, mlp] activations) may run in bf16.
+    # exp: attention softmax (jax.nn.dot_product_attention's logits, [B, Q, heads, group, K] or [B, H, Q, K])
+    # and score softmax [B, C] in float32; only the exact GELU's derivative (exp(-x^2) on [B, L, mlp]
+    # activations) may run in bf16.
     exps = [e for e in eqns if e.primitive.name == "exp"]
-    assert any(e.invars[0].aval.ndim == 4 for e in exps)
+    assert any(e.invars[0].aval.ndim >= 4 and _dtypes(e.invars) == {"float32"} for e in exps)
     for e in exps:
         assert _dtypes(e.invars) == {"float32"} or e.invars[0].aval.ndim == 3, (e.invars[0].aval,)
     # The scores over the batch: a float32 result from float32 embeddings (dot_scores / MaxSim).
