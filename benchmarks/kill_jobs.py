@@ -14,7 +14,8 @@ the same harness with a few kills per job.
 its progress bar): the run must exit 143 with `preempted at step S; checkpoint written; ...`, its latest
 checkpoint must be step S, S must not be behind the step the bar showed when the signal was sent (steps
 lost beyond the step in flight: the difference), and the rerun must end bit-identical (parameters and
-optimizer state) to an uninterrupted run. tests/training/test_faults.py runs one such signal.
+optimizer state) to an uninterrupted run. A signal that lands during the last step lets the run end normally
+(exit 0, complete); that is counted apart. tests/training/test_faults.py runs one such signal.
 """
 
 from __future__ import annotations
@@ -407,7 +408,6 @@ def run_case(name: str, kills: int, work: Path, seed: int = 0, log: Callable[[st
 def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
                   log: Callable[[str], None] = print) -> dict:
     """`signals` SIGTERMs to a tiny `polyret train` run at uniformly drawn steps (see the module docstring)."""
-    import numpy as np
     from polyret.seqio_tasks.template_tasks import template_data_setup
     from training_helpers import TrainJob, checkpoint_arrays, checkpoint_steps, last_line, train_argv
 
@@ -418,7 +418,7 @@ def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
                    capture_output=True)
     reference = checkpoint_arrays(work / "reference", steps)
     rng = random.Random(seed)
-    lost, identical, failures = [], 0, []
+    lost, identical, finished, failures = [], 0, 0, []
     for i in range(signals):
         model_dir = work / f"run{i}"
         target = rng.randint(1, steps - 1)
@@ -430,6 +430,12 @@ def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
             os.kill(job.proc.pid, signal.SIGTERM)
             code, stderr = job.finish()
             line = last_line(stderr)
+            if code == 0 and checkpoint_steps(model_dir)[-1] == steps:  # the signal landed in the last step
+                same = _identical(checkpoint_arrays(model_dir, steps), reference)
+                finished, identical = finished + 1, identical + same
+                log(f"  SIGTERM {i + 1}/{signals} at step {shown}: landed in the last step, run complete, "
+                    f"{'identical' if same else 'DIFFERENT'}")
+                continue
             if code != 143 or "preempted at step " not in line:
                 raise AssertionError(f"exit {code}: {line}")
             saved = int(line.split("preempted at step ")[1].split(";")[0])
@@ -440,16 +446,22 @@ def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
                                    text=True)
             if rerun.returncode != 0:
                 raise AssertionError(f"rerun failed: {rerun.stderr[-2000:]}")
-            got = checkpoint_arrays(model_dir, steps)
-            same = got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
+            same = _identical(checkpoint_arrays(model_dir, steps), reference)
             identical += same
             log(f"  SIGTERM {i + 1}/{signals} at step {shown}: checkpoint of step {saved}, rerun "
                 f"{'identical' if same else 'DIFFERENT'}")
         except AssertionError as e:
             failures.append(str(e))
             log(f"  SIGTERM {i + 1}/{signals}: FAILED {e}")
-        shutil.rmtree(model_dir, ignore_errors=True)
-    return {"signals": signals, "steps": steps, "lost": lost, "identical": identical, "failures": failures}
+        finally:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    return {"signals": signals, "steps": steps, "lost": lost, "identical": identical, "finished": finished,
+            "failures": failures}
+
+
+def _identical(got: dict, reference: dict) -> bool:
+    import numpy as np
+    return got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
 
 
 def main() -> int:
@@ -464,10 +476,11 @@ def main() -> int:
     if args.sigterm:
         with tempfile.TemporaryDirectory(prefix="polyret_sigterm_") as tmp:
             r = sigterm_train(args.sigterm, Path(tmp), args.seed, log=lambda line: print(line, flush=True))
-        print("\n| job | signal | signals | steps lost beyond the step in flight | rerun identical |")
-        print("|---|---|---:|---:|---:|")
-        print(f"| train ({r['steps']} steps) | SIGTERM | {r['signals']} | {sum(r['lost'])} "
-              f"(max {max(r['lost'], default=0)}) | {r['identical']}/{r['signals']} |")
+        print("\n| job | signal | signals | stopped with a checkpoint (exit 143) | landed in the last step (run "
+              "complete, exit 0) | steps lost beyond the step in flight | identical to an uninterrupted run |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        print(f"| train ({r['steps']} steps) | SIGTERM | {r['signals']} | {len(r['lost'])} | {r['finished']} | "
+              f"{sum(r['lost'])} (max {max(r['lost'], default=0)}) | {r['identical']}/{r['signals']} |")
         for failure in r["failures"]:
             print(f"train: {failure}")
         return 0 if not r["failures"] and r["identical"] == r["signals"] else 1

@@ -32,7 +32,9 @@ def load_result(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 # ------------------------------------------------------------- the train job as a user runs it (faults)
 
-TRAIN_ENV = {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+# TQDM_MININTERVAL=0 (tqdm reads TQDM_* defaults from the environment): the bar prints every step, so a
+# follower sees each step of a tiny run (by default it refreshes every 0.1 s, a dozen tiny steps apart).
+TRAIN_ENV = {"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "TQDM_MININTERVAL": "0"}
 _BAR = re.compile(r"training:\s+\d+%\|[^|]*\|\s*(\d+)/\d+")
 _OURS = re.compile(r"polyret \w+: ")
 
