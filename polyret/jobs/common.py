@@ -82,7 +82,8 @@ def _log_background_error(exc_type, value, tb) -> None:
     """An error raised in a library's own thread or callback (orbax's writers, TensorStore callbacks after
     a failed write): the main thread hears of it through the library and says it in one line; the traceback
     is logged (the log file), not printed between the progress bar and that line."""
-    logging.getLogger("background").warning("error in a library's thread or callback", exc_info=(exc_type, value, tb))
+    logging.getLogger("background").warning("error in a library's thread or callback",
+                                            exc_info=(exc_type, value, tb))
 
 
 def _excepthook(exc_type, value, tb) -> None:

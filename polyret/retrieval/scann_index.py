@@ -458,7 +458,8 @@ class _Tuner:
         # The held-out queries check the choice: below the target there (a clustered corpus's per-query recall
         # is uneven), search more leaves until they reach it too.
         while held < self.target and params["num_leaves_to_search"] < params["num_leaves"]:
-            params["num_leaves_to_search"] = min(params["num_leaves"], math.ceil(params["num_leaves_to_search"] * 1.5))
+            wider = math.ceil(params["num_leaves_to_search"] * 1.5)
+            params["num_leaves_to_search"] = min(params["num_leaves"], wider)
             held = self._recall(index, self.held_q, vectors, held_kth, self.held_q_self,
                                 params["num_leaves_to_search"], params["reorder"])[0]
             self.log.append({"stage": "held-out check", "leaves_to_search": params["num_leaves_to_search"],
