@@ -60,7 +60,8 @@ def test_streaming_a_file_does_not_keep_it_resident(tmp_path):
     before = _rss_mib()
     total = sum(float(block[:, 0].sum()) for _, block in vf.blocks())
     assert total == 400_000
-    assert _rss_mib() - before < 40  # one 16 MiB block (a memory map would leave all 98 MiB resident)
+    # One 16 MiB block at a time plus allocator slack (a memory map would leave all 98 MiB resident).
+    assert _rss_mib() - before < 60
 
 
 def test_open_embeddings_checks(tmp_path):
@@ -119,7 +120,8 @@ def test_scann_index_from_a_file_matches_the_index_from_memory(tmp_path):
     q = x[rng.integers(0, 6000, 60)] + 0.1 * rng.normal(size=(60, 16)).astype(np.float32)
     # Built in blocks (training sample 2000 < 6000 rows), knobs fixed. ScaNN's k-means is not
     # deterministic from build to build, so the two indexes are compared by what they return.
-    config = ScannConfig(brute_force_below=0, recall_target=None, num_leaves=40, num_leaves_to_search=10,
+    # Half the leaves searched: one unlucky k-means (recall 0.90 against 0.995 at 10 of 40) no longer decides.
+    config = ScannConfig(brute_force_below=0, recall_target=None, num_leaves=40, num_leaves_to_search=20,
                          training_sample_size=2000, threads=1)
     ids = [str(i) for i in range(len(x))]
     _, exact = brute_force_topk(q, x, 10)
