@@ -430,7 +430,8 @@ def sigterm_train(signals: int, work: Path, seed: int = 0, steps: int = 30,
             os.kill(job.proc.pid, signal.SIGTERM)
             code, stderr = job.finish()
             line = last_line(stderr)
-            if code == 0 and checkpoint_steps(model_dir)[-1] == steps:  # the signal landed in the last step
+            if code == 0 and shown >= steps - 1 and checkpoint_steps(model_dir)[-1:] == [steps]:
+                # the signal landed in the last step, which ends the run normally
                 same = _identical(checkpoint_arrays(model_dir, steps), reference)
                 finished, identical = finished + 1, identical + same
                 log(f"  SIGTERM {i + 1}/{signals} at step {shown}: landed in the last step, run complete, "

@@ -78,12 +78,11 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{record.name}: {record.getMessage()}"
 
 
-def _log_background_error(exc_type, value, tb) -> None:
+def _log_background_error(exc_type, value, tb, what: str = "in a library's thread or callback") -> None:
     """An error raised in a library's own thread or callback (orbax's writers, TensorStore callbacks after
     a failed write): the main thread hears of it through the library and says it in one line; the traceback
     is logged (the log file), not printed between the progress bar and that line."""
-    logging.getLogger("background").warning("error in a library's thread or callback",
-                                            exc_info=(exc_type, value, tb))
+    logging.getLogger("background").warning("error %s: %s", what, value, exc_info=(exc_type, value, tb))
 
 
 def _excepthook(exc_type, value, tb) -> None:
@@ -159,7 +158,8 @@ def setup_logging(log_file: str | os.PathLike | None, only_if_warned: bool = Fal
     # write) are printed by Python's hooks, not logged: log them instead.
     sys.excepthook = _excepthook
     threading.excepthook = lambda args: _log_background_error(args.exc_type, args.exc_value, args.exc_traceback)
-    sys.unraisablehook = lambda args: _log_background_error(args.exc_type, args.exc_value, args.exc_traceback)
+    sys.unraisablehook = lambda args: _log_background_error(args.exc_type, args.exc_value, args.exc_traceback,
+                                                            args.err_msg or "ignored")
     for name in LIBRARY_LOGGERS:  # libraries imported before us may have their own console handlers
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -260,6 +260,15 @@ def run_main(job: str, body: Callable[[], int | None],
     SIGTERM: schedulers requeue on it, see README "Outputs are never lost"). A full disk (`DiskFull`):
     one line naming the folder and the bytes needed, return 1 (what existed before is intact).
     Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
+    hooks = sys.excepthook, threading.excepthook, sys.unraisablehook  # setup_logging's are the job's only
+    try:
+        return _run_classified(job, body, extra_expected)
+    finally:
+        sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
+
+
+def _run_classified(job: str, body: Callable[[], int | None],
+                    extra_expected: tuple[type[BaseException], ...]) -> int:
     try:
         try:
             return body() or 0

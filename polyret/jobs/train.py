@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         if not args.gin_file:
             raise common.UsageError("give at least one --gin_file (see polyret/gin_configs/runs/)")
+        common.setup_logging(None)  # before TensorFlow and JAX are imported; the file once MODEL_DIR is known
         common.initialize_distributed(args.multihost, args.coordinator_address, args.num_processes, args.process_id)
         import jax
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_gin(args.gin_file, bindings, args.gin_search_paths)  # run_main clears gin afterwards
         # Library logs (absl, orbax, TensorFlow) go to a file beside the checkpoints, one per process.
         name = "train.log" if jax.process_count() == 1 else f"train.process{jax.process_index()}.log"
-        common.setup_logging(Path(bound_value("train.model_dir")) / name)
+        model_dir = bound_value("train.model_dir")  # None: train() names the missing binding
+        common.setup_logging(Path(model_dir) / name if model_dir else None)
         train()
 
     # A non-finite loss is reported in one line (its exact step, the last good checkpoint kept), not a traceback.

@@ -457,7 +457,8 @@ class _Tuner:
                             params["num_leaves_to_search"], params["reorder"])[0]
         # The held-out queries check the choice: below the target there (a clustered corpus's per-query recall
         # is uneven), search more leaves until they reach it too.
-        while held < self.target and params["num_leaves_to_search"] < params["num_leaves"]:
+        while (held < self.target and not self.config.num_leaves_to_search
+               and params["num_leaves_to_search"] < params["num_leaves"]):
             wider = math.ceil(params["num_leaves_to_search"] * 1.5)
             params["num_leaves_to_search"] = min(params["num_leaves"], wider)
             held = self._recall(index, self.held_q, vectors, held_kth, self.held_q_self,
