@@ -61,19 +61,23 @@ LIBRARY_LOGGERS = ("absl", "tensorflow", "jax", "jax._src", "orbax", "bm25s", "t
                    "sentence_transformers", "urllib3", "httpx", "openai", "apache_beam", "seqio", "py.warnings")
 
 
+def _is_polyret(record: logging.LogRecord) -> bool:
+    """polyret's own messages (and the root logger's), as opposed to a library's."""
+    return record.name == "root" or record.name.split(".")[0] == "polyret"
+
+
 class _ConsoleFilter(logging.Filter):
     """polyret's own messages (and the root logger's) go to the console; libraries only from ERROR up."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ours = record.name == "root" or record.name.split(".")[0] == "polyret"
-        return ours or record.levelno >= logging.ERROR
+        return _is_polyret(record) or record.levelno >= logging.ERROR
 
 
 class _ConsoleFormatter(logging.Formatter):
     """A library's error shows as its message; its traceback goes to the log file only."""
 
     def format(self, record: logging.LogRecord) -> str:
-        if record.name == "root" or record.name.split(".")[0] == "polyret":
+        if _is_polyret(record):
             return super().format(record)
         return f"{record.name}: {record.getMessage()}"
 
