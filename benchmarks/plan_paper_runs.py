@@ -42,7 +42,7 @@ ROWS = [
      "bf16+scan+remat"),
     ("mtd_colbert_round_robin (XLM-R-large)", "runs/mtd_colbert_round_robin.gin", "data=8", "a100-40gb",
      _encoder(FAST, "bert"), "bf16+scan+remat"),
-    ("retrofit_hard_negatives_lora (mT5-small)", "runs/retrofit_hard_negatives_lora.gin", "data=8", "a100-40gb",
+    ("retrofit_hard_negatives_lora (mT5-base)", "runs/retrofit_hard_negatives_lora.gin", "data=8", "a100-40gb",
      _encoder(FAST, "t5"), "bf16+scan+remat"),
 ]
 

@@ -5,8 +5,9 @@ refused (one line) when it was written with other inputs or settings:
   base/          the base model imported as a polyret checkpoint (a polyret checkpoint is used in place)
   1_sample/      passages sampled uniformly per query language (`sampling.sample_key`), one JSONL each
   2_generate/    SAP queries from the LLM server (`synthesis.generate`: resumable, usage counted)
-  3_filter/      round-trip consistency: a query is kept when the base model or BM25 ranks its passage
-                 in the top k (Promptagator / InPars); kept.jsonl, dropped.jsonl, acceptance.json
+  3_filter/      duplicates dropped per (query language, passage language), then round-trip consistency:
+                 a query is kept when the base model or BM25 ranks its passage in the top k (Promptagator /
+                 InPars); kept.jsonl, dropped.jsonl (with the reason)
   4_split/       held-out synthetic queries (whole passages held out) and the SWIM-IR training file
   5_round1/      training from the base (gin_configs/runs/adapt_dual_encoder.gin)
   6_mine/        hard negatives mined with round 1
@@ -300,7 +301,9 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
                    sample_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """SAP queries per language, one round per --queries_per_passage (later rounds sample, seed = round);
     -> (fingerprint, {round: generate_sap's progress})."""
-    filters = FilterConfig(check_language=config.check_language)
+    # Duplicates are dropped by the filter stage, per (query language, passage language): in a collection of
+    # translations the same question asked of each language's copy is a different training pair.
+    filters = FilterConfig(check_language=config.check_language, drop_duplicates=False)
     fingerprint = {"upstream": upstream, "model": config.llm_model, "prompt_mode": config.prompt_mode,
                    "num_shots": config.num_shots, "exemplars": [dataclasses.asdict(e) for e in exemplars],
                    "queries_per_passage": config.queries_per_passage, "temperature": config.temperature,
@@ -352,19 +355,19 @@ def _by_partition(corpus: Corpus, queries: Mapping[str, str], passage_of: Mappin
 
 def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str, generate_dir: Path,
                  base_dir: Path) -> dict[str, Any]:
-    """Cross-round duplicates dropped, then round-trip consistency against the base model and BM25."""
+    """Duplicates dropped per (query language, passage language), across rounds; then round-trip consistency
+    against the base model and BM25."""
     fingerprint = {"upstream": upstream, "filter_top_k": config.filter_top_k,
                    "query_max_length": config.query_max_length, "passage_max_length": config.passage_max_length}
 
     def build(tmp: Path) -> None:
-        records, seen = [], set()
+        records, duplicates, seen = [], [], set()
         for round_ in range(config.queries_per_passage):
             for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl"):
-                key = (r["code"], normalize_query(r["query"]))
-                if key in seen:
-                    continue
+                r = {**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]}
+                key = (r["code"], r["lang"], normalize_query(r["query"]))
+                (duplicates if key in seen else records).append(r)
                 seen.add(key)
-                records.append({**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]})
         queries = {r["_id"]: r["query"] for r in records}
         passage_of = {r["_id"]: [r["passage_id"]] for r in records}
         k = config.filter_top_k
@@ -377,8 +380,11 @@ def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: st
             for name, run in (("base_rank", dense), ("bm25_rank", bm25)):
                 order = sorted(run.get(r["_id"], {}).items(), key=lambda kv: (-kv[1], kv[0]))
                 ranks[name] = next((i + 1 for i, (d, _) in enumerate(order) if d == r["passage_id"]), None)
-            row = {**r, **ranks}
-            (kept if any(v is not None and v <= k for v in ranks.values()) else dropped).append(row)
+            if any(v is not None and v <= k for v in ranks.values()):
+                kept.append({**r, **ranks})
+            else:
+                dropped.append({**r, **ranks, "reason": "round_trip"})
+        dropped += [{**r, "reason": "duplicate"} for r in duplicates]
         _write_jsonl(tmp / "kept.jsonl", kept)
         _write_jsonl(tmp / "dropped.jsonl", dropped)
 
@@ -522,12 +528,18 @@ def evaluate_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: 
             results[system] = cached
             continue
         encoder = None if checkpoint is None else TowerEncoder.from_checkpoint(checkpoint)
+        search = (lambda ids, q: _bm25(corpus, ids, q, 100)) if encoder is None else \
+            (lambda ids, q: _dense(encoder, corpus, ids, q, 100, config))
+        # Every set's queries in one search (ids tagged with the set), so each partition is encoded once.
+        all_queries, passage_of = {}, {}
+        for name, (queries, qrels, _) in sets.items():
+            for q, text in queries.items():
+                all_queries[f"{name}\x1f{q}"] = text
+                passage_of[f"{name}\x1f{q}"] = [d for d, v in qrels[q].items() if v > 0]
+        every_run = _by_partition(corpus, all_queries, passage_of, search)
         table = {}
         for name, (queries, qrels, groups) in sets.items():
-            passage_of = {q: [d for d, v in qrels[q].items() if v > 0] for q in queries}
-            search = (lambda ids, q: _bm25(corpus, ids, q, 100)) if encoder is None else \
-                (lambda ids, q: _dense(encoder, corpus, ids, q, 100, config))
-            run = _by_partition(corpus, queries, passage_of, search)
+            run = {q: every_run[f"{name}\x1f{q}"] for q in queries if f"{name}\x1f{q}" in every_run}
             write_trec_run(run, folder / f"{system.replace(' ', '_')}.{name}.trec", tag=system.replace(" ", "_"))
             table[name] = M.evaluate(qrels, run, list(METRICS), query_languages=groups)
             table[name]["count"] = dict(collections.Counter(groups.values()))
@@ -593,13 +605,17 @@ def _acceptance(config: AdaptConfig, sample_dir: Path, generate_dir: Path, filte
                  for lang in config.languages}
     generated = collections.Counter(r["code"] for round_ in range(config.queries_per_passage)
                                     for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl"))
-    dropped = collections.defaultdict(collections.Counter)
+    dropped = collections.defaultdict(collections.Counter)  # SAP's filters' reasons, then the duplicates
     for round_ in range(config.queries_per_passage):
         for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl.rejected.jsonl"):
             dropped[r["code"]][r["reason"]] += 1
+    for r in _read_jsonl(filter_dir / "dropped.jsonl"):
+        if r["reason"] == "duplicate":
+            dropped[r["code"]]["duplicate"] += 1
     kept = collections.Counter(r["code"] for r in _read_jsonl(filter_dir / "kept.jsonl"))
-    return {lang: {"requested": requested[lang], "after_sap_filters": generated[lang], "kept": kept[lang],
-                   "round_trip_rate": kept[lang] / generated[lang] if generated[lang] else 0.0,
+    unique = {lang: generated[lang] - dropped[lang]["duplicate"] for lang in config.languages}
+    return {lang: {"requested": requested[lang], "after_sap_filters": unique[lang], "kept": kept[lang],
+                   "round_trip_rate": kept[lang] / unique[lang] if unique[lang] else 0.0,
                    "rate": kept[lang] / requested[lang] if requested[lang] else 0.0,
                    "dropped": dict(sorted(dropped[lang].items()))} for lang in config.languages}
 
@@ -647,8 +663,8 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
              f"cost {usage['cost']:.4f} (at {config.price_per_million_prompt_tokens} / "
              f"{config.price_per_million_completion_tokens} per million prompt / completion tokens).", "",
              "## Filter acceptance per language", "",
-             "| language | passages asked | after SAP filters | after round-trip (top "
-             f"{config.filter_top_k}) | rate | round-trip rate | dropped by SAP filters |",
+             "| language | passages asked | after SAP filters and duplicates | after round-trip (top "
+             f"{config.filter_top_k}) | rate | round-trip rate | dropped before round-trip |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for lang, a in acceptance.items():
         dropped = ", ".join(f"{n} {r}" for r, n in a["dropped"].items()) or "none"

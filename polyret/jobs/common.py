@@ -16,6 +16,7 @@ from typing import Callable
 
 from polyret.configuration import GinConfigError, parse_gin  # noqa: F401  (re-exported for the jobs)
 from polyret.errors import DiskFull, Preempted, ServiceUnreachable
+from polyret.io import preemption
 from polyret.io.disk_space import is_disk_full
 from polyret.io.secrets import redact
 
@@ -286,7 +287,7 @@ def _run_classified(job: str, body: Callable[[], int | None],
         if isinstance(error, (Preempted, DiskFull)):
             print(f"polyret {job}: {one_line(error)}", file=sys.stderr)
             _console_said_last_line()
-            return 128 + error.signum if isinstance(error, Preempted) else 1
+            return preemption.exit_status(error.signum) if isinstance(error, Preempted) else 1
         if isinstance(error, ServiceUnreachable):
             print(f"polyret {job}: {one_line(error)}\nEverything written so far is kept; run the same command "
                   "again to resume.", file=sys.stderr)

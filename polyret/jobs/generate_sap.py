@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_langid", action="store_true", help="skip the query language check")
     p.add_argument("--langid_languages", default=None,
                    help="comma-separated languages the language check chooses among (default: all lingua knows)")
+    p.add_argument("--keep_duplicates", action="store_true",
+                   help="keep a query already kept for another passage in its language (dedupe downstream, e.g. "
+                        "per passage language)")
     p.add_argument("--min_query_chars", type=int, default=4)
     p.add_argument("--max_query_chars", type=int, default=300)
     p.add_argument("--safety_classifier", default=None,
@@ -97,7 +100,7 @@ def _generate(args) -> int:
         raise common.UsageError(f"--corpus: none given for languages {missing}")
     exemplars = read_exemplars(args.exemplars, args.source_language)
     filters = FilterConfig(min_query_chars=args.min_query_chars, max_query_chars=args.max_query_chars,
-                           check_language=not args.no_langid,
+                           check_language=not args.no_langid, drop_duplicates=not args.keep_duplicates,
                            langid_candidates=tuple(args.langid_languages.split(",")) if args.langid_languages
                            else None)
     safety = _import(args.safety_classifier) if args.safety_classifier else None

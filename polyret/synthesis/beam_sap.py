@@ -60,7 +60,8 @@ class _Generate(beam.DoFn):
             if record is None:
                 Metrics.counter(NAMESPACE, f"dropped_{reason}").inc()
             else:
-                yield (record["code"], normalize_query(record["query"])), (item["key"], record)
+                scope = () if self.generator.filter.config.drop_duplicates else (item["passage_id"],)
+                yield (record["code"], *scope, normalize_query(record["query"])), (item["key"], record)
 
 
 def _first_of_duplicates(group: tuple[Any, Sequence[tuple[int, dict]]]) -> dict[str, Any]:

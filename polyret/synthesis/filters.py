@@ -2,7 +2,8 @@
 
 Checks, in order: empty or refused output, length bounds, the query copying a long span of the
 passage, the query's language (lingua, offline), an optional content-safety hook, and duplicates
-within a language (checked last, so only kept queries count as seen).
+within a language (checked last, so only kept queries count as seen; `drop_duplicates=False` leaves them
+to a caller that knows a wider key, e.g. `polyret adapt`'s (query language, passage language)).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class FilterConfig:
     # ...and at least this many characters (short queries naturally repeat an entity name).
     min_copied_chars: int = 30
     check_language: bool = True
+    drop_duplicates: bool = True
     # Languages lingua chooses among (ISO 639-1 codes); None = all 75 it knows (slower to load).
     langid_candidates: tuple[str, ...] | None = None
     refusal_patterns: tuple[str, ...] = REFUSALS

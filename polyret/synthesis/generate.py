@@ -141,7 +141,8 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
             kept, rejected = [], []
             for item, completion in zip(chunk, completions):
                 record, reason = generator.record(item, completion)
-                if record is not None and generator.filter.is_duplicate(record["query"], record["code"]):
+                if (record is not None and generator.filter.config.drop_duplicates
+                        and generator.filter.is_duplicate(record["query"], record["code"])):
                     record, reason = None, "duplicate"
                 if record is None:
                     dropped[reason] += 1

@@ -114,6 +114,17 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     kept, dropped = _jsonl(out / "3_filter" / "kept.jsonl"), _jsonl(out / "3_filter" / "dropped.jsonl")
     assert len(kept) + len(dropped) == len(_jsonl(out / "2_generate" / "queries_0.jsonl"))
     assert all(min(r[k] or 99 for k in ("base_rank", "bm25_rank")) <= 6 for r in kept)
+    # Duplicates are per (query language, passage language): the English question of an entity is kept for
+    # both its English and its German passage, and no pair of languages keeps a query twice.
+    assert not [r for r in _jsonl(out / "2_generate" / "queries_0.jsonl.rejected.jsonl") if r["reason"] == "duplicate"]
+    first = kept + [r for r in dropped if r["reason"] == "round_trip"]
+    keys = [(r["code"], r["lang"], r["query"].casefold()) for r in first]
+    assert len(keys) == len(set(keys))
+    assert all((r["code"], r["lang"], r["query"].casefold()) in keys for r in dropped if r["reason"] == "duplicate")
+    passage_langs = {}
+    for code, lang, query in keys:
+        passage_langs.setdefault((code, query), set()).add(lang)
+    assert {"en", "de"} in passage_langs.values()
     # Held out by passage: no held-out passage in the training file.
     train = {r["passage_id"] for r in _jsonl(out / "4_split" / "train.jsonl")}
     heldout = {line.split("\t")[1] for line in (out / "4_split" / "heldout_qrels.tsv").read_text().splitlines()[1:]}

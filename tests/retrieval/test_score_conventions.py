@@ -1,6 +1,6 @@
 """The two scoring conventions the papers use, against ir_measures: "judged" (trec_eval -c: a judged query
-with no results scores 0) and "run" (ir_measures.calc_aggregate, as PLAID-X's search script prints), plus
-Judged@10 beside nDCG@20."""
+with no results scores 0) and "run" (ir_measures.calc_aggregate, which PLAID-X's search script prints:
+plaid-x 0.3.3, colbert/scripts/search.py), plus Judged@10 beside nDCG@20."""
 
 import ir_measures
 import pytest
