@@ -398,13 +398,18 @@ def _heldout(passage_id: str, fraction: float, seed: int) -> bool:
 
 
 def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Path) -> dict[str, Any]:
-    """Held-out synthetic queries: every query of a held-out passage (so no held-out passage is trained on)."""
-    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed}
+    """Held-out synthetic queries: every query of a held-out passage (so no held-out passage is trained on);
+    a training query with the text of a held-out one (asked of another language's copy) is dropped, so no
+    held-out query is trained on either."""
+    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed,
+                   "rule": "held-out passages and query texts"}
 
     def build(tmp: Path) -> None:
-        train, heldout = [], []
-        for r in _read_jsonl(filter_dir / "kept.jsonl"):
-            (heldout if _heldout(r["passage_id"], config.heldout_fraction, config.seed) else train).append(r)
+        kept = _read_jsonl(filter_dir / "kept.jsonl")
+        heldout = [r for r in kept if _heldout(r["passage_id"], config.heldout_fraction, config.seed)]
+        asked = {(r["code"], normalize_query(r["query"])) for r in heldout}
+        train = [r for r in kept if not _heldout(r["passage_id"], config.heldout_fraction, config.seed)
+                 and (r["code"], normalize_query(r["query"])) not in asked]
         _write_jsonl(tmp / "train.jsonl", [{"_id": r["_id"], "lang": r["lang"], "code": r["code"],
                                             "query": r["query"], "title": r["title"], "text": r["text"],
                                             "passage_id": r["passage_id"]} for r in train])

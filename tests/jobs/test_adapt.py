@@ -125,10 +125,12 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     for code, lang, query in keys:
         passage_langs.setdefault((code, query), set()).add(lang)
     assert {"en", "de"} in passage_langs.values()
-    # Held out by passage: no held-out passage in the training file.
-    train = {r["passage_id"] for r in _jsonl(out / "4_split" / "train.jsonl")}
+    # Held out by passage: no held-out passage, and no held-out query text, in the training file.
+    train = _jsonl(out / "4_split" / "train.jsonl")
     heldout = {line.split("\t")[1] for line in (out / "4_split" / "heldout_qrels.tsv").read_text().splitlines()[1:]}
-    assert heldout and not train & heldout
+    assert heldout and not {r["passage_id"] for r in train} & heldout
+    heldout_texts = {r["text"].casefold() for r in _jsonl(out / "4_split" / "heldout_queries.jsonl")}
+    assert not {r["query"].casefold() for r in train} & heldout_texts
     # Example queries: at most ten per language, all kept ones.
     examples = json.loads((out / "report.json").read_text())["examples"]
     assert all(0 < len(v) <= 10 for v in examples.values())
