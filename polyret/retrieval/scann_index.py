@@ -26,6 +26,7 @@ from typing import Sequence
 
 import gin
 import numpy as np
+from polyret.io.native_output import native_stderr_to_log
 from polyret.retrieval.scann_import import scann_ops_pybind
 from polyret.retrieval.search_index import Index, SearchResult, register_index
 from polyret.retrieval.vector_file import VectorFile
@@ -186,7 +187,7 @@ class ScannIndex(Index):
         n = vectors.shape[0]
         threads = _threads(config)
         if n < config.brute_force_below:
-            searcher = _builder(vectors, min(k, n), threads).score_brute_force().build()
+            searcher = _brute_force(vectors, min(k, n), threads)
             return cls(searcher, list(ids), True, {"brute_force": True}, threads)
         if config.recall_target is None:
             params = _untuned_params(n, k, config)
@@ -229,13 +230,19 @@ class ScannIndex(Index):
     @classmethod
     def read(cls, folder: Path, settings: dict, threads: int = 0) -> "ScannIndex":
         ids = (folder / "ids.txt").read_text(encoding="utf-8").splitlines()
-        return cls(scann_ops_pybind.load_searcher(str(folder)), ids, settings["brute_force"], settings["params"],
-                   threads)
+        with native_stderr_to_log("scann"):
+            searcher = scann_ops_pybind.load_searcher(str(folder))
+        return cls(searcher, ids, settings["brute_force"], settings["params"], threads)
 
 
 def _builder(vectors: np.ndarray | VectorFile, k: int, threads: int):
     vectors = np.ascontiguousarray(vectors, np.float32)  # a VectorFile is read here, whole
     return scann_ops_pybind.builder(vectors, k, "dot_product").set_n_training_threads(threads)
+
+
+def _brute_force(vectors: np.ndarray | VectorFile, k: int, threads: int):
+    with native_stderr_to_log("scann"):
+        return _builder(vectors, k, threads).score_brute_force().build()
 
 
 def _untuned_params(n: int, k: int, config: ScannConfig) -> dict:
@@ -267,9 +274,10 @@ def _build_tree_ah(vectors: np.ndarray | VectorFile, k: int, params: dict, confi
     # a one-go build would (ScaNN's AH samples 100K); ScaNN's upsert crashes (SIGSEGV, scann 1.4.2) on a
     # SOAR index, so SOAR indexes are built in one go.
     sample = max(config.training_sample_size, AH_TRAINING_SAMPLE)
-    if sample >= n or params.get("soar_lambda") is not None:
-        return build(vectors)
-    return _build_in_blocks(vectors, sample, build, config.seed)
+    with native_stderr_to_log("scann"):  # ScaNN's C++ build log goes to the job's log file
+        if sample >= n or params.get("soar_lambda") is not None:
+            return build(vectors)
+        return _build_in_blocks(vectors, sample, build, config.seed)
 
 
 AH_TRAINING_SAMPLE = 100_000  # scann_builder.score_ah's training_sample_size default
@@ -448,7 +456,7 @@ class _Tuner:
         if best is None:
             # No setting reaches the target: exact search is the only honest answer.
             self._say("no tree+AH setting reaches the target; using brute force")
-            searcher = _builder(vectors, min(self.k, n), self.threads).score_brute_force().build()
+            searcher = _brute_force(vectors, min(self.k, n), self.threads)
             return cls(searcher, ids, True, {"brute_force": True, "tuning": self._report(None, None, t0)},
                        self.threads)
         params.update(num_leaves_to_search=best["num_leaves_to_search"], reorder=max(best["reorder"], self.k))
