@@ -353,6 +353,18 @@ def _by_partition(corpus: Corpus, queries: Mapping[str, str], passage_of: Mappin
     return run
 
 
+def drop_duplicates(records: Sequence[Mapping[str, Any]]) -> tuple[list, list]:
+    """(first of each, the rest): duplicates share query language (`code`), passage language (`lang`) and
+    the normalized query; in a collection of translations the same question asked of another language's
+    copy is another training pair."""
+    first, rest, seen = [], [], set()
+    for r in records:
+        key = (r["code"], r["lang"], normalize_query(r["query"]))
+        (rest if key in seen else first).append(r)
+        seen.add(key)
+    return first, rest
+
+
 def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str, generate_dir: Path,
                  base_dir: Path) -> dict[str, Any]:
     """Duplicates dropped per (query language, passage language), across rounds; then round-trip consistency
@@ -361,13 +373,10 @@ def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: st
                    "query_max_length": config.query_max_length, "passage_max_length": config.passage_max_length}
 
     def build(tmp: Path) -> None:
-        records, duplicates, seen = [], [], set()
-        for round_ in range(config.queries_per_passage):
-            for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl"):
-                r = {**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]}
-                key = (r["code"], r["lang"], normalize_query(r["query"]))
-                (duplicates if key in seen else records).append(r)
-                seen.add(key)
+        generated = [{**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]}
+                     for round_ in range(config.queries_per_passage)
+                     for r in _read_jsonl(generate_dir / f"queries_{round_}.jsonl")]
+        records, duplicates = drop_duplicates(generated)
         queries = {r["_id"]: r["query"] for r in records}
         passage_of = {r["_id"]: [r["passage_id"]] for r in records}
         k = config.filter_top_k
@@ -405,11 +414,11 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
                    "rule": "held-out passages and query texts"}
 
     def build(tmp: Path) -> None:
-        kept = _read_jsonl(filter_dir / "kept.jsonl")
-        heldout = [r for r in kept if _heldout(r["passage_id"], config.heldout_fraction, config.seed)]
+        train, heldout = [], []
+        for r in _read_jsonl(filter_dir / "kept.jsonl"):
+            (heldout if _heldout(r["passage_id"], config.heldout_fraction, config.seed) else train).append(r)
         asked = {(r["code"], normalize_query(r["query"])) for r in heldout}
-        train = [r for r in kept if not _heldout(r["passage_id"], config.heldout_fraction, config.seed)
-                 and (r["code"], normalize_query(r["query"])) not in asked]
+        train = [r for r in train if (r["code"], normalize_query(r["query"])) not in asked]
         _write_jsonl(tmp / "train.jsonl", [{"_id": r["_id"], "lang": r["lang"], "code": r["code"],
                                             "query": r["query"], "title": r["title"], "text": r["text"],
                                             "passage_id": r["passage_id"]} for r in train])
@@ -619,7 +628,8 @@ def _acceptance(config: AdaptConfig, sample_dir: Path, generate_dir: Path, filte
             dropped[r["code"]]["duplicate"] += 1
     kept = collections.Counter(r["code"] for r in _read_jsonl(filter_dir / "kept.jsonl"))
     unique = {lang: generated[lang] - dropped[lang]["duplicate"] for lang in config.languages}
-    return {lang: {"requested": requested[lang], "after_sap_filters": unique[lang], "kept": kept[lang],
+    return {lang: {"requested": requested[lang], "after_sap_filters_and_duplicates": unique[lang],
+                   "kept": kept[lang],
                    "round_trip_rate": kept[lang] / unique[lang] if unique[lang] else 0.0,
                    "rate": kept[lang] / requested[lang] if requested[lang] else 0.0,
                    "dropped": dict(sorted(dropped[lang].items()))} for lang in config.languages}
@@ -673,8 +683,8 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
              "|---|---:|---:|---:|---:|---:|---|"]
     for lang, a in acceptance.items():
         dropped = ", ".join(f"{n} {r}" for r, n in a["dropped"].items()) or "none"
-        lines.append(f"| {lang} | {a['requested']} | {a['after_sap_filters']} | {a['kept']} | {a['rate']:.1%} | "
-                     f"{a['round_trip_rate']:.1%} | {dropped} |")
+        lines.append(f"| {lang} | {a['requested']} | {a['after_sap_filters_and_duplicates']} | {a['kept']} | "
+                     f"{a['rate']:.1%} | {a['round_trip_rate']:.1%} | {dropped} |")
     lines += ["", f"Hard negatives mined with round 1: {mined.get('rows', 0)} queries with "
                   f"{config.num_negatives} negatives each.", "", "## Example queries", ""]
     for lang, rows in examples.items():

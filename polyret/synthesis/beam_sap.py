@@ -3,8 +3,8 @@
 The same steps as `generate.generate_sap`, distributed: read the corpus shards, bottom-k sample per
 language (the N smallest of the same hash keys, so the same passages), generate in batches on
 the workers (each builds its own LLM backend from the picklable `BackendConfig`), filter, drop
-duplicates per language keeping the passage with the smallest key (what the plain pipeline keeps), and
-write sharded JSONL. Counts of kept and dropped items come back as Beam metrics.
+duplicates per language keeping the passage with the smallest key (what the plain pipeline keeps; not with
+`FilterConfig.drop_duplicates=False`), and write sharded JSONL. Counts of kept and dropped items come back as Beam metrics.
 
 Runs on DirectRunner here; the same pipeline runs on Dataflow, Flink or Spark with their pipeline
 options (`--runner=DataflowRunner --project=... --region=... --temp_location=gs://...`). Unlike the
@@ -60,8 +60,7 @@ class _Generate(beam.DoFn):
             if record is None:
                 Metrics.counter(NAMESPACE, f"dropped_{reason}").inc()
             else:
-                scope = () if self.generator.filter.config.drop_duplicates else (item["passage_id"],)
-                yield (record["code"], *scope, normalize_query(record["query"])), (item["key"], record)
+                yield (record["code"], normalize_query(record["query"])), (item["key"], record)
 
 
 def _first_of_duplicates(group: tuple[Any, Sequence[tuple[int, dict]]]) -> dict[str, Any]:
@@ -70,6 +69,11 @@ def _first_of_duplicates(group: tuple[Any, Sequence[tuple[int, dict]]]) -> dict[
         Metrics.counter(NAMESPACE, "dropped_duplicate").inc(len(keyed) - 1)
     Metrics.counter(NAMESPACE, "kept").inc()
     return min(keyed, key=lambda kr: kr[0])[1]
+
+
+def _kept(keyed: tuple[Any, tuple[int, dict]]) -> dict[str, Any]:
+    Metrics.counter(NAMESPACE, "kept").inc()
+    return keyed[1][1]
 
 
 def run_beam_sap(corpora: Mapping[str, str], exemplars: Sequence[Exemplar], backend_config: BackendConfig,
@@ -97,15 +101,19 @@ def run_beam_sap(corpora: Mapping[str, str], exemplars: Sequence[Exemplar], back
                    | "Keys" >> beam.Map(lambda kv: (kv[0], kv[1][:2]))
                    | "Smallest" >> beam.combiners.Top.SmallestPerKey(config.passages_per_language)
                    | "Cutoff" >> beam.Map(lambda kv: (kv[0], max(kv[1]))))
-        _ = (keyed
-             | "Sample" >> beam.Filter(lambda kv, cut: kv[1][:2] <= cut[kv[0]], cut=beam.pvalue.AsDict(cutoffs))
-             | "Items" >> beam.Map(lambda kv: {"language": kv[0], "key": kv[1][0], **kv[1][2]})
-             | "Spread" >> beam.Reshuffle()
-             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.chunk_size)
-             | "Generate" >> beam.ParDo(_Generate(list(exemplars), config, filter_config, safety,
-                                                  backend_config, exemplar_path))
-             | "ByQuery" >> beam.GroupByKey()
-             | "Dedup" >> beam.Map(_first_of_duplicates)
+        generated = (keyed
+                     | "Sample" >> beam.Filter(lambda kv, cut: kv[1][:2] <= cut[kv[0]],
+                                               cut=beam.pvalue.AsDict(cutoffs))
+                     | "Items" >> beam.Map(lambda kv: {"language": kv[0], "key": kv[1][0], **kv[1][2]})
+                     | "Spread" >> beam.Reshuffle()
+                     | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.chunk_size)
+                     | "Generate" >> beam.ParDo(_Generate(list(exemplars), config, filter_config, safety,
+                                                          backend_config, exemplar_path)))
+        if (filter_config or FilterConfig()).drop_duplicates:
+            records = generated | "ByQuery" >> beam.GroupByKey() | "Dedup" >> beam.Map(_first_of_duplicates)
+        else:
+            records = generated | "Kept" >> beam.Map(_kept)
+        _ = (records
              | "Json" >> beam.Map(lambda record: json.dumps(record, ensure_ascii=False))
              | "Write" >> beam.io.WriteToText(output_prefix, file_name_suffix=".jsonl", num_shards=num_shards))
     result = pipeline.result

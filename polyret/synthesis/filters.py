@@ -34,6 +34,15 @@ class FilterConfig:
     refusal_patterns: tuple[str, ...] = REFUSALS
 
 
+def filter_fingerprint(config: FilterConfig | None) -> dict:
+    """The settings a resumed run must share; `drop_duplicates` only when off, so runs written before it
+    existed resume."""
+    settings = dataclasses.asdict(config or FilterConfig())
+    if settings["drop_duplicates"]:
+        del settings["drop_duplicates"]
+    return settings
+
+
 @functools.lru_cache(maxsize=4)
 def _detector(candidates: tuple[str, ...] | None):
     import lingua

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from polyret.io import preemption
 from polyret.io.languages import language_name
 from polyret.synthesis.exemplars import Exemplar, exemplars_for
-from polyret.synthesis.filters import FilterConfig, QueryFilter
+from polyret.synthesis.filters import FilterConfig, QueryFilter, filter_fingerprint
 from polyret.synthesis.llm import Completion, Messages, Usage
 from polyret.synthesis.resumable import ResumableFiles
 from polyret.synthesis.sampling import sample_passages
@@ -121,7 +121,7 @@ def generate_sap(corpora: Mapping[str, str | os.PathLike], exemplars: Sequence[E
     items = sample_passages(corpora, config.languages, config.passages_per_language, config.seed)
     settings = {"config": dataclasses.asdict(config), "corpora": {k: os.fspath(v) for k, v in corpora.items()},
                 "corpus_files": {k: corpus_fingerprint(v) for k, v in corpora.items()},
-                "filter": dataclasses.asdict(filter_config or FilterConfig()), **(fingerprint or {})}
+                "filter": filter_fingerprint(filter_config), **(fingerprint or {})}
     files = ResumableFiles({"records": output, "rejected": output.with_name(output.name + ".rejected.jsonl")},
                            output.with_name(output.name + ".state.json"), settings)
     progress = {"done": 0, "kept": 0, "dropped": {}, "usage": {}, "seconds": 0.0, **files.progress}

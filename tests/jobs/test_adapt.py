@@ -18,6 +18,7 @@ import pytest
 
 from chat_server import ChatServer, Reply, completion
 from polyret.jobs import adapt as job
+from polyret.synthesis.filters import normalize_query
 
 SECRET = "sk-adapt-test-0123456789abcdef"
 NAMES = {"en": "English", "de": "German"}
@@ -118,9 +119,9 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     # both its English and its German passage, and no pair of languages keeps a query twice.
     assert not [r for r in _jsonl(out / "2_generate" / "queries_0.jsonl.rejected.jsonl") if r["reason"] == "duplicate"]
     first = kept + [r for r in dropped if r["reason"] == "round_trip"]
-    keys = [(r["code"], r["lang"], r["query"].casefold()) for r in first]
+    keys = [(r["code"], r["lang"], normalize_query(r["query"])) for r in first]
     assert len(keys) == len(set(keys))
-    assert all((r["code"], r["lang"], r["query"].casefold()) in keys for r in dropped if r["reason"] == "duplicate")
+    assert all((r["code"], r["lang"], normalize_query(r["query"])) in keys for r in dropped if r["reason"] == "duplicate")
     passage_langs = {}
     for code, lang, query in keys:
         passage_langs.setdefault((code, query), set()).add(lang)
@@ -129,8 +130,8 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     train = _jsonl(out / "4_split" / "train.jsonl")
     heldout = {line.split("\t")[1] for line in (out / "4_split" / "heldout_qrels.tsv").read_text().splitlines()[1:]}
     assert heldout and not {r["passage_id"] for r in train} & heldout
-    heldout_texts = {r["text"].casefold() for r in _jsonl(out / "4_split" / "heldout_queries.jsonl")}
-    assert not {r["query"].casefold() for r in train} & heldout_texts
+    heldout_texts = {normalize_query(r["text"]) for r in _jsonl(out / "4_split" / "heldout_queries.jsonl")}
+    assert not {normalize_query(r["query"]) for r in train} & heldout_texts
     # Example queries: at most ten per language, all kept ones.
     examples = json.loads((out / "report.json").read_text())["examples"]
     assert all(0 < len(v) <= 10 for v in examples.values())

@@ -10,7 +10,7 @@ from chat_server import ChatServer
 from sap_helpers import scripted, write_corpus
 from polyret.jobs import generate_sap as job
 from polyret.synthesis.exemplars import read_exemplars
-from polyret.synthesis.filters import FilterConfig
+from polyret.synthesis.filters import FilterConfig, normalize_query
 from polyret.synthesis.generate import SapConfig, generate_sap
 from polyret.synthesis.llm import BackendConfig
 
@@ -47,7 +47,7 @@ def test_beam_direct_runner_matches_plain_pipeline(tmp_path, capsys, drop_duplic
     assert sorted(beam_records, key=key) == sorted(plain_records, key=key) and plain_records
     assert counts.pop("kept") == plain["kept"]
     assert {k.removeprefix("dropped_"): v for k, v in counts.items()} == plain["dropped"]
-    queries = [(r["code"], r["query"].casefold().rstrip("?")) for r in plain_records]
+    queries = [(r["code"], normalize_query(r["query"])) for r in plain_records]
     if drop_duplicates:
         assert plain["dropped"]["duplicate"] > 0 and len(set(queries)) == len(queries)
     else:

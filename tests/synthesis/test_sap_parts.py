@@ -175,3 +175,13 @@ def test_resumable_files_cut_a_torn_chunk(tmp_path):
         ResumableFiles(paths, tmp_path / "state.json", {"x": 2})
     with pytest.raises(ValueError, match="refusing to append"):
         ResumableFiles({"a": paths["a"]}, tmp_path / "other_state.json", {"x": 1})
+
+
+def test_filter_fingerprint_of_runs_written_before_drop_duplicates_is_unchanged():
+    """A run written before `drop_duplicates` existed recorded the other fields only; it must still resume."""
+    import dataclasses
+    from polyret.synthesis.filters import filter_fingerprint
+    before = {f.name: getattr(FilterConfig(), f.name) for f in dataclasses.fields(FilterConfig)
+              if f.name != "drop_duplicates"}
+    assert filter_fingerprint(None) == filter_fingerprint(FilterConfig()) == before
+    assert filter_fingerprint(FilterConfig(drop_duplicates=False)) == {**before, "drop_duplicates": False}

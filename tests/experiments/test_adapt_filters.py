@@ -1,0 +1,43 @@
+"""`polyret adapt`'s duplicate rule and held-out split on hand-made rows: duplicates are per (query language,
+passage language, normalized query), and a held-out query's text is never trained on."""
+
+import json
+
+from polyret.experiments.adapt import AdaptConfig, _heldout, drop_duplicates, split_stage
+
+
+def _row(rid, code, lang, query, passage):
+    return {"_id": rid, "code": code, "lang": lang, "query": query, "passage_id": passage, "title": "", "text": "t"}
+
+
+def test_duplicates_are_per_query_and_passage_language():
+    rows = [_row("a", "en", "de", "Install the kernel?", "de:1"),
+            _row("b", "en", "fr", "install the kernel", "fr:1"),   # same question, a French passage: kept
+            _row("c", "en", "de", "INSTALL THE KERNEL!", "de:2"),  # same question, German again: duplicate
+            _row("d", "de", "de", "install the kernel", "de:3")]   # asked in German: kept
+    first, rest = drop_duplicates(rows)
+    assert [r["_id"] for r in first] == ["a", "b", "d"] and [r["_id"] for r in rest] == ["c"]
+
+
+def test_split_keeps_heldout_passages_and_query_texts_out_of_training(tmp_path):
+    config = AdaptConfig(corpus="c", languages=("en",), output_dir=str(tmp_path), llm_base_url=None, llm_model="m",
+                         heldout_fraction=0.5, seed=3)
+    passages = [f"de:{i}" for i in range(40)]
+    heldout = [p for p in passages if _heldout(p, 0.5, 3)]
+    trained = [p for p in passages if not _heldout(p, 0.5, 3)]
+    assert heldout and len(trained) >= 2
+    rows = [_row(f"q{i}", "en", "de", f"question {i}", p) for i, p in enumerate(passages)]
+    # A held-out passage's question, asked again of its French copy (not held out): kept out of training.
+    held_index = passages.index(heldout[0])
+    copy_passage = next(f"fr:{i}" for i in range(100) if not _heldout(f"fr:{i}", 0.5, 3))
+    rows.append(_row("copy", "en", "fr", f"Question {held_index}?", copy_passage))
+    filter_dir = tmp_path / "3_filter"
+    filter_dir.mkdir()
+    (filter_dir / "kept.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    split_stage(config, tmp_path / "4_split", "upstream", filter_dir)
+    train = [json.loads(line) for line in (tmp_path / "4_split" / "train.jsonl").read_text().splitlines()]
+    held = [json.loads(line) for line in (tmp_path / "4_split" / "heldout_queries.jsonl").read_text().splitlines()]
+    assert {r["passage_id"] for r in train} == set(trained)  # every other question of a trained passage
+    assert "copy" not in {r["_id"] for r in train}
+    assert len(train) + len(held) == len(rows) - 1
+    assert {r["text"].casefold() for r in held}.isdisjoint({r["query"].casefold() for r in train})
