@@ -8,7 +8,8 @@ refused (one line) when it was written with other inputs or settings:
   3_filter/      duplicates dropped per (query language, passage language), then round-trip consistency:
                  a query is kept when the base model or BM25 ranks its passage in the top k (Promptagator /
                  InPars); kept.jsonl, dropped.jsonl (with the reason)
-  4_split/       held-out synthetic queries (whole passages held out) and the SWIM-IR training file
+  4_split/       held-out synthetic queries (whole passages held out, their query texts kept out of training)
+                 and the SWIM-IR training file
   5_round1/      training from the base (gin_configs/runs/adapt_dual_encoder.gin)
   6_mine/        hard negatives mined with round 1
   7_round2/      training from round 1 on the mined negatives
@@ -410,8 +411,7 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
     """Held-out synthetic queries: every query of a held-out passage (so no held-out passage is trained on);
     a training query with the text of a held-out one (asked of another language's copy) is dropped, so no
     held-out query is trained on either."""
-    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed,
-                   "rule": "held-out passages and query texts"}
+    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed}
 
     def build(tmp: Path) -> None:
         train, heldout = [], []

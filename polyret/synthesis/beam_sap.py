@@ -4,7 +4,8 @@ The same steps as `generate.generate_sap`, distributed: read the corpus shards, 
 language (the N smallest of the same hash keys, so the same passages), generate in batches on
 the workers (each builds its own LLM backend from the picklable `BackendConfig`), filter, drop
 duplicates per language keeping the passage with the smallest key (what the plain pipeline keeps; not with
-`FilterConfig.drop_duplicates=False`), and write sharded JSONL. Counts of kept and dropped items come back as Beam metrics.
+`FilterConfig.drop_duplicates=False`), and write sharded JSONL. Counts of kept and dropped items come back as
+Beam metrics.
 
 Runs on DirectRunner here; the same pipeline runs on Dataflow, Flink or Spark with their pipeline
 options (`--runner=DataflowRunner --project=... --region=... --temp_location=gs://...`). Unlike the

@@ -121,7 +121,8 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     first = kept + [r for r in dropped if r["reason"] == "round_trip"]
     keys = [(r["code"], r["lang"], normalize_query(r["query"])) for r in first]
     assert len(keys) == len(set(keys))
-    assert all((r["code"], r["lang"], normalize_query(r["query"])) in keys for r in dropped if r["reason"] == "duplicate")
+    assert all((r["code"], r["lang"], normalize_query(r["query"])) in keys
+               for r in dropped if r["reason"] == "duplicate")
     passage_langs = {}
     for code, lang, query in keys:
         passage_langs.setdefault((code, query), set()).add(lang)
