@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -152,9 +153,20 @@ class TrainCheckpointer:
         """Remove what a failed save left (orbax's temp step folders), freeing the space it took."""
         if jax.process_index() != 0 or not self.directory.is_dir():
             return
-        for p in self.directory.iterdir():
-            if ".orbax-checkpoint-tmp" in p.name:
+        # A writer that has not noticed the failure yet (orbax's `_sharding` metadata, written after the manager
+        # is closed) can recreate a temp folder just removed: remove until none is seen for a second (<= 10 s).
+        deadline, quiet_since = time.monotonic() + 10, None
+        while time.monotonic() < deadline:
+            temps = [p for p in self.directory.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+            for p in temps:
                 shutil.rmtree(p, ignore_errors=True)
+            if temps:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= 1:
+                return
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.manager.close()

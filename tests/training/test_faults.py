@@ -145,7 +145,8 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_what_it_needed(small_d
     after = _tree(model_dir / "checkpoints")
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed was touched
     assert checkpoint_steps(model_dir) == [1, *range(2, failed, 2)]
-    assert not any(".orbax-checkpoint-tmp" in k for k in after)
+    leftovers = [k for k in after if ".orbax-checkpoint-tmp" in k]
+    assert not leftovers, leftovers
     assert all(np.isfinite(v).all() for v in arrays.values())  # and it loads
 
 
