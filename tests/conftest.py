@@ -56,3 +56,19 @@ def capped_disk(tmp_path):
     yield mount
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """A job run in-process (`setup_logging`) adds console handlers bound to this test's captured stderr, which
+    pytest closes afterwards; left on the root logger they would fail every later test's log records."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
