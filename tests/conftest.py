@@ -1,5 +1,6 @@
 """Shared test set-up: offline Hugging Face, CPU JAX, and small fixtures built once per session."""
 
+import json
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,3 +73,11 @@ def _root_logger_restored():
             handler.close()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def pytest_collection_modifyitems(items):
+    """Test files run longest first, so the two xdist workers (`--dist loadfile`) end together: a long file
+    picked up last would leave one worker idle for minutes. file_durations.json holds each file's seconds on
+    the 2-core VM (files over 20 s; from `./run tests --durations=0`); the others keep collection order."""
+    seconds = json.loads((Path(__file__).parent / "file_durations.json").read_text())
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0))

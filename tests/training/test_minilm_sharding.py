@@ -10,8 +10,8 @@ from training_helpers import load_result, run_training
 
 pytestmark = pytest.mark.slow
 
-# 100 steps gave the same agreement (rtol 2e-4); 40 keep the suite's time down.
-STEPS = 40
+# 100 steps gave the same agreement (rtol 2e-4); 24 keep the suite's time down.
+STEPS = 24
 
 
 @pytest.fixture(scope="module")
