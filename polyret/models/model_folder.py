@@ -5,6 +5,7 @@
   DIR/params/             orbax StandardCheckpointer tree of numpy/jax arrays
   DIR/spiece.model        the SentencePiece model, when the model has one (T5 family)
   DIR/tokenizer/          the Hugging Face tokenizer files, when the model has them (BERT-like families)
+  DIR/prompts.json        the query and passage prompts, when the model has them (polyret/models/prompts.py)
 
 Writes go to a temporary sibling folder that is renamed into place only when complete, so a failed
 or interrupted write never leaves a half-written checkpoint at DIR.
@@ -26,6 +27,7 @@ from flax import traverse_util
 from polyret.io.outputs import atomic_output_dir
 from polyret.models.encoder_families import encoder_config_from_dict, encoder_config_to_dict
 from polyret.models.hf_files import copy_tokenizer_files
+from polyret.models.prompts import Prompts, read_prompts, write_prompts
 from polyret.models.retrieval_model import check_param_shapes, model_config_from_dict, model_config_to_dict
 from polyret.models.towers import ModelConfig
 
@@ -37,9 +39,9 @@ LORA_BASE_FILE = "lora_base.json"
 
 
 def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,
-               spm_path: str | os.PathLike | None = None) -> Path:
+               spm_path: str | os.PathLike | None = None, prompts: Prompts = Prompts()) -> Path:
     """Write a checkpoint folder atomically. `spm_path`: the tokenizer to keep with it (a SentencePiece
-    model file or a Hugging Face tokenizer folder; None or "byte" for none)."""
+    model file or a Hugging Face tokenizer folder; None or "byte" for none); `prompts`: the model's."""
     params = jax.tree_util.tree_map(np.asarray, params)
     with atomic_output_dir(output_dir, "checkpoint") as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(model_config_to_dict(config), indent=2))
@@ -47,6 +49,7 @@ def save_model(output_dir: str | os.PathLike, params: Any, config: ModelConfig,
         checkpointer.save(tmp / PARAMS_DIR, params)
         checkpointer.wait_until_finished()
         store_tokenizer(spm_path, tmp)
+        write_prompts(tmp, prompts)
     return Path(output_dir)
 
 
@@ -118,6 +121,14 @@ def load_model(checkpoint_dir: str | os.PathLike) -> tuple[Any, ModelConfig, Pat
         params = traverse_util.unflatten_dict(flat)
     check_param_shapes(params, config, str(params_dir))
     return params, config, stored_tokenizer(root)
+
+
+def load_prompts(checkpoint_dir: str | os.PathLike) -> Prompts:
+    """The prompts kept with a checkpoint (a LoRA run's come from its base unless it has its own)."""
+    root, _ = _locate(Path(checkpoint_dir))
+    if not (root / "prompts.json").is_file() and (root / LORA_BASE_FILE).is_file():
+        return load_prompts(json.loads((root / LORA_BASE_FILE).read_text())["base_checkpoint"])
+    return read_prompts(root)
 
 
 def stored_tokenizer(root: Path) -> Path | None:

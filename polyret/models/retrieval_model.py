@@ -16,6 +16,7 @@ as its own module listed in `encoder_families.py` (see `encoder_family.py`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -32,6 +33,7 @@ from polyret.models import losses as L
 from polyret.models import towers
 from polyret.models.encoder_families import encoder_config_to_dict
 from polyret.models.lora import LORA_A, LORA_B
+from polyret.models.prompts import ST_CONFIG, Prompts
 
 if TYPE_CHECKING:  # seqio imports TensorFlow, which encoding, evaluation and planning do not need
     import seqio
@@ -215,13 +217,18 @@ def build_model(config: Any, loss: L.Loss | None = None) -> RetrievalModel:
 
 
 def export_hf(params: Any, config: Any, output_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
-              max_seq_length: int = 512) -> Path:
+              max_seq_length: int = 512, prompts: Prompts = Prompts()) -> Path:
     """Write the model's Hugging Face folder (its `RetrievalModel.export_hf` layout), atomically.
 
     `tokenizer`: a SentencePiece model path, a Hugging Face tokenizer folder, "byte" for ByT5, or None.
+    `prompts` go into config_sentence_transformers.json, where `encode_query` / `encode_document` apply them.
     """
     with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         build_model(config).export_hf(params, tmp, tokenizer, max_seq_length)
+        for st_config in tmp.rglob(ST_CONFIG):
+            fields = json.loads(st_config.read_text())
+            fields["prompts"] = prompts.to_sentence_transformers()
+            st_config.write_text(json.dumps(fields, indent=2, ensure_ascii=False))
     return Path(output_dir)
 
 

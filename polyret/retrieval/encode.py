@@ -28,7 +28,8 @@ from polyret.io.disk_space import disk_full_reported
 from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
                                     texts_fingerprint)
 from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
-from polyret.models.model_folder import load_model
+from polyret.models.model_folder import load_model, load_prompts
+from polyret.models.prompts import Prompts, choose_prompts
 from polyret.models.retrieval_model import build_model, model_config_to_dict
 from polyret.models.towers import ModelConfig
 from polyret.retrieval.tokenize import Tokenizer, pad_batch
@@ -37,10 +38,12 @@ from polyret.retrieval.vector_file import shard_paths as _shard_paths
 
 
 class TowerEncoder:
-    """A loaded checkpoint + tokenizer that turns texts into vectors (dual encoder) or token vectors (ColBERT)."""
+    """A loaded checkpoint + tokenizer that turns texts into vectors (dual encoder) or token vectors (ColBERT),
+    each text after the model's prompt for its side."""
 
-    def __init__(self, params: Any, config: ModelConfig, tokenizer: Tokenizer, batch_size: int = 64):
-        self.params, self.config, self.tokenizer = params, config, tokenizer
+    def __init__(self, params: Any, config: ModelConfig, tokenizer: Tokenizer, batch_size: int = 64,
+                 prompts: Prompts = Prompts()):
+        self.params, self.config, self.tokenizer, self.prompts = params, config, tokenizer, prompts
         # Local devices only: each host encodes its own shards, no cross-host traffic.
         self.mesh = Mesh(np.array(jax.local_devices()), ("data",))
         self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size  # divisible by the devices
@@ -51,9 +54,12 @@ class TowerEncoder:
         self._fns = {"left": jax.jit(self.model.encode_queries), "right": jax.jit(self.model.encode_documents)}
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, batch_size: int = 64) -> "TowerEncoder":
+    def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, batch_size: int = 64, query_prompt: str | None = None,
+                        passage_prompt: str | None = None) -> "TowerEncoder":
+        """The checkpoint with its own prompts; `query_prompt` / `passage_prompt` replace them ('' removes)."""
         params, config, spm = load_model(checkpoint_dir)
-        return cls(params, config, Tokenizer(spm), batch_size)
+        prompts = choose_prompts(load_prompts(checkpoint_dir), query_prompt, passage_prompt, str(checkpoint_dir))
+        return cls(params, config, Tokenizer(spm), batch_size, prompts)
 
     @property
     def is_colbert(self) -> bool:
@@ -70,7 +76,12 @@ class TowerEncoder:
     def encode(self, texts: Sequence[str], side: str, max_length: int, progress: bool = False,
                desc: str = "encoding") -> Any:
         """Dual encoder: float32 [n, dim]. ColBERT: list of [len_i, dim] arrays (padding and skip ids removed)."""
-        return self.encode_ids(self.tokenizer.encode(texts, max_length), side, max_length, progress, desc)
+        return self.encode_ids(self.tokenize(texts, side, max_length), side, max_length, progress, desc)
+
+    def tokenize(self, texts: Sequence[str], side: str, max_length: int) -> list[list[int]]:
+        """Token ids of `texts` after the side's prompt ('left' queries, 'right' passages), as `encode` feeds them."""
+        prompt = self.prompts.for_side(side)
+        return self.tokenizer.encode([prompt + t for t in texts] if prompt else texts, max_length)
 
     def encode_ids(self, ids: Sequence[Sequence[int]], side: str, max_length: int, progress: bool = False,
                    desc: str = "encoding") -> Any:
@@ -94,9 +105,11 @@ STAGING_SUFFIX = ".polyret-next"
 
 def embeddings_fingerprint(encoder: TowerEncoder, corpus: Mapping[str, str]) -> dict[str, Any]:
     """What the shards depend on: the texts (ids, content, order) and the model (config and parameters)."""
-    return {"corpus": texts_fingerprint(corpus),
-            "model": {"config_sha256": digest(model_config_to_dict(encoder.config)),
-                      "params_sha256": params_fingerprint(encoder.params)}}
+    model = {"config_sha256": digest(model_config_to_dict(encoder.config)),
+             "params_sha256": params_fingerprint(encoder.params)}
+    if encoder.prompts:  # (a model without prompts keeps the fingerprint older outputs recorded)
+        model["prompts"] = {"query": encoder.prompts.query, "passage": encoder.prompts.passage}
+    return {"corpus": texts_fingerprint(corpus), "model": model}
 
 
 def _where_to_write(out: Path, manifest: dict[str, Any], overwrite: bool) -> Path:

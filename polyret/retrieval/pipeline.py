@@ -156,7 +156,7 @@ def colbert_search(encoder: TowerEncoder, corpus: Mapping[str, str], queries: Ma
     as shards encoded under index_dir/tokens (out of core, resumable, reused by a rerun) and writes itself
     to index_dir/<its name>; any other gets them in memory."""
     doc_ids = list(corpus)
-    token_ids = encoder.tokenizer.encode([corpus[d] for d in doc_ids], max_length=10 ** 9)
+    token_ids = encoder.tokenize([corpus[d] for d in doc_ids], "right", max_length=10 ** 9)
     window_ids, window_doc = [], []
     for doc, ids in zip(doc_ids, token_ids):
         # Windows of the text; each window gets the vocabulary's own start ([CLS] / <s>, if any) and end ids.

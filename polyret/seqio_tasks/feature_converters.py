@@ -6,7 +6,8 @@
   passages          -> right_encoder_input_tokens           [K, L_psg]   (distillation)
   teacher_scores, passage_languages pass through            [K]
 Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
-append_eos_after_trim). The converter is chosen by the model's loss (`Loss.feature_converter`).
+append_eos_after_trim). A model's prompts (`with_prompts`) go in as tokens after each text's start ids, before
+the cut, as sentence-transformers tokenizes `prompt + text`. The converter is chosen by the model's loss (`Loss.feature_converter`).
 seqio's own validation checks every feature's first dimension against one length, which [N, L] features
 cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
 """
@@ -35,6 +36,23 @@ def trim_append_eos_pad(tokens: tf.Tensor, length: int, eos_id: int = T5_EOS_ID)
     return tf.concat([rows, eos], axis=1).to_tensor(shape=[None, length])
 
 
+def insert_prompt(tokens: tf.Tensor, prompt_ids: list[int], start: int) -> tf.Tensor:
+    """[T] or [N, T] ids (0 = padding, all-zero rows = no text) -> the same with `prompt_ids` after the first
+    `start` ids of every non-empty row."""
+    if not prompt_ids:
+        return tokens
+    prompt = tf.constant(prompt_ids, tokens.dtype)
+    if tokens.shape.rank == 1:
+        with_prompt = tf.concat([tokens[:start], prompt, tokens[start:]], 0)
+        return tf.cond(tf.size(tokens) > 0, lambda: with_prompt, lambda: tokens)
+    rows = tf.RaggedTensor.from_tensor(tokens, padding=PAD_ID)
+    prompt_lengths = tf.where(rows.row_lengths() > 0, len(prompt_ids), 0)
+    prompts = tf.RaggedTensor.from_row_lengths(
+        tf.tile(prompt, [tf.cast(tf.reduce_sum(prompt_lengths), tf.int32) // len(prompt_ids)]),
+        tf.cast(prompt_lengths, rows.row_splits.dtype))
+    return tf.concat([rows[:, :start], prompts, rows[:, start:]], axis=1).to_tensor(default_value=PAD_ID)
+
+
 class _RetrievalConverter(seqio.FeatureConverter):
     """Base: subclasses list their token features as (task name, model name)."""
 
@@ -46,7 +64,16 @@ class _RetrievalConverter(seqio.FeatureConverter):
         if pack:
             raise ValueError("retrieval examples are never packed: packing would mix in-batch negatives")
         self.eos_id = eos_id  # the vocabulary's end id (EOS for T5, [SEP] / </s> for BERT / XLM-R)
+        self.prompt_ids: dict[str, list[int]] = {}  # task feature -> prompt token ids
+        self.prompt_start = 0
         super().__init__(pack=False, **kwargs)
+
+    def with_prompts(self, query_ids: list[int], passage_ids: list[int], start: int) -> "_RetrievalConverter":
+        """Put the query prompt's ids in `inputs` and the passage prompt's in every passage feature, after
+        `start` ids (see polyret.seqio_tasks.vocab.prompt_token_ids)."""
+        self.prompt_ids = {task: query_ids if task == "inputs" else passage_ids for task, _ in self.TOKEN_FEATURES}
+        self.prompt_start = start
+        return self
 
     def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         spec = ds.element_spec
@@ -63,7 +90,8 @@ class _RetrievalConverter(seqio.FeatureConverter):
 
     def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         def fn(ex):
-            out = {model: trim_append_eos_pad(ex[task], task_feature_lengths[task], self.eos_id)
+            out = {model: trim_append_eos_pad(insert_prompt(ex[task], self.prompt_ids.get(task, []), self.prompt_start),
+                                              task_feature_lengths[task], self.eos_id)
                    for task, model in self.TOKEN_FEATURES}
             out.update({name: ex[name] for name in self.PASSTHROUGH})
             return out

@@ -151,8 +151,10 @@ class HfVocabulary(seqio.Vocabulary):
         return None if mask is None else self.to_polyret(mask)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Many texts at once (the tokenizers library's parallel path); each as `encode`."""
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        """Many texts at once (the tokenizers library's parallel path); each as `encode`. Surrounding
+        whitespace is dropped first, as sentence-transformers does (for SentencePiece-style tokenizers a
+        trailing space would otherwise be a token of its own)."""
+        encodings = self._tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=False)
         bos = self.bos_id
         return [[bos] + [self.to_polyret(i) for i in e.ids] for e in encodings]
 

