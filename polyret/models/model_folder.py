@@ -13,12 +13,14 @@ or interrupted write never leaves a half-written checkpoint at DIR.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import gin
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -62,6 +64,17 @@ def store_tokenizer(source: str | os.PathLike | None, folder: Path) -> None:
         copy_tokenizer_files(source, folder / TOKENIZER_DIR)
     else:
         shutil.copyfile(source, folder / SPM_FILE)
+
+
+@gin.configurable
+def checkpoint_model_config(path: str = gin.REQUIRED, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The model config stored with a checkpoint (to train from it as it is: `MODEL_CONFIG =
+    @checkpoint_model_config()`), with `overrides` of the fields that config has (e.g. the dual encoder's
+    logit_scale; a ColBERT config has none)."""
+    root, _ = _locate(Path(path))
+    config = model_config_from_dict(json.loads((root / CONFIG_FILE).read_text()))
+    fields = {f.name for f in dataclasses.fields(config)}
+    return dataclasses.replace(config, **{k: v for k, v in (overrides or {}).items() if k in fields})
 
 
 def read_model_config_dict(config_file: Path) -> dict[str, Any]:

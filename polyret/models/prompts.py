@@ -87,3 +87,11 @@ def choose_prompts(model_prompts: Prompts, query: str | None, passage: str | Non
             "%s: the model has a %s prompt (%s) but runs without it", where, " and ".join(dropped),
             ", ".join(repr(getattr(model_prompts, s)) for s in dropped))
     return chosen
+
+
+def write_to_sentence_transformers(folder: str | os.PathLike, prompts: Prompts) -> None:
+    """Set `prompts` in every config_sentence_transformers.json of an export (separate towers have two)."""
+    for config_file in Path(folder).rglob(ST_CONFIG):
+        config = json.loads(config_file.read_text())
+        config["prompts"] = prompts.to_sentence_transformers()
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False))

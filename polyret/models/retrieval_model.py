@@ -16,7 +16,6 @@ as its own module listed in `encoder_families.py` (see `encoder_family.py`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -33,7 +32,7 @@ from polyret.models import losses as L
 from polyret.models import towers
 from polyret.models.encoder_families import encoder_config_to_dict
 from polyret.models.lora import LORA_A, LORA_B
-from polyret.models.prompts import ST_CONFIG, Prompts
+from polyret.models.prompts import Prompts, write_to_sentence_transformers
 
 if TYPE_CHECKING:  # seqio imports TensorFlow, which encoding, evaluation and planning do not need
     import seqio
@@ -225,10 +224,7 @@ def export_hf(params: Any, config: Any, output_dir: str | os.PathLike, tokenizer
     """
     with atomic_output_dir(output_dir, kind="hf_export") as tmp:
         build_model(config).export_hf(params, tmp, tokenizer, max_seq_length)
-        for st_config in tmp.rglob(ST_CONFIG):
-            fields = json.loads(st_config.read_text())
-            fields["prompts"] = prompts.to_sentence_transformers()
-            st_config.write_text(json.dumps(fields, indent=2, ensure_ascii=False))
+        write_to_sentence_transformers(tmp, prompts)
     return Path(output_dir)
 
 

