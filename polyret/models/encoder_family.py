@@ -49,7 +49,8 @@ class EncoderFamily:
 
     @classmethod
     def hidden(cls, parts: dict[str, nn.Module], tokens: jax.Array, attention_mask: jax.Array,
-               deterministic: bool) -> jax.Array:
+               deterministic: bool, token_type_ids: jax.Array | None = None) -> jax.Array:
+        """Last hidden states; `token_type_ids` (segments of a query-passage pair) for families that have them."""
         raise NotImplementedError
 
     @classmethod
@@ -97,6 +98,13 @@ class EncoderFamily:
     def hf_prefix(cls, cfg: Any) -> str:
         """The encoder's key prefix inside a task-head checkpoint (`bert.`, `roberta.`, ...)."""
         raise NotImplementedError(f"{cls.name} encoders have no task-head checkpoint layout")
+
+    @classmethod
+    def classification_head(cls, cfg: Any) -> dict[str, str]:
+        """How Hugging Face's `*ForSequenceClassification` of this family names its score head (a cross-
+        encoder's): {'architecture', 'dense' (key prefix of the hidden->hidden layer), 'out' (hidden->labels),
+        'activation' ('tanh' or 'relu'), 'pooling' ('first' or 'mean')}."""
+        raise NotImplementedError(f"{cls.name} encoders have no Hugging Face sequence-classification layout")
 
     @classmethod
     def plaidx_model_name(cls, cfg: Any) -> str:

@@ -164,6 +164,47 @@ def _write_plaidx(out: Path, params: dict[str, Any], cfg: ColBERTConfig, project
 
 
 COLBERT_SETTINGS_FILE = "polyret_colbert.json"
+CROSS_ENCODER_SETTINGS_FILE = "polyret_cross_encoder.json"
+
+
+def write_cross_encoder(params: dict[str, Any], cfg: Any, out: Path, tokenizer, max_seq_length: int) -> None:
+    """A sentence-transformers `CrossEncoder` folder: the family's `*ForSequenceClassification` (encoder under
+    its task-head prefix, the score head under the family's head names, one label), its tokenizer, and
+    `polyret_cross_encoder.json` with the pair layout. `CrossEncoder.predict` returns the raw logit
+    (activation Identity), which is polyret's score."""
+    params = _merged(params, cfg)
+    family = family_of(cfg.encoder)
+    head = family.classification_head(cfg.encoder)
+    prefix = family.hf_prefix(cfg.encoder)
+    tensors = {prefix + k: v for k, v in family.hf_tensors(family.encoder_params(params), cfg.encoder).items()}
+    for ours, theirs in (("score_dense", head["dense"]), ("score_out", head["out"])):
+        tensors[f"{theirs}.weight"] = np.ascontiguousarray(np.asarray(params[ours]["kernel"], np.float32).T)
+        tensors[f"{theirs}.bias"] = np.asarray(params[ours]["bias"], np.float32)
+    config = {**family.hf_config(cfg.encoder), "architectures": [head["architecture"]], "num_labels": 1,
+              "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0},
+              "sentence_transformers": {"activation_fn": "torch.nn.modules.linear.Identity"}}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    family.write_tokenizer(out, tokenizer)
+    (out / CROSS_ENCODER_SETTINGS_FILE).write_text(json.dumps(
+        {k: v for k, v in dataclasses.asdict(cfg).items() if k != "encoder"} | {"max_seq_length": max_seq_length},
+        indent=2))
+
+
+def load_cross_encoder_head(folder: str | os.PathLike, encoder: Any) -> dict[str, Any] | None:
+    """The score head of a `*ForSequenceClassification` folder in polyret's names, or None if it has none."""
+    head = family_of(encoder).classification_head(encoder)
+    tensors = read_safetensors(folder)
+    if f"{head['out']}.weight" not in tensors:
+        return None
+    params = {}
+    for ours, theirs in (("score_dense", head["dense"]), ("score_out", head["out"])):
+        kernel = np.asarray(tensors[f"{theirs}.weight"], np.float32).T
+        params[ours] = {"kernel": kernel, "bias": np.asarray(tensors[f"{theirs}.bias"], np.float32)}
+    if params["score_out"]["kernel"].shape[1] != 1:
+        raise ValueError(f"{folder}: the classifier has {params['score_out']['kernel'].shape[1]} labels; a "
+                         "cross-encoder reranker has one")
+    return params
 
 
 def _write_dense(folder: Path, kernel: np.ndarray) -> None:

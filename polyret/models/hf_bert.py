@@ -200,8 +200,9 @@ class BertFamily(EncoderFamily):
         return {"embeddings": BertEmbeddings(cfg), "encoder": BertStack(cfg)}
 
     @classmethod
-    def hidden(cls, parts, tokens, attention_mask, deterministic):
-        return parts["encoder"](parts["embeddings"](tokens, None, deterministic), attention_mask, deterministic)
+    def hidden(cls, parts, tokens, attention_mask, deterministic, token_type_ids=None):
+        return parts["encoder"](parts["embeddings"](tokens, token_type_ids, deterministic), attention_mask,
+                                deterministic)
 
     @classmethod
     def width(cls, cfg):
@@ -222,6 +223,14 @@ class BertFamily(EncoderFamily):
     @classmethod
     def hf_prefix(cls, cfg):
         return "bert." if cfg.model_type == "bert" else "roberta."
+
+    @classmethod
+    def classification_head(cls, cfg):
+        if cfg.model_type == "bert":  # BertForSequenceClassification: the pooler, then the classifier
+            return {"architecture": "BertForSequenceClassification", "dense": "bert.pooler.dense",
+                    "out": "classifier", "activation": "tanh", "pooling": "first"}
+        return {"architecture": _ARCHITECTURES[cfg.model_type].replace("Model", "ForSequenceClassification"),
+                "dense": "classifier.dense", "out": "classifier.out_proj", "activation": "tanh", "pooling": "first"}
 
     @classmethod
     def plaidx_model_name(cls, cfg):

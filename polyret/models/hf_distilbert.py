@@ -134,8 +134,13 @@ class DistilBertFamily(EncoderFamily):
         return {"embeddings": DistilBertEmbeddings(cfg), "encoder": DistilBertStack(cfg)}
 
     @classmethod
-    def hidden(cls, parts, tokens, attention_mask, deterministic):
+    def hidden(cls, parts, tokens, attention_mask, deterministic, token_type_ids=None):  # no token types
         return parts["encoder"](parts["embeddings"](tokens, deterministic), attention_mask, deterministic)
+
+    @classmethod
+    def classification_head(cls, cfg):
+        return {"architecture": "DistilBertForSequenceClassification", "dense": "pre_classifier",
+                "out": "classifier", "activation": "relu", "pooling": "first"}
 
     @classmethod
     def width(cls, cfg):

@@ -99,7 +99,7 @@ class T5Family(EncoderFamily):
         return {"token_embedder": make_token_embedder(cfg), "encoder": EncoderStack(cfg)}
 
     @classmethod
-    def hidden(cls, parts, tokens, attention_mask, deterministic):
+    def hidden(cls, parts, tokens, attention_mask, deterministic, token_type_ids=None):  # no token types
         embedded = nn.with_logical_constraint(parts["token_embedder"](tokens), ("batch", "length", "embed"))
         return parts["encoder"](embedded, attention_mask, deterministic)
 

@@ -8,7 +8,13 @@ products) and ColBERT (MaxSim). Each loss names the feature converter its batche
   ContrastiveLoss      in-batch softmax (+ hard negatives), optionally bidirectional (SWIM-X, retrofitting)
   KLDistillationLoss   KL(teacher || student) over each query's K passages (Multilingual Translate-Distill)
   MarginMSELoss        MSE against teacher margins over K passages (positive first)
+  ListwiseLoss         softmax cross-entropy over each query's positive and own hard negatives (rerankers)
+  PointwiseBCELoss     binary cross-entropy on positive / negative labels (rerankers)
   CachedLoss           GradCache around any in-batch loss: large batches under a memory cap, same gradients
+
+The distillation, listwise and pointwise losses score each query's own passages through
+`model.paired_scores`, so they train cross-encoders too; GradCache does not apply to them (pairs never
+meet in-batch: a smaller batch gives the same per-pair gradients).
 
 A new in-batch loss subclasses `InBatchLoss` and implements `from_representations`; nothing else changes.
 """
@@ -253,11 +259,9 @@ class _DistillationLoss(Loss):
     score_scale: float
 
     def student_scores(self, model, params, batch, rng, deterministic) -> jax.Array:
-        queries = model.represent(params, batch[FEATURES["queries"]], "query", rng_for(rng, "queries"),
-                                  deterministic)
-        passages = model.represent(params, batch[FEATURES["passages"]], "document", rng_for(rng, "passages"),
-                                   deterministic)
-        return self.score_scale * model.logit_scale(params) * model.score_paired(queries, passages)
+        return self.score_scale * model.paired_scores(params, batch[FEATURES["queries"]], batch[FEATURES["passages"]],
+                                                      rng_for(rng, "queries"), rng_for(rng, "passages"),
+                                                      deterministic)
 
     def distill(self, student: jax.Array, teacher: jax.Array) -> jax.Array:
         raise NotImplementedError
@@ -320,6 +324,50 @@ class TranslateTrainLoss(_DistillationLoss):
         labels = jnp.argmax(jnp.where(jnp.isfinite(teacher), teacher, -jnp.inf), axis=-1)
         log_p = jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)
         return -jnp.mean(jnp.take_along_axis(log_p, labels[:, None], axis=-1))
+
+
+class _OwnPassagesLoss(Loss):
+    """Each query's positive and its hard negatives, scored together ([B, 1 + N], positive first, padded
+    negatives masked): no in-batch negatives, so it serves cross-encoders as well as dual encoders."""
+
+    FEATURE_CONVERTER = "HardNegativeFeatureConverter"
+
+    def scores(self, model, params, batch, rng, deterministic) -> tuple[jax.Array, jax.Array]:
+        passages = jnp.concatenate([batch[FEATURES["passages"]][:, None], batch[FEATURES["negatives"]]], axis=1)
+        scores = model.paired_scores(params, batch[FEATURES["queries"]], passages, rng_for(rng, "queries"),
+                                     rng_for(rng, "passages"), deterministic)
+        return scores.astype(jnp.float32), jnp.any(passages != PAD_ID, axis=-1)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ListwiseLoss(_OwnPassagesLoss):
+    """Softmax cross-entropy of the positive against the query's own hard negatives (sentence-transformers'
+    CrossEntropyLoss for rerankers; Tevatron's and FlagEmbedding's reranker loss)."""
+
+    def __call__(self, model, params, batch, rng, deterministic=False):
+        scores, valid = self.scores(model, params, batch, rng, deterministic)
+        log_p = jax.nn.log_softmax(jnp.where(valid, scores, _MASKED), axis=-1)
+        accuracy = jnp.mean(jnp.argmax(jnp.where(valid, scores, _MASKED), axis=-1) == 0)
+        return -jnp.mean(log_p[:, 0]), {"accuracy": accuracy}
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PointwiseBCELoss(_OwnPassagesLoss):
+    """Binary cross-entropy on labels: the positive 1, each hard negative 0, every real pair counted once
+    (sentence-transformers' BinaryCrossEntropyLoss; monoT5's true/false training). `pos_weight` weighs the
+    positives (sentence-transformers' `pos_weight`)."""
+
+    pos_weight: float = 1.0
+
+    def __call__(self, model, params, batch, rng, deterministic=False):
+        scores, valid = self.scores(model, params, batch, rng, deterministic)
+        labels = jnp.zeros_like(scores).at[:, 0].set(1.0)
+        weights = jnp.where(valid, jnp.where(labels > 0, self.pos_weight, 1.0), 0.0)
+        per_pair = labels * jax.nn.softplus(-scores) + (1.0 - labels) * jax.nn.softplus(scores)
+        accuracy = jnp.sum(jnp.where(valid, (scores > 0) == (labels > 0), False)) / jnp.sum(valid)
+        return jnp.sum(weights * per_pair) / jnp.sum(weights), {"accuracy": accuracy}
 
 
 @gin.configurable

@@ -27,7 +27,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from polyret.io.outputs import atomic_output_dir
-from polyret.models import hf
+from polyret.models import cross_encoder, hf
 from polyret.models import losses as L
 from polyret.models import towers
 from polyret.models.encoder_families import encoder_config_to_dict
@@ -57,7 +57,7 @@ def register(cls: type["RetrievalModel"]) -> type["RetrievalModel"]:
 
 # Parameters a run creates on top of an imported encoder (so an initial checkpoint may lack them, and a LoRA
 # run trains them): projection heads, the learnable logit scale, LoRA adapters.
-CREATED_HEADS = ("projection_layer", "logit_scale")
+CREATED_HEADS = ("projection_layer", "logit_scale") + cross_encoder.HEAD
 
 
 def is_created_parameter(path: tuple[str, ...]) -> bool:
@@ -129,6 +129,15 @@ class RetrievalModel:
 
     def logit_scale(self, params: Any) -> jax.Array:
         return jnp.asarray(1.0, jnp.float32)
+
+    def paired_scores(self, params: Any, query_tokens: jax.Array, passage_tokens: jax.Array,
+                      query_rng: jax.Array | None = None, passage_rng: jax.Array | None = None,
+                      deterministic: bool = True) -> jax.Array:
+        """Each query [B, Lq] against its own K passages [B, K, Lp] -> [B, K] logits (logit scale applied):
+        what the listwise, pointwise and distillation losses train, for every kind of model."""
+        queries = self.represent(params, query_tokens, "query", query_rng, deterministic)
+        passages = self.represent(params, passage_tokens, "document", passage_rng, deterministic)
+        return self.logit_scale(params) * self.score_paired(queries, passages)
 
     # ---------------------------------------------------------------------------------------------- files
     def to_dict(self) -> dict[str, Any]:
@@ -204,6 +213,35 @@ class ColBERTModel(RetrievalModel):
 
     def export_hf(self, params, output_dir, tokenizer, max_seq_length):
         hf.write_colbert(params, self.config, output_dir, tokenizer, max_seq_length)
+
+
+@register
+class CrossEncoderModel(RetrievalModel):
+    """A reranker: the query and passage read together, one logit per pair (polyret/models/cross_encoder.py).
+    It has no per-text representation, so it trains with the losses over each query's own passages
+    (ListwiseLoss, PointwiseBCELoss, MarginMSELoss, KLDistillationLoss) and scores with `paired_scores`."""
+
+    kind = "cross_encoder"
+    config_class = cross_encoder.CrossEncoderConfig
+    module_class = cross_encoder.CrossEncoder
+    default_loss = L.ListwiseLoss
+
+    def represent(self, params, tokens, side, rng=None, deterministic=True):
+        raise TypeError("a cross-encoder scores query-passage pairs and has no per-text vectors: train it with "
+                        "ListwiseLoss, PointwiseBCELoss, MarginMSELoss or KLDistillationLoss, and use it through "
+                        "`polyret rerank`, not encode / evaluate / an in-batch loss")
+
+    def paired_scores(self, params, query_tokens, passage_tokens, query_rng=None, passage_rng=None,
+                      deterministic=True):
+        batch, k = passage_tokens.shape[:2]
+        queries = jnp.repeat(query_tokens, k, axis=0)
+        passages = passage_tokens.reshape(batch * k, passage_tokens.shape[-1])
+        scores = self.module.apply({"params": params}, queries, passages, _deterministic(deterministic, query_rng),
+                                   rngs=_module_rngs(query_rng), method=cross_encoder.CrossEncoder.score)
+        return scores.reshape(batch, k)
+
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
+        hf.write_cross_encoder(params, self.config, output_dir, tokenizer, max_seq_length)
 
 
 def build_model(config: Any, loss: L.Loss | None = None) -> RetrievalModel:

@@ -110,6 +110,11 @@ class HfVocabulary(seqio.Vocabulary):
         return self._path
 
     @property
+    def hf_tokenizer(self):
+        """The `tokenizers.Tokenizer` underneath (Hugging Face ids)."""
+        return self._tokenizer
+
+    @property
     def hf_pad_id(self) -> int:
         """The pad id in the tokenizer's own numbering (0 for BERT, 1 for RoBERTa/XLM-R)."""
         return self._hf_pad_id
