@@ -236,27 +236,33 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> int:
     return n
 
 
+def section_id(anchor: str) -> str:
+    """A section's id in the files: its anchor with whitespace as '_' (a few DocBook anchors hold a space,
+    which TREC run and qrels lines cannot carry). The split stays a hash of the anchor itself."""
+    return "_".join(anchor.split())
+
+
 def write_pair(out: Path, query_lang: str, doc_lang: str, usable: Mapping[str, Mapping[str, Section]],
                test_fraction: float = TEST_FRACTION) -> dict[str, int]:
     """One language pair in BEIR layout -> its sizes."""
     docs, queries_src = usable[doc_lang], usable[query_lang]
     folder = out / "pairs" / f"{query_lang}-{doc_lang}"
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    n_docs = _write_jsonl(folder / "corpus.jsonl", ({"_id": a, "title": "", "text": s.text, "lang": doc_lang}
-                                                    for a, s in docs.items()))
+    n_docs = _write_jsonl(folder / "corpus.jsonl", ({"_id": section_id(a), "title": "", "text": s.text,
+                                                     "lang": doc_lang} for a, s in docs.items()))
     anchors = [a for a in queries_src if a in docs]
-    _write_jsonl(folder / "queries.jsonl", ({"_id": f"q_{a}", "text": queries_src[a].heading, "lang": query_lang}
-                                            for a in anchors))
+    _write_jsonl(folder / "queries.jsonl", ({"_id": f"q_{section_id(a)}", "text": queries_src[a].heading,
+                                             "lang": query_lang} for a in anchors))
     sizes = {"corpus": n_docs}
     for split in ("train", "test"):
         chosen = [a for a in anchors if split_of(a, test_fraction) == split]
         with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
             f.write("query-id\tcorpus-id\tscore\n")
             for a in chosen:
-                f.write(f"q_{a}\t{a}\t1\n")
+                f.write(f"q_{section_id(a)}\t{section_id(a)}\t1\n")
         sizes[f"{split}_queries"] = len(chosen)
     _write_jsonl(folder / "train_pairs.jsonl", (
-        {"_id": f"q_{a}", "lang": doc_lang, "code": query_lang, "query": queries_src[a].heading, "title": "",
+        {"_id": f"q_{section_id(a)}", "lang": doc_lang, "code": query_lang, "query": queries_src[a].heading, "title": "",
          "text": docs[a].text} for a in anchors if split_of(a, test_fraction) == "train"))
     return sizes
 

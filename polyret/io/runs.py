@@ -13,6 +13,11 @@ Run = dict[str, dict[str, float]]
 
 def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "polyret") -> Path:
     path = Path(path)
+    for qid, docs in run.items():
+        for name, value in [("query", qid)] + [("document", d) for d in docs]:
+            if len(value.split()) != 1:
+                raise ValueError(f"{path}: {name} id {value!r} is empty or holds whitespace, which a TREC run line "
+                                 "cannot carry")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

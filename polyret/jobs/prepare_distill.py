@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top_n", type=common.at_least(1), default=50, help="candidates per query to score")
     p.add_argument("--output_dir", required=True)
     teacher = p.add_mutually_exclusive_group(required=True)
-    teacher.add_argument("--teacher", help="sentence-transformers cross-encoder or bi-encoder folder")
+    teacher.add_argument("--teacher", help="a polyret cross-encoder checkpoint (scored in JAX), a sentence-transformers "
+                                          "cross-encoder or bi-encoder folder, or a model name that resolves offline")
     teacher.add_argument("--teacher_llm", action="store_true", help="score with the LLM at --base_url/--model")
     p.add_argument("--teacher_type", choices=TEACHER_KINDS, default="auto")
     p.add_argument("--batch_size", type=common.at_least(1), default=64)
@@ -69,8 +70,16 @@ def _prepare(args) -> int:
     if args.teacher_llm or args.translator_llm:
         backend = BackendConfig(model=args.model or "", base_url=args.base_url, api_key_env=args.api_key_env,
                                 max_concurrency=args.concurrency).build()
-    scorer = (LLMTeacher(backend) if args.teacher_llm else
-              SentenceTransformersTeacher(args.teacher, args.teacher_type, args.batch_size, args.device))
+    if args.teacher:
+        from polyret.models.model_names import resolve_model
+        args.teacher = str(resolve_model(args.teacher))
+    if args.teacher_llm:
+        scorer = LLMTeacher(backend)
+    elif (Path(args.teacher) / "model_config.json").is_file():  # a polyret cross-encoder: scored in JAX
+        from polyret.retrieval.rerank import PairScorer
+        scorer = PairScorer.from_checkpoint(args.teacher, batch_size=args.batch_size)
+    else:
+        scorer = SentenceTransformersTeacher(args.teacher, args.teacher_type, args.batch_size, args.device)
     translator = None
     if args.translator_llm:
         translator = LLMTranslator(backend)

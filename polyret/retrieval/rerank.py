@@ -54,10 +54,10 @@ class PairScorer:
         prompts = choose_prompts(load_prompts(checkpoint_dir), query_prompt, passage_prompt, str(checkpoint_dir))
         return cls(params, config, Tokenizer(tokenizer), prompts=prompts, **kwargs)
 
-    def score(self, queries: Sequence[str], passages: Sequence[str], progress: bool = False) -> np.ndarray:
-        """One logit per (queries[i], passages[i]) pair, float32 [n]."""
-        q_ids = self.tokenizer.encode([self.prompts.query + q for q in queries], self.query_max_length)
-        p_ids = self.tokenizer.encode([self.prompts.passage + p for p in passages], self.passage_max_length)
+    def score(self, pairs: Sequence[tuple[str, str]], progress: bool = False) -> np.ndarray:
+        """One logit per (query, passage) pair, float32 [n] (also the teacher interface of prepare_distill)."""
+        q_ids = self.tokenizer.encode([self.prompts.query + q for q, _ in pairs], self.query_max_length)
+        p_ids = self.tokenizer.encode([self.prompts.passage + p for _, p in pairs], self.passage_max_length)
         order = np.argsort([len(q) + len(p) for q, p in zip(q_ids, p_ids)], kind="stable")
         out = np.zeros(len(order), np.float32)
         with tqdm(total=len(order), desc="reranking", unit="pair", disable=not progress) as bar:
@@ -123,7 +123,7 @@ def rerank(scorer: PairScorer, corpus: Mapping[str, str], queries: Mapping[str, 
         bar.update(sum(len(candidates[q]) for i in range(len(parts)) if i not in todo for q in parts[i]))
         for i in todo:
             pairs = [(q, d) for q in parts[i] for d in candidates[q]]
-            scores = scorer.score([queries[q] for q, _ in pairs], [corpus[d] for _, d in pairs])
+            scores = scorer.score([(queries[q], corpus[d]) for q, d in pairs])
             part: Run = {}
             for (q, d), s in zip(pairs, scores):
                 part.setdefault(q, {})[d] = float(s)

@@ -84,7 +84,7 @@ def _pairs():
 def _ours(ckpt: Path, pairs) -> np.ndarray:
     from polyret.retrieval.rerank import PairScorer
     scorer = PairScorer.from_checkpoint(ckpt, batch_size=5, query_max_length=48, passage_max_length=160)
-    return scorer.score([q for q, _ in pairs], [p for _, p in pairs])
+    return scorer.score(pairs)
 
 
 def test_imported_reranker_scores_as_cross_encoder_predict(reranker):
@@ -184,3 +184,26 @@ def test_rerank_job_orders_by_the_cross_encoder_and_resumes(reranker, tmp_path, 
     assert rerank_job.main(bad + ["--top_k", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.trec" in err[0] and "'nope'" in err[0]
+
+
+def test_polyret_cross_encoder_is_a_prepare_distill_teacher(reranker, tmp_path):
+    """`prepare_distill --teacher CKPT` scores the candidates in JAX: the hltcoe score file holds
+    `CrossEncoder.predict`'s logits of the same pairs."""
+    import gzip
+    from sentence_transformers import CrossEncoder
+    from polyret.jobs import prepare_distill as distill_job
+    hf, ckpt = reranker
+    passages, queries = _texts(8, 6, 3, 20), _texts(3, 7, 2, 6)
+    (tmp_path / "collection.tsv").write_text("".join(f"p{i}\t{t}\n" for i, t in enumerate(passages)))
+    (tmp_path / "queries.tsv").write_text("".join(f"q{i}\t{t}\n" for i, t in enumerate(queries)))
+    (tmp_path / "run.trec").write_text("".join(f"q{i} Q0 p{j} {j + 1} {10 - j} bm25\n" for i in range(3)
+                                               for j in range(8)))
+    assert distill_job.main(["--queries", str(tmp_path / "queries.tsv"), "--collection",
+                             str(tmp_path / "collection.tsv"), "--run", str(tmp_path / "run.trec"), "--top_n", "5",
+                             "--teacher", str(ckpt), "--output_dir", str(tmp_path / "mtd")]) == 0
+    rows = [json.loads(line) for line in gzip.open(tmp_path / "mtd" / "scores.jsonl.gz", "rt")]
+    model = CrossEncoder(str(hf), device="cpu", activation_fn=torch.nn.Identity())
+    for row in rows:
+        qid, scored = row[0], row[1:]
+        theirs = model.predict([(queries[int(qid[1:])], passages[int(pid[1:])]) for pid, _ in scored])
+        np.testing.assert_allclose([s for _, s in scored], theirs, atol=1e-4)

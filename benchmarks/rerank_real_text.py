@@ -1,0 +1,113 @@
+"""A cross-encoder fine-tuned by polyret from multilingual-e5-small reranks the e5 dual encoder's top k on the
+real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference sections).
+
+  nice -n 10 python benchmarks/rerank_real_text.py [--set ~/.cache/polyret/debian_reference_set] [--work /tmp/rr]
+      [--train_pairs en-de,en-fr,en-ja] [--test_pairs en-de,en-fr,en-ja,en-es] [--steps 150] [--top_k 30]
+      [--first_stage CHECKPOINT]
+
+1. The first stage: multilingual-e5-small as a dual encoder (zero-shot, its prompts; `--first_stage` for another
+   checkpoint, e.g. the fine-tuned one of finetune_real_text.py), `polyret evaluate` on each test pair.
+2. Training rows: each train-split query of the `--train_pairs`, its positive, and 3 negatives mined with the
+   first stage from ranks 3-30 (`polyret mine_negatives`); never a test query.
+3. The reranker: multilingual-e5-small with a fresh score head (`import_checkpoint --tower cross_encoder`),
+   `runs/finetune_cross_encoder.gin` (ListwiseLoss), `--steps` steps of 8 queries x 4 passages.
+4. `polyret rerank` of each test pair's top `--top_k`; nDCG@10 / R@100 of both, and the rerank time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def test_queries(pair_dir: Path, out: Path) -> Path:
+    """The pair's queries that the test qrels judge (evaluate and rerank only those)."""
+    judged = {line.split("\t")[0] for line in (pair_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+    rows = [line for line in (pair_dir / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+            if json.loads(line)["_id"] in judged]
+    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", default=os.path.expanduser("~/.cache/polyret/debian_reference_set"))
+    ap.add_argument("--work", default="/tmp/rr")
+    ap.add_argument("--train_pairs", default="en-de,en-fr,en-ja")
+    ap.add_argument("--test_pairs", default="en-de,en-fr,en-ja,en-es")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--top_k", type=int, default=30)
+    ap.add_argument("--first_stage", default=None)
+    args = ap.parse_args()
+    pairs_dir, work = Path(args.set) / "pairs", Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    from polyret.jobs import evaluate as evaluate_job
+    from polyret.jobs import import_checkpoint as import_job
+    from polyret.jobs import mine_negatives as mine_job
+    from polyret.jobs import rerank as rerank_job
+    from polyret.seqio_tasks import tasks
+    from polyret.seqio_tasks.hf_vocab import HfVocabulary
+    from polyret.training.trainer import train_from_gin
+
+    first_stage = Path(args.first_stage) if args.first_stage else work / "e5_dual_encoder"
+    if not first_stage.exists():
+        import_job.main(["--hf", "multilingual-e5-small", "--output_dir", str(first_stage)])
+    reranker_base = work / "e5_cross_encoder"
+    if not reranker_base.exists():
+        import_job.main(["--hf", "multilingual-e5-small", "--tower", "cross_encoder", "--output_dir",
+                         str(reranker_base)])
+
+    vocab = HfVocabulary(reranker_base / "tokenizer")
+    names = []
+    for pair in args.train_pairs.split(","):
+        negatives = work / f"negatives_{pair}.jsonl"
+        if not negatives.exists():
+            mine_job.main(["--checkpoint", str(first_stage), "--corpus", str(pairs_dir / pair / "corpus.jsonl"),
+                           "--queries", str(pairs_dir / pair / "queries.jsonl"), "--qrels",
+                           str(pairs_dir / pair / "qrels" / "train.tsv"), "--output", str(negatives),
+                           "--num_negatives", "3", "--rank_start", "3", "--rank_end", "30"])
+        names.append((tasks.register_hard_negative_task(f"rr_{pair.replace('-', '_')}", negatives, vocab,
+                                                        num_negatives=3), 1.0))
+    tasks.add_mixture("rr_train", names)
+    reranker = work / "reranker"
+    t0 = time.time()
+    train_from_gin(["runs/finetune_cross_encoder.gin"], [
+        f"MODEL_DIR='{reranker}'", "MIXTURE_OR_TASK_NAME='rr_train'", f"TRAIN_STEPS={args.steps}",
+        f"INITIAL_CHECKPOINT_PATH='{reranker_base}'"])
+    train_seconds = time.time() - t0
+
+    rows = []
+    for pair in args.test_pairs.split(","):
+        folder = pairs_dir / pair
+        queries = test_queries(folder, work / f"test_queries_{pair}.jsonl")
+        files = ["--corpus", str(folder / "corpus.jsonl"), "--queries", str(queries), "--qrels",
+                 str(folder / "qrels" / "test.tsv")]
+        evaluate_job.main(["--checkpoint", str(first_stage), "--output_dir", str(work / f"first_{pair}"),
+                           "--metrics", "nDCG@10,R@100", "--recall_target", "0"] + files)
+        rerank_job.main(["--checkpoint", str(reranker), "--run", str(work / f"first_{pair}" / "dense.trec"),
+                         "--output_dir", str(work / f"reranked_{pair}"), "--top_k", str(args.top_k),
+                         "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", "224"]
+                        + files)
+        metrics = json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())
+        rows.append((pair, metrics))
+    lines = ["| pair | queries | e5 nDCG@10 | reranked nDCG@10 | e5 R@100 | rerank s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for pair, m in rows:
+        first, reranked = m["metrics"]["first stage"]["all"], m["metrics"]["reranked"]["all"]
+        n = sum(1 for _ in open(work / f"test_queries_{pair}.jsonl"))
+        lines.append(f"| {pair} | {n} | {first['nDCG@10']:.3f} | {reranked['nDCG@10']:.3f} | {first['R@100']:.3f} | "
+                     f"{m['seconds']:.0f} |")
+    print("\n".join(lines))
+    (work / "table.md").write_text("\n".join(lines) + "\n")
+    print(f"reranker training {train_seconds:.0f} s ({args.steps} steps); total {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
