@@ -65,6 +65,11 @@ def add_prompt_flags(p: argparse.ArgumentParser) -> None:
                         "none)")
 
 
+def add_truncate_dim_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--truncate_dim", type=at_least(1), default=None,
+                   help="keep the first N dimensions of every vector, re-normalised (a Matryoshka-trained model)")
+
+
 # ------------------------------------------------------------------------------------------- logging
 
 LIBRARY_LOGGERS = ("absl", "tensorflow", "jax", "jax._src", "orbax", "bm25s", "transformers",

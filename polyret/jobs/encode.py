@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard_size", type=common.at_least(1), default=10000)
     p.add_argument("--batch_size", type=common.at_least(1), default=64)
     common.add_prompt_flags(p)
+    common.add_truncate_dim_flag(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace embeddings of another corpus/checkpoint/settings in --output_dir (written beside "
                         "it and swapped in when complete)")
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             corpus = read_id_text(args.corpus, with_title=args.side == "right")
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size, args.query_prompt,
-                                               args.passage_prompt)
+                                               args.passage_prompt, args.truncate_dim)
         # Recorded with the shards: a resume with another corpus, checkpoint or settings is refused.
         source = {"checkpoint_step": checkpoint_step(args.checkpoint)}
         out = encode_corpus_to_shards(encoder, corpus, args.output_dir, args.max_length, args.shard_size, args.side,

@@ -56,6 +56,7 @@ def parse_args(argv):
                    help="dual encoder; ColBERT documents are split into 180-token windows (stride 90) instead")
     p.add_argument("--batch_size", type=common.at_least(1), default=64)
     common.add_prompt_flags(p)
+    common.add_truncate_dim_flag(p)
     p.add_argument("--save_index", action="store_true", help="save the index under output_dir/index")
     p.add_argument("--recall_target", type=float, default=None,
                    help="ScaNN auto-tuning: recall@10 against brute force the index must reach (default 0.95, "
@@ -122,7 +123,7 @@ def evaluate(args) -> int:
     if args.checkpoint:
         from polyret.retrieval.encode import TowerEncoder
         encoder = TowerEncoder.from_checkpoint(args.checkpoint, args.batch_size, args.query_prompt,
-                                               args.passage_prompt)
+                                               args.passage_prompt, args.truncate_dim)
         name = "colbert" if encoder.is_colbert else "dense"
         # An index that lives on disk (and ColBERT's token shards) goes to output_dir/<name>_index: a rerun
         # resumes and reuses it.

@@ -16,7 +16,6 @@ runs the same steps on Apache Beam (`--beam_args="--runner=DataflowRunner --proj
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import shlex

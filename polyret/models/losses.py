@@ -8,6 +8,7 @@ products) and ColBERT (MaxSim). Each loss names the feature converter its batche
   ContrastiveLoss      in-batch softmax (+ hard negatives), optionally bidirectional (SWIM-X, retrofitting)
   KLDistillationLoss   KL(teacher || student) over each query's K passages (Multilingual Translate-Distill)
   MarginMSELoss        MSE against teacher margins over K passages (positive first)
+  MatryoshkaLoss       any in-batch loss on each truncated, re-normalised prefix of the vectors, summed
   ListwiseLoss         softmax cross-entropy over each query's positive and own hard negatives (rerankers)
   PointwiseBCELoss     binary cross-entropy on positive / negative labels (rerankers)
   CachedLoss           GradCache around any in-batch loss: large batches under a memory cap, same gradients
@@ -245,6 +246,52 @@ class ContrastiveLoss(InBatchLoss):
         return contrastive_loss(positive, negative, negative_valid, bidirectional=self.bidirectional,
                                 bidirectional_reduction=self.bidirectional_reduction,
                                 label_smoothing=self.label_smoothing, duplicate_mask=duplicates)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class MatryoshkaLoss(InBatchLoss):
+    """Matryoshka representation learning (sentence-transformers' MatryoshkaLoss): the wrapped in-batch loss
+    on each prefix of the vectors, cut to `dims` and L2-normalised again, weighted by `weights` and summed,
+    so the first 256, 128, 64 ... dimensions are each a usable embedding (`--truncate_dim` at search time).
+    Wraps any InBatchLoss; CachedLoss wraps it in turn (`CachedLoss.loss = @MatryoshkaLoss()`)."""
+
+    loss: InBatchLoss = ContrastiveLoss()
+    dims: tuple[int, ...] = (768, 512, 256, 128, 64)
+    weights: tuple[float, ...] | None = None  # None: 1 for every dimension
+
+    def __post_init__(self):
+        if not isinstance(self.loss, InBatchLoss):
+            raise ValueError(f"MatryoshkaLoss wraps an in-batch loss, not {type(self.loss).__name__}")
+        if self.weights is not None and len(self.weights) != len(self.dims):
+            raise ValueError(f"MatryoshkaLoss: {len(self.weights)} weights for {len(self.dims)} dims")
+
+    @property
+    def FEATURE_CONVERTER(self):  # noqa: N802  (the wrapped loss's data)
+        return self.loss.FEATURE_CONVERTER
+
+    def from_representations(self, model, params, reps, batch):
+        width = reps["queries"].vectors.shape[-1]
+        if max(self.dims) > width:
+            raise ValueError(f"MatryoshkaLoss.dims {max(self.dims)} exceed the model's {width} dimensions")
+        normalize = getattr(model.config, "l2_norm", True)  # a dot-product model's prefixes stay as they are
+        total, metrics = 0.0, {}
+        for dim, weight in zip(self.dims, self.weights or [1.0] * len(self.dims)):
+            cut = {side: rep._replace(vectors=truncate(rep.vectors, dim, normalize)) for side, rep in reps.items()}
+            value, inner = self.loss.from_representations(model, params, cut, batch)
+            total = total + weight * value
+            metrics[f"loss@{dim}"] = value
+            if dim == max(self.dims):
+                metrics.update(inner)
+        return total, metrics
+
+
+def truncate(vectors: jax.Array, dim: int, normalize: bool = True) -> jax.Array:
+    """The first `dim` dimensions, L2-normalised again unless `normalize` is False (a Matryoshka prefix)."""
+    cut = vectors[..., :dim].astype(jnp.float32)
+    if not normalize:
+        return cut
+    return cut * jax.lax.rsqrt(jnp.maximum(jnp.sum(cut * cut, axis=-1, keepdims=True), 1e-12))
 
 
 def flatten_negatives(reps: Any) -> Any:

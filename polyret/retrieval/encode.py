@@ -28,6 +28,7 @@ from polyret.io.disk_space import disk_full_reported
 from polyret.io.fingerprint import (FingerprintMismatch, canonical, check_match, digest, params_fingerprint,
                                     texts_fingerprint)
 from polyret.io.outputs import OutputError, apply_umask, atomic_write_text, swap_in
+from polyret.models.losses import truncate
 from polyret.models.model_folder import load_model, load_prompts
 from polyret.models.prompts import Prompts, choose_prompts
 from polyret.models.retrieval_model import build_model, model_config_to_dict
@@ -42,8 +43,11 @@ class TowerEncoder:
     each text after the model's prompt for its side."""
 
     def __init__(self, params: Any, config: ModelConfig, tokenizer: Tokenizer, batch_size: int = 64,
-                 prompts: Prompts = Prompts()):
+                 prompts: Prompts = Prompts(), truncate_dim: int | None = None):
+        """`truncate_dim`: keep the first that many dimensions of every vector (re-normalised when the model
+        normalises): a Matryoshka-trained model's smaller embedding."""
         self.params, self.config, self.tokenizer, self.prompts = params, config, tokenizer, prompts
+        self.truncate_dim = truncate_dim
         # Local devices only: each host encodes its own shards, no cross-host traffic.
         self.mesh = Mesh(np.array(jax.local_devices()), ("data",))
         self.batch_size = -(-batch_size // self.mesh.size) * self.mesh.size  # divisible by the devices
@@ -55,11 +59,11 @@ class TowerEncoder:
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, batch_size: int = 64, query_prompt: str | None = None,
-                        passage_prompt: str | None = None) -> "TowerEncoder":
+                        passage_prompt: str | None = None, truncate_dim: int | None = None) -> "TowerEncoder":
         """The checkpoint with its own prompts; `query_prompt` / `passage_prompt` replace them ('' removes)."""
         params, config, spm = load_model(checkpoint_dir)
         prompts = choose_prompts(load_prompts(checkpoint_dir), query_prompt, passage_prompt, str(checkpoint_dir))
-        return cls(params, config, Tokenizer(spm), batch_size, prompts)
+        return cls(params, config, Tokenizer(spm), batch_size, prompts, truncate_dim)
 
     @property
     def is_colbert(self) -> bool:
@@ -71,7 +75,11 @@ class TowerEncoder:
         padded = np.zeros((self.batch_size, tokens.shape[1]), np.int32)
         padded[:n] = tokens
         out = self._fns[side](self._params, jax.device_put(padded, self._batch_sharding))
-        return jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], out)
+        out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], out)
+        if self.truncate_dim:
+            out = out._replace(vectors=np.asarray(truncate(out.vectors, self.truncate_dim,
+                                                           getattr(self.config, "l2_norm", True))))
+        return out
 
     def encode(self, texts: Sequence[str], side: str, max_length: int, progress: bool = False,
                desc: str = "encoding") -> Any:
@@ -107,8 +115,11 @@ def embeddings_fingerprint(encoder: TowerEncoder, corpus: Mapping[str, str]) -> 
     """What the shards depend on: the texts (ids, content, order) and the model (config and parameters)."""
     model = {"config_sha256": digest(model_config_to_dict(encoder.config)),
              "params_sha256": params_fingerprint(encoder.params)}
-    if encoder.prompts:  # (a model without prompts keeps the fingerprint older outputs recorded)
+    # (a model without prompts or truncation keeps the fingerprint older outputs recorded)
+    if encoder.prompts:
         model["prompts"] = {"query": encoder.prompts.query, "passage": encoder.prompts.passage}
+    if encoder.truncate_dim:
+        model["truncate_dim"] = encoder.truncate_dim
     return {"corpus": texts_fingerprint(corpus), "model": model}
 
 

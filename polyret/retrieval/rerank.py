@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from polyret.errors import DataError
@@ -39,12 +40,16 @@ class PairScorer:
     def __init__(self, params: Any, config: Any, tokenizer: Tokenizer, batch_size: int = 32,
                  query_max_length: int = 64, passage_max_length: int = 256, prompts: Prompts = Prompts()):
         self.params, self.config, self.tokenizer, self.prompts = params, config, tokenizer, prompts
-        self.batch_size, self.query_max_length, self.passage_max_length = batch_size, query_max_length, passage_max_length
+        self.query_max_length, self.passage_max_length = query_max_length, passage_max_length
         if not isinstance(config, CrossEncoderConfig):
-            raise ValueError(f"a {model.kind} checkpoint is not a cross-encoder; rerank with a cross-encoder "
+            raise ValueError(f"a {type(config).__name__} checkpoint is not a cross-encoder; rerank with a cross-encoder "
                              "(import_checkpoint --tower cross_encoder, or a sentence-transformers CrossEncoder)")
         model = build_model(config)
-        self._params = jax.device_put(params)
+        # Data parallel over this host's devices (as TowerEncoder encodes): parameters replicated, pairs split.
+        mesh = Mesh(np.array(jax.local_devices()), ("data",))
+        self.batch_size = -(-batch_size // mesh.size) * mesh.size
+        self._params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        self._rows = NamedSharding(mesh, PartitionSpec("data"))
         self._score = jax.jit(lambda p, q, d: model.paired_scores(p, q, d[:, None])[:, 0])
 
     @classmethod
@@ -69,7 +74,8 @@ class PairScorer:
                 # A fixed batch size: the last chunk is padded with empty rows (scored, then dropped).
                 q = np.pad(q, ((0, self.batch_size - rows), (0, 0)))
                 p = np.pad(p, ((0, self.batch_size - rows), (0, 0)))
-                out[chunk] = np.asarray(self._score(self._params, q, p))[:rows]
+                scores = self._score(self._params, jax.device_put(q, self._rows), jax.device_put(p, self._rows))
+                out[chunk] = np.asarray(scores)[:rows]
                 bar.update(rows)
         return out
 
