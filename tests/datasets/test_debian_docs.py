@@ -89,7 +89,7 @@ def test_real_debian_reference_set(real_set):
     assert set(stats["pairs"]) == {"en-en", "en-de", "en-ja", "de-de", "ja-ja"}
     assert stats["sections_usable"]["en"] > 300 and stats["sections_usable"]["de"] > 300
     sections = [json.loads(line) for line in open(out / "sections.jsonl", encoding="utf-8")]
-    by_anchor = {s["anchor"]: s for s in sections}
+    by_anchor = {dd.section_id(s["anchor"]): s for s in sections}  # ids: anchors without whitespace
     test_anchors = set()
     for pair in stats["pairs"]:
         q_lang, d_lang = pair.split("-")
@@ -100,6 +100,7 @@ def test_real_debian_reference_set(real_set):
             for qid, rel in bench.qrels.items():
                 (anchor,) = rel
                 assert qid == f"q_{anchor}" and anchor in bench.corpus and by_anchor[anchor]["split"] == split
+                assert len(qid.split()) == len(anchor.split()) == 1  # TREC run lines carry them
                 # The query is the heading in the query language, the document the prose in the document
                 # language, both taken from the page of that language.
                 assert bench.queries[qid] == by_anchor[anchor][q_lang]["heading"]
