@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from polyret.models import colbert_x as cx
 from polyret.models.encoder_families import family_of
-from polyret.models.cross_encoder import HEAD, CrossEncoderConfig, pair_layout
+from polyret.models.cross_encoder import CrossEncoderConfig, fresh_head, pair_layout
 from polyret.models.hf import (COLBERT_SETTINGS_FILE, CROSS_ENCODER_SETTINGS_FILE, dual_encoder_config_from_hf,
                                load_cross_encoder_head, load_hf_encoder, load_st_projection)
 from polyret.models.hf_files import read_hf_config, read_safetensors
@@ -122,8 +122,7 @@ def _cross_encoder_import(params: dict[str, Any], encoder: Any, hf_path: str) ->
                                     head_activation=head["activation"], **layout)
     head_params = load_cross_encoder_head(hf_path, encoder) if _is_sequence_classification(hf_path) else None
     if head_params is None:  # a fresh head, as sentence-transformers' CrossEncoder starts from a plain encoder
-        fresh, _ = build_model(config).init(jax.random.PRNGKey(0))
-        head_params = {name: jax.tree_util.tree_map(np.asarray, fresh[name]) for name in HEAD}
+        head_params = fresh_head(config)
     return config, {**params, **head_params}
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from polyret.models.encoder_families import encoder_config_from_dict, family_of
@@ -113,6 +114,17 @@ class CrossEncoder(nn.Module):
 
     def __call__(self, query_tokens: jax.Array, passage_tokens: jax.Array, deterministic: bool = True) -> jax.Array:
         return self.score(query_tokens, passage_tokens, deterministic)
+
+
+def fresh_head(cfg: CrossEncoderConfig, seed: int = 0) -> dict[str, Any]:
+    """A new score head (the initializers of `CrossEncoder.setup`: normal(0.02) kernels, zero biases), without
+    initialising the encoder under it."""
+    width = family_of(cfg.encoder).width(cfg.encoder)
+    rng = np.random.default_rng(seed)
+    return {"score_dense": {"kernel": rng.normal(0.0, 0.02, (width, width)).astype(np.float32),
+                            "bias": np.zeros(width, np.float32)},
+            "score_out": {"kernel": rng.normal(0.0, 0.02, (width, 1)).astype(np.float32),
+                          "bias": np.zeros(1, np.float32)}}
 
 
 def pair_layout(vocabulary: Any) -> dict[str, Any]:

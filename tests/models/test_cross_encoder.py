@@ -4,7 +4,6 @@ polyret's export of them loads in `CrossEncoder` with the same scores (pairs of 
 matters). The reranking losses against their closed forms, and `polyret rerank` end to end."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
