@@ -1,15 +1,17 @@
 """A study's report from stored per-query scores: report.json, report.md and PNG plots, plus the verdict on
 the study's claim. Reusable by any tool with per-query scores per arm and seed (`build_report`).
 
-Analysis (polyret.experiments.stats): per evaluation set and, with several sets, on all their queries pooled
-(the primary analysis then), each arm's mean with a 95% CI over queries (seed-averaged) and over seeds; each
+Analysis (polyret.experiments.stats): per evaluation set and, with several sets, on all their topics pooled
+(the primary analysis then; a query id asked of several collections is one topic, its scores averaged over
+them), each arm's mean with a 95% CI over topics (seed-averaged) and over seeds; each
 arm against the baseline by a paired t-test on seed-averaged per-query scores (Wilcoxon beside it), Holm-
 corrected over the arms; TOST with the study's margin where the claim is equivalence or a plateau.
 Verdicts: better -> reproduced when the arm beats the baseline significantly, not reproduced when it is
 significantly worse or TOST-equivalent (margin given), else inconclusive; equivalent -> reproduced when every
 pair of arms is TOST-equivalent, not reproduced when some pair differs significantly, else inconclusive;
 plateau -> reproduced when every arm from `plateau_from` up is TOST-equivalent to the largest, not reproduced
-when one of them is significantly worse than it, else inconclusive.
+when one of them is significantly worse than it, else inconclusive. Fewer than 10 distinct topics, or the same
+difference on every topic, give inconclusive with the reason.
 """
 
 from __future__ import annotations
@@ -51,28 +53,43 @@ class ReportSpec:
 
 
 def _matrices(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]], metric: str,
-              arms: Sequence[str], prefix: str = "") -> dict[str, np.ndarray]:
-    """{arm: [seeds, queries]} on the queries every arm and seed scored (the same order for all arms)."""
+              arms: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """-> (query ids, {arm: [seeds, queries]}) on the queries every arm and seed scored (one order for all)."""
     common = None
     for arm in arms:
         for per_seed in scores[arm].values():
             q = set(per_seed[metric])
             common = q if common is None else common & q
     qids = sorted(common or ())
-    return {arm: np.array([[scores[arm][s][metric][q] for q in qids] for s in sorted(scores[arm])])
-            for arm in arms}
+    return qids, {arm: np.array([[scores[arm][s][metric][q] for q in qids] for s in sorted(scores[arm])])
+                  for arm in arms}
 
 
 def _pooled(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]]], metric: str,
             arms: Sequence[str]) -> dict[str, np.ndarray]:
+    """{arm: [seeds, topics]} over every set: a topic (a query id) asked of several collections counts once, with
+    its scores averaged over them (the same English heading asked of the de, fr and ja copies is one topic)."""
     parts = [_matrices(scores[name], metric, arms) for name in sorted(scores)]
-    return {arm: np.concatenate([p[arm] for p in parts], axis=1) for arm in arms}
+    topics = sorted({q for qids, _ in parts for q in qids})
+    column = {q: i for i, q in enumerate(topics)}
+    out = {}
+    for arm in arms:
+        total = sum_count = None
+        for qids, matrices in parts:
+            index = [column[q] for q in qids]
+            seeds = matrices[arm].shape[0]
+            if total is None:
+                total, sum_count = np.zeros((seeds, len(topics))), np.zeros(len(topics))
+            np.add.at(total, (slice(None), index), matrices[arm])
+            np.add.at(sum_count, index, 1)
+        out[arm] = total / sum_count
+    return out
 
 
 def analyse(matrices: Mapping[str, np.ndarray], spec: ReportSpec) -> dict[str, Any]:
     """Summaries, paired tests and TOST for one evaluation set (or the pooled sets) on one metric."""
     arms = list(spec.arms)
-    out: dict[str, Any] = {"num_queries": int(next(iter(matrices.values())).shape[1]),
+    out: dict[str, Any] = {"num_queries": int(next(iter(matrices.values())).shape[1]),  # distinct topics
                            "arms": {a: dataclasses.asdict(S.summarize(matrices[a])) for a in arms}}
     per_query = S.seed_averaged(matrices)
     if spec.baseline is not None:
@@ -94,9 +111,18 @@ def analyse(matrices: Mapping[str, np.ndarray], spec: ReportSpec) -> dict[str, A
     return out
 
 
+MIN_TOPICS = 10  # fewer distinct topics than this: no verdict
+
+
 def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
     """-> (reproduced | not reproduced | inconclusive | n/a, one line saying why)."""
+    if analysis["num_queries"] < MIN_TOPICS:
+        return "inconclusive", f"only {analysis['num_queries']} distinct topics (at least {MIN_TOPICS} needed)"
     tests = {t["arm"]: t for t in analysis.get("vs_baseline", [])}
+    constant = [a for a, t in tests.items() if math.isnan(t["t_statistic"])]
+    if spec.claim == "better" and constant:
+        return "inconclusive", (f"{', '.join(constant)} - {spec.baseline}: the same difference on every topic (no "
+                                "variance to test)")
     equiv = analysis.get("equivalence", [])
     if spec.claim == "better":
         lines, states = [], []
@@ -141,7 +167,7 @@ def build_report(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Map
     sets = sorted(scores)
     results: dict[str, Any] = {}
     for metric in spec.metrics:
-        per_set = {name: analyse(_matrices(scores[name], metric, spec.arms), spec) for name in sets}
+        per_set = {name: analyse(_matrices(scores[name], metric, spec.arms)[1], spec) for name in sets}
         if len(sets) > 1:
             per_set[POOLED] = analyse(_pooled(scores, metric, spec.arms), spec)
         results[metric] = per_set
@@ -163,7 +189,7 @@ def arm_table(report: Mapping[str, Any]) -> str:
     analysis = report["results"][spec["metric"]][report["primary_set"]]
     tests = {t["arm"]: t for t in analysis.get("vs_baseline", [])}
     equiv = {e["arm"]: e for e in analysis.get("equivalence", []) if e["other"] == spec["baseline"]}
-    head = (f"| arm | {spec['metric']} | 95% CI (queries) | 95% CI (seeds) | seeds | vs {spec['baseline']} | "
+    head = (f"| arm | {spec['metric']} | 95% CI (topics) | 95% CI (seeds) | seeds | vs {spec['baseline']} | "
             "p (t) | p Holm | p (Wilcoxon) | TOST p |")
     lines = [head, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for arm in spec["arms"]:
@@ -197,8 +223,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         for arm, values in report["shared_settings"].items():
             out.append(f"| {arm} | " + " | ".join(str(values[p]).replace("|", "\\|") for p in params) + " |")
         out.append("")
-    out += ["## Every metric and evaluation set (mean [95% CI over queries])", "",
-            "| metric | set | queries | " + " | ".join(spec["arms"]) + " |", "|---|---|---:|" + "---:|" * len(spec["arms"])]
+    out += ["## Every metric and evaluation set (mean [95% CI over topics]; 'all': each topic once)", "",
+            "| metric | set | distinct topics | " + " | ".join(spec["arms"]) + " |", "|---|---|---:|" + "---:|" * len(spec["arms"])]
     for metric, per_set in report["results"].items():
         for name, a in per_set.items():
             out.append(f"| {metric} | {name} | {a['num_queries']} | " + " | ".join(

@@ -76,10 +76,15 @@ class PairedTest:
     significant: bool   # p_adjusted < alpha
 
 
+def _constant(d: np.ndarray) -> bool:
+    """The same difference on every query, up to float rounding."""
+    return bool(np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())))
+
+
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float, float, float]:
     d = a - b
-    if np.all(d == d[0]):  # constant differences: the t statistic is undefined; no evidence either way
-        return float(d.mean()), float(d[0]), float(d[0]), math.nan, 1.0 if d[0] == 0 else 0.0, math.nan
+    if _constant(d):  # constant differences: the t statistic is undefined; no evidence either way
+        return float(d.mean()), float(d[0]), float(d[0]), math.nan, 1.0, math.nan
     t = sps.ttest_rel(a, b)
     ci = t.confidence_interval(0.95)
     try:
@@ -120,7 +125,7 @@ def tost(a: np.ndarray, b: np.ndarray, margin: float, arm: str = "", other: str 
     from statsmodels.stats.weightstats import ttost_paired
 
     d = a - b
-    if np.all(d == d[0]):  # no variance: equivalent exactly when the constant difference is inside the bounds
+    if _constant(d):  # no variance: equivalent exactly when the constant difference is inside the bounds
         p = 0.0 if abs(d[0]) < margin else 1.0
     else:
         p = float(ttost_paired(a, b, -margin, margin)[0])
