@@ -447,6 +447,22 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
     return fingerprint
 
 
+def check_enough_pairs(config: AdaptConfig, out: Path) -> None:
+    """Stop in one line, before any training, when fewer training pairs survived than one batch holds."""
+    kept = sum(1 for _ in open(out / "4_split" / "train.jsonl", encoding="utf-8"))
+    if kept >= config.batch_size:
+        return
+    acceptance = _acceptance(config, out / "1_sample", out / "2_generate", out / "3_filter")
+    requested = sum(a["requested"] for a in acceptance.values())
+    reasons = collections.Counter()
+    for a in acceptance.values():
+        reasons.update(a["dropped"])
+        reasons["round_trip"] += a["after_sap_filters_and_duplicates"] - a["kept"]
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common() if n)
+    raise ValueError(f"{kept} of {requested} synthetic queries kept for training ({why or 'none dropped'}), fewer "
+                     f"than one batch (--batch_size {config.batch_size}); see {out / '3_filter'}")
+
+
 # -------------------------------------------------------------------------------------------- training
 
 @gin.configurable
@@ -733,6 +749,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
                       out / "2_generate", base)
     say(5, f"holding out {config.heldout_fraction:.0%} of the passages' queries -> {out / '4_split'}")
     split_fp = split_stage(config, out / "4_split", digest(fp), out / "3_filter")
+    check_enough_pairs(config, out)
     say(6, f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
     r1_fp = train_stage(config, out / "5_round1", digest({"split": split_fp, "base": base_fp}), base,
                         out / "4_split" / "train.jsonl", config.round1_steps, 0)

@@ -276,3 +276,17 @@ def test_too_many_shots_stops_before_any_request(adapt_data, tiny_checkpoints, t
         assert server.requests == []
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--num_shots 99:" in err[0]
+
+
+def test_no_surviving_pairs_stops_in_one_line(adapt_data, tiny_checkpoints, tmp_path, capsys):
+    """An LLM whose every reply fails the filters (it writes no query): one line with the counts and the filter
+    folder, before anything trains."""
+    def refuser(body, attempt):
+        return Reply(body=completion(" I am sorry, I cannot help with that."))
+
+    with ChatServer(refuser) as server:
+        code = job.main(_args(adapt_data, tiny_checkpoints["a"], tmp_path / "run", server.base_url, real=False))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "synthetic queries kept for training" in err[-1] and "3_filter" in err[-1], err[-3:]
+    assert "0 of " in err[-1] and "--batch_size 8" in err[-1]
+    assert not (tmp_path / "run" / "5_round1").exists()
