@@ -380,7 +380,10 @@ class _OwnPassagesLoss(Loss):
     FEATURE_CONVERTER = "HardNegativeFeatureConverter"
 
     def scores(self, model, params, batch, rng, deterministic) -> tuple[jax.Array, jax.Array]:
-        passages = jnp.concatenate([batch[FEATURES["passages"]][:, None], batch[FEATURES["negatives"]]], axis=1)
+        positives, negatives = batch[FEATURES["passages"]][:, None], batch[FEATURES["negatives"]]
+        width = max(positives.shape[-1], negatives.shape[-1])  # length buckets cut each feature on its own
+        pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1])))  # noqa: E731
+        passages = jnp.concatenate([pad(positives), pad(negatives)], axis=1)
         scores = model.paired_scores(params, batch[FEATURES["queries"]], passages, rng_for(rng, "queries"),
                                      rng_for(rng, "passages"), deterministic)
         return scores.astype(jnp.float32), jnp.any(passages != PAD_ID, axis=-1)

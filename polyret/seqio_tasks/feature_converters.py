@@ -7,7 +7,8 @@
   teacher_scores, passage_languages pass through            [K]
 Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
 append_eos_after_trim). A model's prompts (`with_prompts`) go in as tokens after each text's start ids, before
-the cut, as sentence-transformers tokenizes `prompt + text`. The converter is chosen by the model's loss (`Loss.feature_converter`).
+the cut, as sentence-transformers tokenizes `prompt + text`. The converter is chosen by the model's loss
+(`Loss.feature_converter`).
 seqio's own validation checks every feature's first dimension against one length, which [N, L] features
 cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
 """
@@ -90,9 +91,9 @@ class _RetrievalConverter(seqio.FeatureConverter):
 
     def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         def fn(ex):
-            out = {model: trim_append_eos_pad(insert_prompt(ex[task], self.prompt_ids.get(task, []), self.prompt_start),
-                                              task_feature_lengths[task], self.eos_id)
-                   for task, model in self.TOKEN_FEATURES}
+            out = {model: trim_append_eos_pad(
+                       insert_prompt(ex[task], self.prompt_ids.get(task, []), self.prompt_start),
+                       task_feature_lengths[task], self.eos_id) for task, model in self.TOKEN_FEATURES}
             out.update({name: ex[name] for name in self.PASSTHROUGH})
             return out
         return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)

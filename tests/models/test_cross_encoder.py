@@ -206,3 +206,22 @@ def test_polyret_cross_encoder_is_a_prepare_distill_teacher(reranker, tmp_path):
         qid, scored = row[0], row[1:]
         theirs = model.predict([(queries[int(qid[1:])], passages[int(pid[1:])]) for pid, _ in scored])
         np.testing.assert_allclose([s for _, s in scored], theirs, atol=1e-4)
+
+
+def test_listwise_loss_takes_positives_and_negatives_cut_to_different_buckets():
+    """With length buckets the positive and negative features arrive at different widths; the loss pads them
+    to one (zero rows and columns are padding), giving the value of the equal-width batch."""
+    from polyret.models.losses import ListwiseLoss
+
+    class Echo:
+        def paired_scores(self, params, query_tokens, passage_tokens, query_rng=None, passage_rng=None,
+                          deterministic=True):
+            return passage_tokens.sum(-1).astype(np.float32) / 100.0
+
+    rng = np.random.default_rng(0)
+    positives, negatives = rng.integers(1, 9, (2, 8)), rng.integers(1, 9, (2, 3, 12))
+    narrow = {"left_encoder_input_tokens": np.ones((2, 4), np.int32), "right_encoder_input_tokens": positives,
+              "right_negative_encoder_input_tokens": negatives}
+    wide = {**narrow, "right_encoder_input_tokens": np.pad(positives, ((0, 0), (0, 4)))}
+    assert float(ListwiseLoss()(Echo(), None, narrow, None)[0]) == pytest.approx(
+        float(ListwiseLoss()(Echo(), None, wide, None)[0]))
