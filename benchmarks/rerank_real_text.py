@@ -3,7 +3,7 @@ real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference s
 
   nice -n 10 python benchmarks/rerank_real_text.py [--set ~/.cache/polyret/debian_reference_set] [--work /tmp/rr]
       [--train_pairs en-de,en-fr,en-ja] [--test_pairs en-de,en-fr,en-ja,en-es] [--steps 150] [--top_k 30]
-      [--first_stage CHECKPOINT]
+      [--first_stage CHECKPOINT] [--learning_rate 2e-5]
 
 1. The first stage: multilingual-e5-small as a dual encoder (zero-shot, its prompts; `--first_stage` for another
    checkpoint, e.g. the fine-tuned one of finetune_real_text.py), `polyret evaluate` on each test pair.
@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--test_pairs", default="en-de,en-fr,en-ja,en-es")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--top_k", type=int, default=30)
+    ap.add_argument("--learning_rate", type=float, default=2e-5)
     ap.add_argument("--first_stage", default=None)
     args = ap.parse_args()
     pairs_dir, work = Path(args.set) / "pairs", Path(args.work)
@@ -80,7 +81,7 @@ def main() -> None:
     t0 = time.time()
     train_from_gin(["runs/finetune_cross_encoder.gin"], [
         f"MODEL_DIR='{reranker}'", "MIXTURE_OR_TASK_NAME='rr_train'", f"TRAIN_STEPS={args.steps}",
-        f"INITIAL_CHECKPOINT_PATH='{reranker_base}'"])
+        f"INITIAL_CHECKPOINT_PATH='{reranker_base}'", f"learning_rate_schedule.base_learning_rate={args.learning_rate}"])
     train_seconds = time.time() - t0
 
     rows = []

@@ -75,18 +75,19 @@ def test_bad_input_stops_in_one_line_before_training(tmp_path, capsys, change, e
 # ------------------------------------------------------------------------------------------ recomputation
 
 def _per_query(out: Path, report: dict) -> dict[str, np.ndarray]:
-    """{arm: seed-averaged per-query scores} on the report's primary set, read from the stored eval files."""
+    """{arm: seed-averaged per-topic scores} on the report's primary set, read from the stored eval files; with
+    several sets a query id asked of several of them is one topic, its scores averaged over them."""
     spec = report["study"]
     sets = report["eval_sets"] if report["primary_set"] == "all" else [report["primary_set"]]
     by_arm = {}
     for arm in spec["arms"]:
-        parts = []
+        per_topic: dict[str, list[float]] = {}
         for name in sorted(sets):
             seeds = [json.loads((out / "runs" / arm / f"seed{s}" / "eval" / f"{name}.json").read_text())
                      ["per_query"][spec["metric"]] for s in spec["seeds"]]
-            qids = sorted(seeds[0])
-            parts.append(np.mean([[s[q] for q in qids] for s in seeds], axis=0))
-        by_arm[arm] = np.concatenate(parts)
+            for q in seeds[0]:
+                per_topic.setdefault(q, []).append(float(np.mean([s[q] for s in seeds])))
+        by_arm[arm] = np.array([np.mean(per_topic[q]) for q in sorted(per_topic)])
     return by_arm
 
 
