@@ -69,30 +69,38 @@ def choose_impl(impl: str, q: jax.Array, has_bias: bool, dropout: bool) -> str:
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, key_mask: jax.Array, scale: float,
-              impl: str) -> jax.Array:
-    """q, k, v [batch, L, heads, head_dim]; bias [1 or batch, heads, L, L] (float32) or None; key_mask
-    [batch, L] bool (right-padded rows); impl 'xla' | 'cudnn' -> [batch, L, heads, head_dim] in q's dtype."""
+              impl: str, causal: bool = False) -> jax.Array:
+    """q [batch, L, heads, head_dim]; k, v [batch, L, kv_heads, head_dim] (kv_heads divides heads: grouped-
+    query attention); bias [1 or batch, heads, L, L] (float32) or None; key_mask [batch, L] bool (right-padded
+    rows); impl 'xla' | 'cudnn'; causal: a query sees no later key -> [batch, L, heads, head_dim] in q's dtype."""
     if impl == "cudnn":
-        return padding_as_lengths(q, k, v, bias, key_mask, scale, "cudnn")
-    return jax.nn.dot_product_attention(q, k, v, bias, key_mask[:, None, None, :], scale=scale,
+        return padding_as_lengths(q, k, v, bias, key_mask, scale, "cudnn", causal)
+    return jax.nn.dot_product_attention(q, k, v, bias, key_mask[:, None, None, :], scale=scale, is_causal=causal,
                                         implementation="xla")
 
 
 def padding_as_lengths(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, key_mask: jax.Array,
-                       scale: float, implementation: str) -> jax.Array:
+                       scale: float, implementation: str, causal: bool = False) -> jax.Array:
     """The call cuDNN gets: key padding as per-row key lengths, the bias unbroadcast [1, heads, L, L] in the
     activations' dtype. (With implementation='xla' the tests run this same call on CPU.)"""
     lengths = jnp.maximum(jnp.sum(key_mask, axis=-1, dtype=jnp.int32), 1)
     return jax.nn.dot_product_attention(q, k, v, None if bias is None else bias.astype(q.dtype), scale=scale,
-                                        key_value_seq_lengths=lengths, implementation=implementation)
+                                        is_causal=causal, key_value_seq_lengths=lengths,
+                                        implementation=implementation)
 
 
 def explicit_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, key_mask: jax.Array,
-                       scale: float, dropout: Callable[[jax.Array], jax.Array]) -> jax.Array:
+                       scale: float, dropout: Callable[[jax.Array], jax.Array], causal: bool = False) -> jax.Array:
     """The same attention written out, with `dropout` applied to the probabilities [batch, heads, L, L]."""
+    groups = q.shape[2] // k.shape[2]  # grouped-query attention: each key/value head serves `groups` heads
+    k, v = jnp.repeat(k, groups, axis=2), jnp.repeat(v, groups, axis=2)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     if bias is not None:
         logits = logits + bias
-    logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+    mask = key_mask[:, None, None, :]
+    if causal:
+        length = q.shape[1]
+        mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = dropout(jax.nn.softmax(logits, axis=-1)).astype(q.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", weights, v)

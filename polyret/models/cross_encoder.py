@@ -28,6 +28,7 @@ from flax import linen as nn
 
 from polyret.models.encoder_families import encoder_config_from_dict, family_of
 from polyret.models.t5 import T5Config
+from polyret.models.towers import POOLINGS, pool
 from polyret.tokens import PAD_ID
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
@@ -38,7 +39,7 @@ HEAD = ("score_dense", "score_out")
 @dataclasses.dataclass(frozen=True)
 class CrossEncoderConfig:
     encoder: Any = T5Config()
-    pooling: str = "first"            # 'first' ([CLS] / <s>) or 'mean'
+    pooling: str = "first"            # 'first' ([CLS] / <s>), 'mean' or 'last'
     head_activation: str = "tanh"     # of score_dense: tanh (BERT, XLM-R), relu (DistilBERT)
     head_dropout: float = 0.1         # before each head layer, in training (as Hugging Face's heads)
     start_length: int = 1             # start ids every text row has ([CLS] / <s>: 1; T5: 0)
@@ -46,8 +47,8 @@ class CrossEncoderConfig:
     passage_type_id: int = 0          # token type of the passage segment (BERT: 1)
 
     def __post_init__(self):
-        if self.pooling not in ("first", "mean"):
-            raise ValueError(f"CrossEncoderConfig.pooling must be 'first' or 'mean', got {self.pooling!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"CrossEncoderConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.head_activation not in ACTIVATIONS:
             raise ValueError(f"CrossEncoderConfig.head_activation must be one of {sorted(ACTIVATIONS)}, got "
                              f"{self.head_activation!r}")
@@ -102,11 +103,7 @@ class CrossEncoder(nn.Module):
         parts = {name: getattr(self, name) for name in self.part_names}
         hidden = family_of(cfg.encoder).hidden(parts, pairs, pairs != PAD_ID, deterministic, types)
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "embed"))
-        if cfg.pooling == "first":
-            pooled = hidden[:, 0]
-        else:
-            mask = (pairs != PAD_ID)[..., None].astype(hidden.dtype)
-            pooled = jnp.sum(hidden * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1)
+        pooled = pool(hidden, pairs != PAD_ID, cfg.pooling)
         x = self.dropout(pooled, deterministic=deterministic)
         x = ACTIVATIONS[cfg.head_activation](self.score_dense(x))
         x = self.dropout(x, deterministic=deterministic)

@@ -58,7 +58,8 @@ def _write_sentence_transformer(out: Path, cfg: Any, pooling: str, projection: n
     (out / "1_Pooling/config.json").write_text(json.dumps(
         {"word_embedding_dimension": hidden_size(cfg), "pooling_mode_cls_token": pooling == "first",
          "pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_max_tokens": False,
-         "pooling_mode_mean_sqrt_len_tokens": False, "include_prompt": True}, indent=2))
+         "pooling_mode_mean_sqrt_len_tokens": False, "pooling_mode_lasttoken": pooling == "last",
+         "include_prompt": True}, indent=2))
     modules.append({"idx": 1, "name": "1", "path": "1_Pooling",
                     "type": "sentence_transformers.models.Pooling"})
     if projection is not None:
@@ -216,16 +217,18 @@ def _write_dense(folder: Path, kernel: np.ndarray) -> None:
 
 
 def _pooling(folder: Path, modules: list[dict[str, Any]]) -> str:
-    """'first' or 'mean' from a sentence-transformers Pooling config (either generation of its keys)."""
+    """'first', 'mean' or 'last' from a sentence-transformers Pooling config (either generation of its keys)."""
     for module in modules:
         if module["type"].endswith("Pooling"):
             config = json.loads((folder / module["path"] / "config.json").read_text())
             if config.get("pooling_mode") == "cls" or config.get("pooling_mode_cls_token"):
                 return "first"
+            if config.get("pooling_mode") == "lasttoken" or config.get("pooling_mode_lasttoken"):
+                return "last"
             mode = config.get("pooling_mode", "mean" if config.get("pooling_mode_mean_tokens", True) else None)
             if mode != "mean":
                 raise ValueError(f"{folder / module['path'] / 'config.json'}: pooling {mode or 'max'!r} is not "
-                                 "supported (mean or cls)")
+                                 "supported (mean, cls or lasttoken)")
     return "mean"
 
 

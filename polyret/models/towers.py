@@ -21,7 +21,7 @@ from polyret.models.lora import LoraDense
 from polyret.models.t5 import T5Config
 from polyret.tokens import PAD_ID
 
-POOLINGS = ("mean", "first")
+POOLINGS = ("mean", "first", "last")  # last: the last real token (a decoder LLM's appended EOS)
 
 
 @gin.configurable
@@ -131,6 +131,18 @@ def _shared_hidden(tower: nn.Module, tokens: jax.Array, attention_mask: jax.Arra
     return family_of(tower.config.encoder).hidden(parts, tokens, attention_mask, deterministic)
 
 
+def pool(hidden: jax.Array, mask: jax.Array, pooling: str) -> jax.Array:
+    """hidden [B, L, D], mask [B, L] (right-padded rows) -> [B, D] by 'mean', 'first' or 'last' (the last
+    token the mask keeps)."""
+    if pooling == "mean":
+        weights = mask.astype(hidden.dtype)[..., None]
+        return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+    if pooling == "last":
+        last = jnp.maximum(jnp.sum(mask, axis=1, dtype=jnp.int32) - 1, 0)
+        return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
+    return hidden[:, 0]
+
+
 class DualEncoder(nn.Module):
     config: DualEncoderConfig
 
@@ -158,11 +170,7 @@ class DualEncoder(nn.Module):
         lead = tokens.shape[:-1]
         tokens = tokens.reshape(-1, tokens.shape[-1])
         hidden = self._hidden(tokens, side, deterministic).astype(jnp.float32)
-        if self.config.pooling == "mean":
-            mask = (tokens != PAD_ID).astype(jnp.float32)[..., None]
-            pooled = jnp.sum(hidden * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
-        else:
-            pooled = hidden[:, 0]
+        pooled = pool(hidden, tokens != PAD_ID, self.config.pooling)
         if self.config.projection_dim:
             pooled = self.projection_layer(pooled, deterministic).astype(jnp.float32)
         if self.config.l2_norm:
