@@ -8,3 +8,4 @@ from polyret.models.encoder_family import (EncoderFamily, encoder_config_from_di
 from polyret.models import hf_t5  # noqa: F401  T5 / mT5 / ByT5
 from polyret.models import hf_bert  # noqa: F401  BERT / RoBERTa / XLM-R
 from polyret.models import hf_distilbert  # noqa: F401  DistilBERT
+from polyret.models import hf_llama  # noqa: F401  Llama / Qwen2 / Qwen3 decoder LLMs
