@@ -339,7 +339,12 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
     -> (fingerprint, {round: generate_sap's progress})."""
     # Duplicates are dropped by the filter stage, per (query language, passage language): in a collection of
     # translations the same question asked of each language's copy is a different training pair.
-    filters = FilterConfig(check_language=config.check_language, drop_duplicates=False)
+    # Language ID chooses among the languages in play (queries, passages, English), not all 75 lingua knows:
+    # among all of them short headings go astray ("Kernel parameters" -> Danish).
+    passage_languages = {r["lang"] for lang in config.languages
+                         for _, r in iter_records(sample_dir / f"{lang}.jsonl") if r.get("lang")}
+    candidates = tuple(sorted(set(config.languages) | passage_languages | {"en"}))
+    filters = FilterConfig(check_language=config.check_language, drop_duplicates=False, langid_candidates=candidates)
     fingerprint = {"upstream": upstream, "model": config.llm_model, "prompt_mode": config.prompt_mode,
                    "num_shots": config.num_shots, "exemplars": [dataclasses.asdict(e) for e in exemplars],
                    "queries_per_passage": config.queries_per_passage, "temperature": config.temperature,
