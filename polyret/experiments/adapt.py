@@ -18,7 +18,9 @@ refused (one line) when it was written with other inputs or settings:
   report.md / report.json
 
 Passages with a language field are searched within their own language everywhere (filter, mining,
-evaluation): in a collection of translations the same section in another language is not a negative.
+evaluation): in a collection of translations the same section in another language is not a negative. In
+training, rows that ask the same query (the same question asked of each language's copy) are not each other's
+in-batch negatives (`ContrastiveLoss.mask_duplicate_queries`, set in runs/adapt_dual_encoder.gin).
 """
 
 from __future__ import annotations

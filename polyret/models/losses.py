@@ -23,6 +23,7 @@ A new in-batch loss subclasses `InBatchLoss` and implements `from_representation
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 import gin
@@ -226,6 +227,9 @@ class ContrastiveLoss(InBatchLoss):
     bidirectional_reduction: str = "mean"  # 'mean' or 'sum' (t5x_retrieval)
     label_smoothing: float = 0.0
     mask_duplicate_positives: bool = True
+    # Rows that ask the same query are each other's positives, never negatives: in a collection of translations
+    # the same question asked of the German and the French copy of a section (adapt's training data).
+    mask_duplicate_queries: bool = False
     score_scale: float = 1.0  # on top of the model's own logit scale
 
     def __post_init__(self):
@@ -241,8 +245,10 @@ class ContrastiveLoss(InBatchLoss):
             negatives = batch[FEATURES["negatives"]]
             negative = scale * model.score(reps["queries"], flatten_negatives(reps["negatives"]))
             negative_valid = jnp.any(negatives != PAD_ID, axis=-1).reshape(-1)
-        duplicates = (duplicate_positive_mask(token_hash(batch[FEATURES["passages"]]))
-                      if self.mask_duplicate_positives else None)
+        masks = [duplicate_positive_mask(token_hash(batch[FEATURES[side]]))
+                 for side, on in (("passages", self.mask_duplicate_positives), ("queries", self.mask_duplicate_queries))
+                 if on]
+        duplicates = functools.reduce(jnp.logical_or, masks) if masks else None
         return contrastive_loss(positive, negative, negative_valid, bidirectional=self.bidirectional,
                                 bidirectional_reduction=self.bidirectional_reduction,
                                 label_smoothing=self.label_smoothing, duplicate_mask=duplicates)

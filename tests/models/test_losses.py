@@ -111,3 +111,38 @@ def test_maxsim_matches_loops():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     paired = maxsim_paired(jnp.array(q), jnp.array(qm), jnp.array(np.stack([d, d])), jnp.array(np.stack([dm, dm])))
     np.testing.assert_allclose(paired, expected, rtol=1e-5)
+
+
+class _TableModel:
+    """Each row's vector is a table row picked by its first token; scores are dot products (a closed form)."""
+
+    def represent(self, params, tokens, side, rng=None, deterministic=True):
+        return params["table"][tokens[:, 0]]
+
+    def score(self, queries, documents):
+        return queries @ documents.T
+
+    def logit_scale(self, params):
+        return jnp.asarray(1.0)
+
+
+def test_rows_asking_the_same_query_are_not_each_others_negatives():
+    """A batch holding two copies of one section (the same query asked of its German and its French text): with
+    mask_duplicate_queries the copy is removed from each row's softmax, both directions (numpy reference)."""
+    from polyret.models.losses import FEATURES, ContrastiveLoss
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(8, 4)).astype(np.float32)
+    table[2] = table[1] + 0.01  # the French copy embeds next to the German one
+    batch = {FEATURES["queries"]: jnp.array([[5, 0], [5, 0], [6, 0]]),     # rows 0 and 1: the same query
+             FEATURES["passages"]: jnp.array([[1, 0], [2, 0], [3, 0]])}    # de copy, fr copy, another section
+    model, params = _TableModel(), {"table": jnp.asarray(table)}
+    masked, _ = ContrastiveLoss(mask_duplicate_queries=True)(model, params, batch, None)
+    plain, _ = ContrastiveLoss()(model, params, batch, None)
+    scores = table[[5, 5, 6]] @ table[[1, 2, 3]].T
+    valid = ~np.array([[False, True, False], [True, False, False], [False, False, False]])
+    q2p = _np_ce(scores, np.eye(3), valid)
+    p2q = _np_ce(scores.T, np.eye(3), valid.T)
+    np.testing.assert_allclose(masked, (q2p + p2q) / 2, rtol=1e-5)
+    everything = np.ones((3, 3), bool)
+    np.testing.assert_allclose(plain, (_np_ce(scores, np.eye(3), everything) + _np_ce(scores.T, np.eye(3), everything)) / 2,
+                               rtol=1e-5)
