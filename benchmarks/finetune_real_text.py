@@ -97,10 +97,9 @@ def main() -> None:
     vocab = HfVocabulary(imported / "tokenizer")
     rates = []
     trained_pairs = {pair for lang in train_languages for pair in (f"en-{lang}", f"{lang}-{lang}")}
-    for lang in train_languages:
-        for pair in (f"en-{lang}", f"{lang}-{lang}"):
-            path = pairs_dir / pair / "train_pairs.jsonl"
-            rates.append((tasks.register_swim_ir_task("rts_" + pair.replace("-", "_"), path, vocab), sum(1 for _ in open(path))))
+    for pair in sorted(trained_pairs):  # English alone trains on en-en once
+        path = pairs_dir / pair / "train_pairs.jsonl"
+        rates.append((tasks.register_swim_ir_task("rts_" + pair.replace("-", "_"), path, vocab), sum(1 for _ in open(path))))
     tasks.add_mixture("rts_train", rates)
     print(f"training on {sum(n for _, n in rates)} pairs of {', '.join(n for n, _ in rates)}")
     finetuned = work / "finetuned"

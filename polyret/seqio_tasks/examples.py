@@ -204,20 +204,21 @@ class DistillationData:
     def __len__(self) -> int:
         return len(self.qids) * self.copies
 
-    def order(self, epoch: int, shuffle: bool) -> np.ndarray:
-        """Positions of the query lines in this epoch's order (a permutation from (seed, epoch))."""
+    def order(self, epoch: int, shuffle: bool, run_seed: int = 0) -> np.ndarray:
+        """Positions of the query lines in this epoch's order (a permutation from (seed + run_seed, epoch))."""
         n = len(self.qids)
-        return np.random.default_rng([self.seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        return np.random.default_rng([self.seed + run_seed, epoch]).permutation(n) if shuffle else np.arange(n)
 
-    def examples(self, epoch: int = 0, shard_index: int = 0, num_shards: int = 1, shuffle: bool = False
-                 ) -> Iterator[dict[str, Any]]:
+    def examples(self, epoch: int = 0, shard_index: int = 0, num_shards: int = 1, shuffle: bool = False,
+                 run_seed: int = 0) -> Iterator[dict[str, Any]]:
         """One epoch's examples for host `shard_index` of `num_shards` (every num_shards-th query of the
-        epoch's order; a query's round-robin copies stay together, consecutive)."""
-        for position in self.order(epoch, shuffle)[shard_index::num_shards]:
-            yield from self._query_examples(int(position), epoch)
+        epoch's order; a query's round-robin copies stay together, consecutive). `run_seed` (the training
+        run's data seed) is added to the task's seed, so each seed of a study draws its own passages."""
+        for position in self.order(epoch, shuffle, run_seed)[shard_index::num_shards]:
+            yield from self._query_examples(int(position), epoch, run_seed)
 
-    def _query_examples(self, position: int, epoch: int) -> Iterator[dict[str, Any]]:
-        rng = _rng(self.seed, epoch, int(self.lines[position]))
+    def _query_examples(self, position: int, epoch: int, run_seed: int = 0) -> Iterator[dict[str, Any]]:
+        rng = _rng(self.seed + run_seed, epoch, int(self.lines[position]))
         count, k = int(self.counts[position]), self.num_passages
         chosen = sorted(rng.choice(count, k, replace=False)) if self.sampling == "random" else range(k)
         rows = [int(self.rows[position, i]) for i in chosen]

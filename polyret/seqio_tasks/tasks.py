@@ -208,7 +208,8 @@ def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: 
 # ------------------------------------------------------------------------------- translated distillation
 
 class EpochSource(seqio.DataSource):
-    """A seqio source over `examples(epoch, shard_index, num_shards, shuffle)` whose every pass is a new
+    """A seqio source over `examples(epoch, shard_index, num_shards, shuffle, run_seed)` (run_seed: the dataset's
+    seed, `DatasetConfig.seed`, 0 when unset) whose every pass is a new
     epoch: the dataset counts the passes seqio's `repeat` starts (0, 1, 2, ...), and the example maker
     draws afresh for each. Per-host shards are taken by the maker (so a record's examples stay together
     on one host), and shuffling is its own (a permutation per epoch), so seqio adds no shuffle buffer and
@@ -237,7 +238,7 @@ class EpochSource(seqio.DataSource):
             with lock:  # tf.data starts one generator per pass, in order
                 epoch = next(passes)
             buffer: list[dict[str, Any]] = []
-            for example in self._examples(epoch, index, count, bool(shuffle)):
+            for example in self._examples(epoch, index, count, bool(shuffle), seed or 0):
                 buffer.append(example)
                 if len(buffer) == self._chunk_size:
                     yield {k: _stack([e[k] for e in buffer], spec) for k, spec in signature.items()}

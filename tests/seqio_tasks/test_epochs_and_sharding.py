@@ -44,9 +44,9 @@ def _register(tmp, name, **kw):
                                         {l: tmp / f"{l}.tsv" for l in LANGS}, BYTES, top_n=12, seed=7, **kw)
 
 
-def _dataset(name, shuffle=True, epochs=3, shard=None):
+def _dataset(name, shuffle=True, epochs=3, shard=None, seed=0):
     return seqio.get_mixture_or_task(name).get_dataset({"inputs": 16, "passages": 16}, split="train",
-                                                       shuffle=shuffle, seed=0, num_epochs=epochs,
+                                                       shuffle=shuffle, seed=seed, num_epochs=epochs,
                                                        shard_info=shard, try_in_mem_cache=False)
 
 
@@ -71,6 +71,18 @@ def test_passages_redrawn_every_epoch_and_identical_on_resume(mtd):
     # Draws depend on (seed, epoch, line) only: registering again, or another seqio seed, changes nothing.
     _register(mtd, "t_ep_mix", num_passages=6)
     assert [_key(e) for e in _dataset("t_ep_mix").as_numpy_iterator()] == stream
+
+
+def test_each_run_seed_draws_its_own_passages(mtd):
+    """A study's seeds (DatasetConfig.seed) give each run its own passage draws and order; the same seed, the same."""
+    _register(mtd, "t_seeded", num_passages=6)
+    draws = {seed: [_key(e) for e in _dataset("t_seeded", epochs=1, seed=seed).as_numpy_iterator()] for seed in (0, 1)}
+    assert draws[0] == [_key(e) for e in _dataset("t_seeded", epochs=1, seed=0).as_numpy_iterator()]
+    first = {q: rest for q, *rest in draws[0]}
+    second = {q: rest for q, *rest in draws[1]}
+    assert first.keys() == second.keys()
+    assert sum(first[q] != second[q] for q in first) > NUM_QUERIES // 2  # most queries drew other passages
+    assert [q for q, *_ in draws[0]] != [q for q, *_ in draws[1]]      # and the epoch's order differs
 
 
 def test_draw_is_shard_independent(mtd):
