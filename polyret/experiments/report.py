@@ -12,6 +12,14 @@ pair of arms is TOST-equivalent, not reproduced when some pair differs significa
 plateau -> reproduced when every arm from `plateau_from` up is TOST-equivalent to the largest, not reproduced
 when one of them is significantly worse than it, else inconclusive. Fewer than 10 distinct topics, or the same
 difference on every topic, give inconclusive with the reason.
+
+Seeds: beside the test on topic means (seed-averaged), the seed means are checked: with two seeds or more, every
+seed's mean difference must have the sign of the topic-level difference, else the verdict is inconclusive (a
+sign test is all that 2-5 seeds allow; it keeps an effect smaller than the seed-to-seed spread from passing).
+"Equivalent" and "plateau" also need every arm to beat `reference` (the starting model, evaluated without
+training) significantly: equivalence between arms that learned nothing is not a finding. With `paper_effect`
+the report sets each arm's measured effect and CI beside the paper's (effect ratio = measured / paper, and
+whether the paper's effect lies in the CI); a TOST margin not smaller than the paper's effect is refused.
 """
 
 from __future__ import annotations
@@ -50,6 +58,19 @@ class ReportSpec:
     sweep_label: str = ""
     plateau_from: float | None = None
     notes: str = ""
+    paper_effect: float | None = None  # the paper's reported difference (arm - baseline) on `metric`
+    paper_effect_source: str = ""      # where the paper reports it (table or section, and its URL)
+    reference: str | None = None       # an arm that is the starting model, evaluated without training
+
+    def __post_init__(self):
+        # Equivalence within a margin wider than the paper's effect cannot tell that effect from none.
+        if (self.claim == "better" and self.tost_margin and self.paper_effect is not None
+                and self.tost_margin >= abs(self.paper_effect)):
+            raise ValueError(f"study {self.name}: tost_margin {self.tost_margin:g} is not smaller than the paper's "
+                             f"effect {self.paper_effect:+g} ({self.paper_effect_source or 'source not given'}); "
+                             "set a smaller margin")
+        if self.reference is not None and self.reference not in self.arms:
+            raise ValueError(f"study {self.name}: the reference {self.reference!r} is not one of the arms {list(self.arms)}")
 
 
 def _matrices(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]], metric: str,
@@ -93,10 +114,14 @@ def analyse(matrices: Mapping[str, np.ndarray], spec: ReportSpec) -> dict[str, A
                            "arms": {a: dataclasses.asdict(S.summarize(matrices[a])) for a in arms}}
     per_query = S.seed_averaged(matrices)
     if spec.baseline is not None:
-        out["vs_baseline"] = [dataclasses.asdict(t) for t in S.paired_tests(per_query, spec.baseline, spec.alpha)]
+        out["vs_baseline"] = [{**dataclasses.asdict(t), "seed_differences": _seed_differences(matrices, t.arm,
+                                                                                             spec.baseline)}
+                              for t in S.paired_tests(per_query, spec.baseline, spec.alpha)]
+    if spec.reference is not None:
+        out["vs_reference"] = [dataclasses.asdict(t) for t in S.paired_tests(per_query, spec.reference, spec.alpha)]
     if spec.tost_margin:
-        if spec.claim == "equivalent":
-            pairs = list(itertools.combinations(arms, 2))
+        if spec.claim == "equivalent":  # among the trained arms (the untrained reference is not one of them)
+            pairs = list(itertools.combinations([a for a in arms if a != spec.reference], 2))
         else:
             pairs = [(a, spec.baseline) for a in arms if a != spec.baseline] if spec.baseline else []
         out["equivalence"] = [dataclasses.asdict(S.tost(per_query[a], per_query[b], spec.tost_margin, a, b,
@@ -111,7 +136,46 @@ def analyse(matrices: Mapping[str, np.ndarray], spec: ReportSpec) -> dict[str, A
     return out
 
 
+def _seed_differences(matrices: Mapping[str, np.ndarray], arm: str, baseline: str) -> list[float]:
+    """The arm's mean difference to the baseline within each seed (seeds paired by their order)."""
+    a, b = matrices[arm], matrices[baseline]
+    if a.shape[0] != b.shape[0]:
+        return []
+    return [float(x) for x in (a - b).mean(axis=1)]
+
+
 MIN_TOPICS = 10  # fewer distinct topics than this: no verdict
+
+
+def _seeds_disagree(test: Mapping[str, Any]) -> bool:
+    """The test on seed means beside the one on topic means: with two seeds or more, every seed's difference
+    must have the sign of the topic-level difference."""
+    diffs = test.get("seed_differences") or []
+    return len(diffs) >= 2 and any(np.sign(d) != np.sign(test["difference"]) for d in diffs)
+
+
+def _not_learned(analysis: Mapping[str, Any], spec: ReportSpec) -> str | None:
+    """Why an equivalence or plateau verdict cannot stand: no reference arm, or an arm that does not beat it."""
+    if spec.reference is None:
+        return "no untrained reference arm, so whether any arm learned is not tested"
+    weak = [t["arm"] for t in analysis.get("vs_reference", []) if not (t["significant"] and t["difference"] > 0)]
+    if weak:
+        return f"{', '.join(weak)} do not beat the untrained reference {spec.reference} significantly"
+    return None
+
+
+def paper_comparison(analysis: Mapping[str, Any], spec: ReportSpec) -> list[dict[str, Any]]:
+    """Each arm's measured effect against the baseline beside the paper's: the effect ratio (measured / paper,
+    repro_eval's effect ratio) and whether the paper's effect lies in the measured 95% CI."""
+    if spec.paper_effect is None:
+        return []
+    rows = []
+    for t in analysis.get("vs_baseline", []):
+        rows.append({"arm": t["arm"], "measured": t["difference"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
+                     "paper": spec.paper_effect, "source": spec.paper_effect_source,
+                     "effect_ratio": t["difference"] / spec.paper_effect if spec.paper_effect else math.nan,
+                     "paper_in_ci": bool(t["ci_low"] <= spec.paper_effect <= t["ci_high"])})
+    return rows
 
 
 def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
@@ -128,15 +192,20 @@ def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
         lines, states = [], []
         for arm, t in tests.items():
             tost = next((e for e in equiv if e["arm"] == arm), None)
-            if t["significant"] and t["difference"] > 0:
+            if _seeds_disagree(t):
+                states.append("inconclusive")
+            elif t["significant"] and t["difference"] > 0:
                 states.append("reproduced")
             elif (t["significant"] and t["difference"] < 0) or (tost and tost["equivalent"]):
                 states.append("not reproduced")
             else:
                 states.append("inconclusive")
+            seeds = t.get("seed_differences") or []
             lines.append(f"{arm} - {spec.baseline} = {t['difference']:+.4f} [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}], "
                          f"p={t['p_value']:.3g} (Holm {t['p_adjusted']:.3g})"
-                         + (f", TOST(+-{spec.tost_margin}) p={tost['p_value']:.3g}" if tost else ""))
+                         + (f", TOST(+-{spec.tost_margin}) p={tost['p_value']:.3g}" if tost else "")
+                         + (f", per seed {', '.join(f'{d:+.4f}' for d in seeds)}" if len(seeds) > 1 else "")
+                         + (" (seeds disagree in sign)" if _seeds_disagree(t) else ""))
         state = states[0] if len(set(states)) == 1 else "inconclusive"
         return state, "; ".join(lines)
     if spec.claim == "equivalent":
@@ -144,7 +213,8 @@ def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
         why = "; ".join(f"{e['arm']} vs {e['other']}: diff {e['difference']:+.4f}, TOST(+-{e['margin']}) "
                         f"p={e['p_value']:.3g}" for e in equiv)
         if equiv and all(e["equivalent"] for e in equiv):
-            return "reproduced", why
+            blocked = _not_learned(analysis, spec)
+            return ("inconclusive", f"{why} (equivalent, but {blocked})") if blocked else ("reproduced", why)
         if any(p["significant"] for p in pairwise):
             return "not reproduced", why + " (a pair differs significantly)"
         return "inconclusive", why
@@ -154,7 +224,8 @@ def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
         why = "; ".join(f"{a} (x={spec.sweep[a]:g}) - {spec.baseline}: {tests[a]['difference']:+.4f}, "
                         f"TOST(+-{spec.tost_margin}) p={eq[a]['p_value']:.3g}" for a in upper)
         if upper and all(eq[a]["equivalent"] for a in upper):
-            return "reproduced", why
+            blocked = _not_learned(analysis, spec)
+            return ("inconclusive", f"{why} (a plateau, but {blocked})") if blocked else ("reproduced", why)
         if any(tests[a]["significant"] and tests[a]["difference"] < 0 for a in upper):
             return "not reproduced", why
         return "inconclusive", why
@@ -174,7 +245,8 @@ def build_report(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Map
     primary = results[spec.metric][POOLED if len(sets) > 1 else sets[0]]
     state, why = verdict(primary, spec)
     return {"study": dataclasses.asdict(spec), "eval_sets": sets, "primary_set": POOLED if len(sets) > 1 else sets[0],
-            "verdict": state, "verdict_reason": why, "shared_settings": dict(shared or {}), "results": results}
+            "verdict": state, "verdict_reason": why, "paper_comparison": paper_comparison(primary, spec),
+            "shared_settings": dict(shared or {}), "results": results}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -215,6 +287,13 @@ def markdown(report: Mapping[str, Any]) -> str:
             f"**Verdict: {report['verdict']}** — {report['verdict_reason']}", ""]
     if spec["notes"]:
         out += [f"Setting: {spec['notes']}", ""]
+    if report.get("paper_comparison"):
+        out += ["## Against the paper's effect", "", "| arm | measured [95% CI] | paper | effect ratio | paper's effect in CI |",
+                "|---|---|---:|---:|---|"]
+        for r in report["paper_comparison"]:
+            out.append(f"| {r['arm']} | {r['measured']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
+                       f"{r['paper']:+.4f} | {r['effect_ratio']:.2f} | {'yes' if r['paper_in_ci'] else 'no'} |")
+        out += ["", f"Paper's effect: {spec['paper_effect_source'] or 'source not given'}", ""]
     out += ["## Arms (primary set)", "", arm_table(report), ""]
     if report["shared_settings"]:
         params = list(next(iter(report["shared_settings"].values())))

@@ -99,6 +99,10 @@ class Study:
     data_dir: str = "${work}/data"
     setup: Callable[[str], Any] | None = None         # writes the study's data: setup(data_dir)
     notes: str = ""                                   # what this size shrinks, and why
+    paper_effect: float | None = None                 # the paper's difference (arm - baseline) on `metric`
+    paper_effect_source: str = ""                     # where the paper reports it
+    reference: str | None = None                      # an arm not trained: its INITIAL_CHECKPOINT_PATH is evaluated
+                                                      # (equivalent / plateau need every other arm to beat it)
 
 
 def load_study(gin_file: str, size: str, bindings: Sequence[str] = (), search_paths: Sequence[str] = ()) -> Study:
@@ -257,6 +261,13 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
                          f"{study.metric} that counts as no difference)")
     if study.claim == "plateau" and (study.plateau_from is None or set(study.sweep) != set(study.arms)):
         raise StudyError("a plateau claim needs Study.sweep (an x for every arm) and Study.plateau_from")
+    try:  # the report's own checks (the TOST margin against the paper's effect, the reference arm), before training
+        report_spec(study, paths.size)
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+    if study.reference is not None:
+        for seed in study.seeds:
+            _reference_checkpoint(_run_spec(study, paths, "arm", study.reference, study.arms[study.reference], seed))
     unknown_sweep = sorted(set(study.sweep) - set(study.arms))
     if unknown_sweep:
         raise StudyError(f"Study.sweep names {unknown_sweep[0]!r}, which is not an arm")
@@ -330,8 +341,20 @@ def _eval_outputs(folder: Path, set_name: str) -> tuple[Path, Path]:
     return folder / "eval" / f"{set_name}.json", folder / "eval" / f"{set_name}.trec"
 
 
-def _evaluate(spec: RunSpec, study: Study, paths: Paths, cache: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """{set: {metric: {qid: value}}} for a trained run; each set's scores written (atomically) once."""
+def _reference_checkpoint(spec: RunSpec) -> str:
+    """The reference arm's starting model: its run's INITIAL_CHECKPOINT_PATH, evaluated without training."""
+    _parse_run(spec)
+    path = _query("%INITIAL_CHECKPOINT_PATH")
+    if not path:
+        raise StudyError(f"arm {spec.name!r} is Study.reference (evaluated without training) but its run sets no "
+                         "INITIAL_CHECKPOINT_PATH to evaluate")
+    return str(path)
+
+
+def _evaluate(spec: RunSpec, study: Study, paths: Paths, cache: dict,
+              checkpoint: str | Path | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """{set: {metric: {qid: value}}} for a trained run (or `checkpoint`, for the reference arm); each set's scores
+    written (atomically) once, in the run's folder."""
     from polyret.io.runs import write_trec_run
     from polyret.retrieval import metrics as M
     from polyret.retrieval.encode import TowerEncoder
@@ -353,7 +376,7 @@ def _evaluate(spec: RunSpec, study: Study, paths: Paths, cache: dict) -> dict[st
             cache[name] = load_eval_inputs(*record["eval_set"].values())
         corpus, queries, qrels = cache[name]
         judged = {q: queries[q] for q in qrels if qrels[q]}
-        encoder = encoder or TowerEncoder.from_checkpoint(spec.folder)
+        encoder = encoder or TowerEncoder.from_checkpoint(checkpoint or spec.folder)
         k = max(100, *[int(m.params.get("cutoff") or 0) for m in M.parse_metrics(study.metrics)])
         run = retrieve(encoder, corpus, judged, min(k, len(corpus)), es.query_max_length, es.passage_max_length)
         per_query = M.per_query(qrels, run, list(study.metrics))
@@ -427,7 +450,8 @@ def _run_all(study: Study, paths: Paths, runs: Mapping, scores: dict, seconds: d
             spec = runs[("arm", arm, seed)]
             start = time.time()
             finished = all(_eval_outputs(spec.folder, s)[0].exists() for s in study.eval_sets)
-            if finished:
+            reference = _reference_checkpoint(spec) if arm == study.reference else None
+            if finished or reference:
                 _check_run_folder(spec)
             else:
                 for stage in spec.needs_stages + tuple(study.prepared[p].stage for p in spec.needs_prepared):
@@ -440,7 +464,7 @@ def _run_all(study: Study, paths: Paths, runs: Mapping, scores: dict, seconds: d
                     preemption.stop_if_requested(f"study stopped after preparing {p} seed {seed}{resume}")
                 _train(spec, progress)
                 preemption.stop_if_requested(f"study stopped after training {arm} seed {seed}{resume}")
-            per_set = _evaluate(spec, study, paths, cache)
+            per_set = _evaluate(spec, study, paths, cache, reference)
             seconds[f"{arm}/seed{seed}"] = time.time() - start
             for name, values in per_set.items():
                 scores[name][arm][seed] = values
@@ -458,4 +482,5 @@ def report_spec(study: Study, size: str):
     from polyret.experiments.report import ReportSpec
     return ReportSpec(study.name, size, study.claim, study.paper_claim, study.baseline, list(study.arms),
                       list(study.seeds), study.metric, list(study.metrics), study.tost_margin, study.alpha,
-                      dict(study.sweep), study.sweep_label, study.plateau_from, study.notes)
+                      dict(study.sweep), study.sweep_label, study.plateau_from, study.notes, study.paper_effect,
+                      study.paper_effect_source, study.reference)

@@ -62,7 +62,10 @@ def _bad_study(tmp_path: Path, **lines: str) -> Path:
     ({"Study_DOT_arms": "{}", "Study_DOT_baseline": None}, "has no arms"),
     ({"s__EvalSet_DOT_qrels": None}, "has no qrels"),
     ({"Study_DOT_claim": "'equivalent'"}, "TOST margin"),
-], ids=["unknown gin name", "no arms", "eval set without qrels", "equivalence without margin"])
+    ({"Study_DOT_tost_margin": "0.02", "Study_DOT_paper_effect": "0.016"}, "not smaller than the paper's effect"),
+    ({"Study_DOT_reference": "'b'"}, "sets no INITIAL_CHECKPOINT_PATH"),
+], ids=["unknown gin name", "no arms", "eval set without qrels", "equivalence without margin",
+        "margin wider than the paper's effect", "reference without a starting model"])
 def test_bad_input_stops_in_one_line_before_training(tmp_path, capsys, change, expected):
     study = _bad_study(tmp_path, **change)
     out = tmp_path / "out"
