@@ -108,6 +108,7 @@ class AdaptConfig:
     price_per_million_prompt_tokens: float = 0.0
     price_per_million_completion_tokens: float = 0.0
     check_language: bool = True
+    labels: str | None = None  # 'cross_encoder:CKPT': round 2 trains on the reranker's scores (MarginMSE, GPL)
     gin_files: tuple[str, ...] = ()
     gin_bindings: tuple[str, ...] = ()
     gin_search_paths: tuple[str, ...] = ()
@@ -494,11 +495,13 @@ def check_enough_pairs(config: AdaptConfig, out: Path) -> None:
 
 @gin.configurable
 def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
-                     num_negatives: int = 0, mixture: str = "adapt_train") -> None:
+                     num_negatives: int = 0, mixture: str = "adapt_train", scored: bool = False) -> None:
     """Register `mixture`: the SWIM-IR training pairs (round 1) or, with num_negatives, the mined
-    hard-negative rows (round 2)."""
+    hard-negative rows (round 2; `scored`: with a reranker's scores, for MarginMSE)."""
     vocab = get_vocabulary(vocabulary_path)
-    if num_negatives:
+    if scored:
+        name = tasks.register_scored_task(f"{mixture}_scored", train_file, vocab, num_negatives)
+    elif num_negatives:
         name = tasks.register_hard_negative_task(f"{mixture}_mined", train_file, vocab, num_negatives=num_negatives)
     else:
         name = tasks.register_swim_ir_task(f"{mixture}_pairs", train_file, vocab)
@@ -506,18 +509,24 @@ def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.
 
 
 def train_stage(config: AdaptConfig, model_dir: Path, upstream: str, initial: Path, train_file: Path,
-                steps: int, num_negatives: int) -> dict[str, Any]:
-    """One training round through `train_from_gin` (resumes from its checkpoints after a kill)."""
+                steps: int, num_negatives: int, scored: bool = False) -> dict[str, Any]:
+    """One training round through `train_from_gin` (resumes from its checkpoints after a kill). `scored`: the
+    rows carry a reranker's scores, and the round trains with MarginMSE on them (GPL)."""
     root = initial if (initial / "model_config.json").is_file() else initial.parent
     tokenizer = stored_tokenizer(root) or stored_tokenizer(Path(initial))
+    q, p = config.query_max_length, config.passage_max_length
+    if scored:
+        # The student's cosine margins at the run's logit scale (20) against the reranker's logit margins.
+        lengths = ["TASK_FEATURE_LENGTHS={'inputs': %d, 'passages': %d}" % (q, p), "adapt_data_setup.scored=True",
+                   "train.loss=@MarginMSELoss()", "MarginMSELoss.score_scale=20.0"]
+    else:
+        lengths = ["TASK_FEATURE_LENGTHS={'inputs': %d, 'targets': %d%s}" % (
+            q, p, f", 'negative_targets': {p}" if num_negatives else "")]
     bindings = [f"MODEL_DIR='{model_dir}'", f"INITIAL_CHECKPOINT_PATH='{initial}'", f"TRAIN_STEPS={steps}",
                 f"TRAIN_FILE='{train_file}'", f"VOCABULARY='{tokenizer}'", f"NUM_NEGATIVES={num_negatives}",
                 f"BATCH_SIZE={config.batch_size}", f"learning_rate_schedule.base_learning_rate={config.learning_rate}",
                 f"train.seed={config.seed}", *(f"train.{k}={v!r}" for k, v in prompt_overrides(config).items()),
-                "TASK_FEATURE_LENGTHS={'inputs': %d, 'targets': %d%s}" % (
-                    config.query_max_length, config.passage_max_length,
-                    f", 'negative_targets': {config.passage_max_length}" if num_negatives else ""),
-                *config.gin_bindings]
+                *lengths, *config.gin_bindings]
     files = [RUN_FILE, *config.gin_files]
     fingerprint = {"upstream": upstream, "bindings": bindings[2:], "gin_files": [
         file_fingerprint(f) if os.path.isfile(f) else f for f in config.gin_files]}
@@ -528,10 +537,33 @@ def train_stage(config: AdaptConfig, model_dir: Path, upstream: str, initial: Pa
     return fingerprint
 
 
+def labels_checkpoint(labels: str) -> str:
+    """'cross_encoder:CKPT' -> CKPT (a polyret cross-encoder checkpoint), or one line saying what is wrong."""
+    kind, _, path = labels.partition(":")
+    if kind != "cross_encoder" or not path:
+        raise ValueError(f"--labels {labels!r}: expected cross_encoder:CHECKPOINT (a polyret cross-encoder)")
+    if not (Path(path) / "model_config.json").is_file():
+        raise ValueError(f"--labels: {path} is not a polyret checkpoint (no model_config.json); import a "
+                         "cross-encoder with `polyret import_checkpoint --tower cross_encoder` or train one")
+    return path
+
+
+def label_rows(rows: list[dict[str, Any]], checkpoint: str) -> None:
+    """Add `scores` (the reranker's logit for the positive, then each negative) to every mined row, in place."""
+    from polyret.retrieval.rerank import PairScorer
+    scorer = PairScorer.from_checkpoint(checkpoint)
+    pairs = [(r["query"], text) for r in rows for text in [r["positive"], *r["negatives"]]]
+    scores = scorer.score(pairs, progress=True).tolist()
+    width = 1 + len(rows[0]["negatives"]) if rows else 0
+    for i, row in enumerate(rows):
+        row["scores"] = scores[i * width:(i + 1) * width]
+
+
 def mine_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str, split_dir: Path,
                round1: Path) -> dict[str, Any]:
     """Hard negatives for the training queries from round 1's ranking (within each passage's language)."""
-    fingerprint = {"upstream": upstream, "num_negatives": config.num_negatives}
+    fingerprint = {"upstream": upstream, "num_negatives": config.num_negatives, **(
+        {"labels": config.labels} if config.labels else {})}
 
     def build(tmp: Path) -> None:
         train = _read_jsonl(split_dir / "train.jsonl")
@@ -543,6 +575,8 @@ def mine_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str,
         rows, counts = mine_hard_negatives(run, qrels, queries, corpus.texts, num_negatives=config.num_negatives,
                                            rank_start=0, rank_end=30, seed=config.seed)
         rows = [r for r in rows if len(r["negatives"]) == config.num_negatives]
+        if config.labels:
+            label_rows(rows, labels_checkpoint(config.labels))
         _write_jsonl(tmp / "mined.jsonl", rows)
         atomic_write_text(tmp / "counts.json", json.dumps({**counts, "rows": len(rows)}, indent=1))
 
@@ -756,6 +790,8 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     if not 0 < config.heldout_fraction < 1:
         raise ValueError(f"--heldout_fraction must be between 0 and 1, got {config.heldout_fraction}")
     exemplars = check_languages(config)  # before anything is read or requested
+    if config.labels:
+        labels_checkpoint(config.labels)
     corpus = read_corpus(config.corpus)
     warning = warn_language_mismatch(corpus, config.languages)
     if warning:
@@ -784,11 +820,14 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     say(6, f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
     r1_fp = train_stage(config, out / "5_round1", digest({"split": split_fp, "base": base_fp}), base,
                         out / "4_split" / "train.jsonl", config.round1_steps, 0)
-    say(7, f"mining hard negatives with round 1 -> {out / '6_mine'}")
+    say(7, f"mining hard negatives with round 1{' and scoring them with the reranker' if config.labels else ''} "
+           f"-> {out / '6_mine'}")
     mine_fp = mine_stage(corpus, config, out / "6_mine", digest(r1_fp), out / "4_split", out / "5_round1")
-    say(8, f"training round 2 on the mined negatives ({config.round2_steps} steps) -> {out / '7_round2'}")
+    say(8, f"training round 2 on the mined negatives ({config.round2_steps} steps"
+           f"{', MarginMSE on the reranker scores' if config.labels else ''}) -> {out / '7_round2'}")
     r2_fp = train_stage(config, out / "7_round2", digest(mine_fp), out / "5_round1",
-                        out / "6_mine" / "mined.jsonl", config.round2_steps, config.num_negatives)
+                        out / "6_mine" / "mined.jsonl", config.round2_steps, config.num_negatives,
+                        scored=bool(config.labels))
     say(9, f"evaluating {', '.join(SYSTEMS)} -> {out / '8_evaluate'}")
     sets = eval_sets(config, corpus, out / "4_split")
     eval_fp = {"sets": {n: digest([q, r]) for n, (q, r, _) in sets.items()}, "corpus": corpus_fp}

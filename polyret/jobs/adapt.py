@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--price_per_million_prompt_tokens", type=float, default=0.0, help="for the report's cost")
     p.add_argument("--price_per_million_completion_tokens", type=float, default=0.0)
     p.add_argument("--no_langid", action="store_true", help="skip the generated queries' language check")
+    p.add_argument("--labels", default=None, help="cross_encoder:CHECKPOINT: score round 2's rows with a polyret "
+                   "cross-encoder and train round 2 with MarginMSE on its scores (GPL); default: hard labels")
     args, bindings = common.parse_args_with_gin(p, argv)
     # Before TensorFlow, JAX and transformers are imported: no C++ log lines, no per-model loading bars.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             initial_backoff=args.initial_backoff, timeout=args.timeout, temperature=args.temperature,
             max_tokens=args.max_tokens, price_per_million_prompt_tokens=args.price_per_million_prompt_tokens,
             price_per_million_completion_tokens=args.price_per_million_completion_tokens,
-            check_language=not args.no_langid, gin_files=tuple(args.gin_file), gin_bindings=tuple(bindings),
+            check_language=not args.no_langid, labels=args.labels, gin_files=tuple(args.gin_file), gin_bindings=tuple(bindings),
             gin_search_paths=tuple(p for p in args.gin_search_paths.split(",") if p)))
 
     return common.run_main("adapt", body)

@@ -115,6 +115,24 @@ def hard_negative_examples(path: str | os.PathLike, num_negatives: int, seed: in
         yield example
 
 
+def scored_examples(path: str | os.PathLike, num_negatives: int) -> Iterator[dict[str, Any]]:
+    """JSONL `{query, positive, negatives: [N texts], scores: [N + 1 teacher scores, the positive's first]}`
+    (GPL's MarginMSE rows, as `polyret adapt --labels` writes them) -> distillation examples: `passages` is the
+    positive then the negatives, `teacher_scores` their scores. Every row has exactly `num_negatives` negatives."""
+    for line_no, obj in iter_jsonl(path, {"query": str, "positive": str, "negatives": list, "scores": list},
+                                   nonempty=("query",)):
+        negatives = [_passage_text(n, path, line_no, "negatives") for n in obj["negatives"]]
+        if len(negatives) != num_negatives:
+            raise DataError(path, line_no, f"field 'negatives' has {len(negatives)} passages, expected {num_negatives}")
+        scores = obj["scores"]
+        if len(scores) != num_negatives + 1 or not all(isinstance(x, (int, float)) for x in scores):
+            raise DataError(path, line_no, f"field 'scores' must hold {num_negatives + 1} numbers (the positive's, "
+                                           "then each negative's)")
+        yield {"inputs": obj["query"], "passages": [_passage_text(obj["positive"], path, line_no, "positive")] + negatives,
+               "teacher_scores": np.asarray(scores, np.float32),
+               "passage_languages": np.zeros(num_negatives + 1, np.int32)}
+
+
 def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, seed: int) -> dict[str, Any]:
     """One record -> an example (raises DataError naming the line and field)."""
     if "positive_passages" in obj:

@@ -205,6 +205,17 @@ def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: 
     return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())
 
 
+def register_scored_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary, num_negatives: int) -> str:
+    """Rows with a teacher's scores for the positive and each negative (`examples.scored_examples`), in the
+    distillation features (`passages`, `teacher_scores`) that MarginMSELoss / KLDistillationLoss read."""
+    signature = {"inputs": _STR, "passages": _STRS, "teacher_scores": tf.TensorSpec([None], tf.float32),
+                 "passage_languages": tf.TensorSpec([None], tf.int32)}
+    source = _generator_source(lambda: ex.scored_examples(path, num_negatives), signature)
+    features = {"inputs": _token_feature(vocabulary), "passages": _token_feature(vocabulary, rank=2),
+                "teacher_scores": _value_feature(tf.float32), "passage_languages": _value_feature(tf.int32)}
+    return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())
+
+
 # ------------------------------------------------------------------------------- translated distillation
 
 class EpochSource(seqio.DataSource):

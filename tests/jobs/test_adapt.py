@@ -290,3 +290,46 @@ def test_no_surviving_pairs_stops_in_one_line(adapt_data, tiny_checkpoints, tmp_
     assert code == 2 and "synthetic queries kept for training" in err[-1] and "3_filter" in err[-1], err[-3:]
     assert "0 of " in err[-1] and "--batch_size 8" in err[-1]
     assert not (tmp_path / "run" / "5_round1").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tiny_spm, tmp_path_factory):
+    """A tiny mT5 cross-encoder (random weights) over the students' vocabulary."""
+    import jax
+    from polyret.models.cross_encoder import CrossEncoderConfig
+    from polyret.models.model_folder import save_model
+    from polyret.models.retrieval_model import init_params
+    from polyret.models.t5 import PRESETS
+    cfg = CrossEncoderConfig(encoder=PRESETS["mt5_tiny"], pooling="mean", start_length=0)
+    return save_model(tmp_path_factory.mktemp("ce") / "ce", init_params(cfg, jax.random.PRNGKey(3))[0], cfg, tiny_spm)
+
+
+def test_labels_from_a_cross_encoder_train_round_2_with_margin_mse(adapted, adapt_data, tiny_cross_encoder, tmp_path):
+    """--labels cross_encoder:CKPT (GPL): the mined rows carry the reranker's score of the positive and of each
+    negative (polyret rerank's scores of the same pairs), and round 2 trains with MarginMSE on them."""
+    from polyret.retrieval.rerank import PairScorer
+    out = tmp_path / "run"
+    os.environ["OPENAI_API_KEY"] = SECRET
+    try:
+        with ChatServer(template_llm(adapt_data)) as server:
+            rc = job.main(_args(adapt_data, adapted["base"], out, server.base_url, real=False)
+                          + ["--labels", f"cross_encoder:{tiny_cross_encoder}"])
+    finally:
+        os.environ.pop("OPENAI_API_KEY")
+    assert rc == 0
+    rows = _jsonl(out / "6_mine" / "mined.jsonl")
+    assert rows and all(len(r["scores"]) == 1 + len(r["negatives"]) == 2 for r in rows)
+    expected = PairScorer.from_checkpoint(tiny_cross_encoder).score(
+        [(r["query"], t) for r in rows for t in [r["positive"], *r["negatives"]]])
+    np.testing.assert_allclose([s for r in rows for s in r["scores"]], expected, rtol=1e-5, atol=1e-5)
+    config = (out / "7_round2" / "config.gin").read_text()
+    assert "MarginMSELoss" in config and "adapt_data_setup.scored = True" in config
+
+
+def test_bad_labels_stop_before_any_request(adapt_data, tiny_checkpoints, tmp_path, capsys):
+    with ChatServer(template_llm(adapt_data)) as server:
+        code = job.main(_args(adapt_data, tiny_checkpoints["a"], tmp_path / "run", server.base_url)
+                        + ["--labels", f"cross_encoder:{tmp_path / 'missing'}"])
+        assert not server.requests
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--labels" in err[-1] and "not a polyret checkpoint" in err[-1], err[-3:]
