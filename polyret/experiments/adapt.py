@@ -666,24 +666,28 @@ def format_table(results: Mapping[str, Any], sets: Mapping) -> str:
 
 
 def significance(results: Mapping[str, Any], sets: Mapping) -> list[dict[str, Any]]:
-    """Each round against the base model and against BM25 on every query set: paired t-test over the
-    queries' nDCG@10 (and Wilcoxon), Holm-corrected over the two rounds (polyret.experiments.stats)."""
+    """Each round against the base model and against BM25 on every query set: paired t-test over the topics'
+    nDCG@10 (and Wilcoxon), Holm-corrected over the two rounds (polyret.experiments.stats). A topic is a query
+    text: the same question asked of several languages' copies counts once, its scores averaged."""
     rows = []
-    for name in sets:
-        qids = sorted(results["base"][name]["per_query"])
-        scores = {s: np.array([results[s][name]["per_query"][q] for q in qids]) for s in SYSTEMS}
+    for name, (queries, _, _) in sets.items():
+        topics: dict[str, list[str]] = collections.defaultdict(list)
+        for q in sorted(results["base"][name]["per_query"]):
+            topics[normalize_query(queries.get(q, q))].append(q)
+        scores = {s: np.array([np.mean([results[s][name]["per_query"][q] for q in members])
+                               for members in topics.values()]) for s in SYSTEMS}
         for baseline in ("base", "BM25"):
             family = {s: scores[s] for s in (baseline, "round 1", "round 2")}
             for t in paired_tests(family, baseline):
-                rows.append({"queries": name, **dataclasses.asdict(t)})
+                rows.append({"queries": name, "topics": len(topics), **dataclasses.asdict(t)})
     return rows
 
 
 def format_significance(rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = ["| queries | system | against | nDCG@10 difference | 95% CI | p (Holm) | Wilcoxon p |",
-             "|---|---|---|---:|---|---:|---:|"]
+    lines = ["| queries | distinct topics | system | against | nDCG@10 difference | 95% CI | p (Holm) | Wilcoxon p |",
+             "|---|---:|---|---|---:|---|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['queries']} | {r['arm']} | {r['baseline']} | {r['difference']:+.3f} | "
+        lines.append(f"| {r['queries']} | {r['topics']} | {r['arm']} | {r['baseline']} | {r['difference']:+.3f} | "
                      f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['p_adjusted']:.2g} | {r['wilcoxon_p']:.2g} |")
     return "\n".join(lines)
 
@@ -754,7 +758,7 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
              "searched among the passages of its passage's language. Synthetic: held-out generated queries "
              "(their passages were never trained on). Best per metric in bold.", "", table, "",
              f"Exported: {best} -> `{out / 'model'}` (chosen on the held-out synthetic queries).", "",
-             "Each round against the base model and BM25, nDCG@10 per query: paired t-test, Holm-corrected over "
+             "Each round against the base model and BM25, nDCG@10 per topic (a question asked of several languages' copies counts once, its scores averaged): paired t-test, Holm-corrected over "
              "the two rounds (Wilcoxon signed-rank beside it).", "", format_significance(tests), "",
              "## LLM usage", "",
              f"{usage['requests']} requests ({usage['retries']} retries, {usage['failures']} failures), "

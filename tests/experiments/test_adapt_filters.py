@@ -80,3 +80,21 @@ def test_language_id_chooses_among_the_languages_in_play():
     everything = QueryFilter(FilterConfig(drop_duplicates=False))
     assert [in_play.reject_reason(h, passage, "en") for h in headings] == [None] * len(headings)
     assert [everything.reject_reason(h, passage, "en") for h in headings] == ["wrong_language"] * len(headings)
+
+
+def test_significance_counts_each_question_once():
+    """Real queries asked of two languages' copies (two ids, one text) are one topic, their scores averaged:
+    the paired test runs on topic means (scipy's ttest_rel on them, computed here)."""
+    import numpy as np
+    from scipy import stats
+    from polyret.experiments.adapt import SYSTEMS, significance
+    rng = np.random.default_rng(0)
+    texts = [f"how do I set up thing {i}" for i in range(12)]
+    queries = {f"{lang}:{i}": t for i, t in enumerate(texts) for lang in ("de", "fr")}
+    per_system = {s: {q: float(rng.uniform()) for q in queries} for s in SYSTEMS}
+    results = {s: {"real": {"per_query": per_system[s]}} for s in SYSTEMS}
+    rows = significance(results, {"real": (queries, {}, {})})
+    row = next(r for r in rows if r["arm"] == "round 1" and r["baseline"] == "base")
+    topic = lambda s: [np.mean([per_system[s][f"{lang}:{i}"] for lang in ("de", "fr")]) for i in range(12)]
+    assert row["topics"] == 12
+    assert row["p_value"] == pytest.approx(stats.ttest_rel(topic("round 1"), topic("base")).pvalue, rel=1e-9)
