@@ -758,7 +758,8 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
              "searched among the passages of its passage's language. Synthetic: held-out generated queries "
              "(their passages were never trained on). Best per metric in bold.", "", table, "",
              f"Exported: {best} -> `{out / 'model'}` (chosen on the held-out synthetic queries).", "",
-             "Each round against the base model and BM25, nDCG@10 per topic (a question asked of several languages' copies counts once, its scores averaged): paired t-test, Holm-corrected over "
+             "Each round against the base model and BM25, nDCG@10 per topic (a question asked of several "
+             "languages' copies counts once, its scores averaged): paired t-test, Holm-corrected over "
              "the two rounds (Wilcoxon signed-rank beside it).", "", format_significance(tests), "",
              "## LLM usage", "",
              f"{usage['requests']} requests ({usage['retries']} retries, {usage['failures']} failures), "
