@@ -42,6 +42,36 @@ Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
+# ------------------------------------------------------------------------------------- trainable parameters
+
+# A frozen base (LoRA on a 7B LLM) is closed over, not differentiated: XLA never builds its gradients, which
+# would otherwise take as much memory as the base itself. The zero gradients handed back are constants that
+# the optimizer's frozen partition ignores.
+def split_trainable(params: Any, trainable: Any) -> tuple[Any, Any]:
+    """-> (trainable leaves, fixed leaves): two trees of params' structure, None where the other holds the leaf;
+    with `trainable` None, (params, None)."""
+    if trainable is None:
+        return params, None
+    train = jax.tree_util.tree_map(lambda x, t: x if t else None, params, trainable)
+    fixed = jax.tree_util.tree_map(lambda x, t: None if t else x, params, trainable)
+    return train, fixed
+
+
+def merge_trainable(train: Any, fixed: Any) -> Any:
+    """The inverse of `split_trainable`."""
+    if fixed is None:
+        return train
+    return jax.tree_util.tree_map(lambda a, b: b if a is None else a, train, fixed, is_leaf=lambda x: x is None)
+
+
+def with_zero_gradients(grads: Any, fixed: Any) -> Any:
+    """Gradients of the trainable leaves -> a full tree, zeros for the fixed leaves."""
+    if fixed is None:
+        return grads
+    return jax.tree_util.tree_map(lambda g, f: jnp.zeros_like(f) if g is None else g, grads, fixed,
+                                  is_leaf=lambda x: x is None)
+
+
 # ----------------------------------------------------------------------------------------- score-level math
 
 def duplicate_positive_mask(passage_ids: jax.Array) -> jax.Array:
@@ -180,10 +210,13 @@ class Loss:
         converter = self.converter_class(task.output_features)
         return converter(eos_id=task.output_features["inputs"].vocabulary.eos_id)
 
-    def value_and_grad(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None
+    def value_and_grad(self, model: Any, params: Any, batch: Batch, rng: jax.Array | None, trainable: Any = None
                        ) -> tuple[tuple[jax.Array, Metrics], Any]:
-        """((loss, metrics), grads w.r.t. params); CachedLoss overrides this."""
-        return jax.value_and_grad(lambda p: self(model, p, batch, rng), has_aux=True)(params)
+        """((loss, metrics), grads w.r.t. params); CachedLoss overrides this. `trainable` (a bool tree, LoRA's):
+        only those parameters are differentiated, the others get zero gradients (see `split_trainable`)."""
+        train, fixed = split_trainable(params, trainable)
+        out, grads = jax.value_and_grad(lambda t: self(model, merge_trainable(t, fixed), batch, rng), has_aux=True)(train)
+        return out, with_zero_gradients(grads, fixed)
 
 
 class InBatchLoss(Loss):
@@ -462,8 +495,9 @@ class CachedLoss(Loss):
             raise ValueError(f"CachedLoss: batch {x.shape[0]} is not divisible into {self.num_chunks} chunks")
         return x.reshape((self.num_chunks, x.shape[0] // self.num_chunks) + x.shape[1:])
 
-    def value_and_grad(self, model, params, batch, rng):
+    def value_and_grad(self, model, params, batch, rng, trainable=None):
         sides = {side: self._chunks(batch[feature]) for side, feature in FEATURES.items() if feature in batch}
+        train, fixed = split_trainable(params, trainable)
 
         def chunk_keys(side: str) -> jax.Array | None:
             if rng is None:
@@ -492,8 +526,8 @@ class CachedLoss(Loss):
             return self.loss.from_representations(model, p, full, batch)
 
         vectors = {side: rep.vectors for side, rep in reps.items()}
-        (value, metrics), (vector_grads, direct_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
-            vectors, params)
+        (value, metrics), (vector_grads, direct_grads) = jax.value_and_grad(
+            lambda v, t: loss_of(v, merge_trainable(t, fixed)), argnums=(0, 1), has_aux=True)(vectors, train)
 
         grads = direct_grads  # parameters the loss reads directly (a learnable logit scale)
         for side, chunks in sides.items():
@@ -502,7 +536,7 @@ class CachedLoss(Loss):
 
             def body(acc, xs, side=side):
                 tokens, cot, key = xs
-                _, vjp = jax.vjp(lambda p: represent(p, side, tokens, key).vectors, params)
+                _, vjp = jax.vjp(lambda t: represent(merge_trainable(t, fixed), side, tokens, key).vectors, train)
                 return jax.tree_util.tree_map(jnp.add, acc, vjp(cot)[0]), None
 
             if keys is None:
@@ -510,4 +544,4 @@ class CachedLoss(Loss):
                                         (chunks, cotangents))
             else:
                 grads, _ = jax.lax.scan(body, grads, (chunks, cotangents, keys))
-        return (value, metrics), grads
+        return (value, metrics), with_zero_gradients(grads, fixed)

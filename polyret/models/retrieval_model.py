@@ -98,9 +98,10 @@ class RetrievalModel:
     def feature_converter(self, task: seqio.Task | seqio.Mixture) -> seqio.FeatureConverter:
         return self.loss.feature_converter(task)
 
-    def value_and_grad(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None):
-        """((loss, metrics), grads) of the model's loss on one batch of model features."""
-        return self.loss.value_and_grad(self, params, batch, rng)
+    def value_and_grad(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None, trainable: Any = None):
+        """((loss, metrics), grads) of the model's loss on one batch of model features; `trainable` (a bool tree):
+        only those parameters are differentiated (a LoRA run's adapters), the rest get zero gradients."""
+        return self.loss.value_and_grad(self, params, batch, rng, trainable)
 
     def loss_value(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array | None = None,
                    deterministic: bool = False) -> tuple[jax.Array, dict]:

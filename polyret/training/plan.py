@@ -212,14 +212,15 @@ def plan_memory(run: RunShapes, mesh_sizes: Mapping[str, int], devices: Sequence
     lora = run.model_config.encoder.lora is not None
     # A LoRA run trains its adapters and the heads it creates (the base checkpoint lacks them).
     fresh = {k for k in traverse_util.flatten_dict(abstract) if is_created_parameter(k)}
-    tx = make_optimizer(run.schedule, trainable=lora_trainable(abstract, fresh) if lora else None)
+    trainable = lora_trainable(abstract, fresh) if lora else None
+    tx = make_optimizer(run.schedule, trainable=trainable)
     abstract_opt = jax.eval_shape(tx.init, abstract)
     opt_sharding = part.optimizer_state_shardings(abstract_opt, abstract, specs, mesh, rules)
     batch_sharding = part.batch_sharding(mesh)
     converter = model.loss.converter_class(run.task_feature_lengths)
     batch = abstract_batch(converter, run.task_feature_lengths, run.batch_size, run.rows)
 
-    step = make_train_step(model, tx, run.schedule, rules, jax.random.PRNGKey(0))
+    step = make_train_step(model, tx, run.schedule, rules, jax.random.PRNGKey(0), trainable)
     jitted = jax.jit(step, in_shardings=(param_sharding, opt_sharding, batch_sharding, None),
                      out_shardings=(param_sharding, opt_sharding, None), donate_argnums=(0, 1))
     args = (_with(abstract, param_sharding), _with(abstract_opt, opt_sharding),

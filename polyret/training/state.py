@@ -44,6 +44,7 @@ class TrainState:
     opt_sharding: Any
     checkpointer: TrainCheckpointer
     lora: bool
+    trainable: Any = None  # LoRA: True for the parameters trained (adapters, fresh heads); None: all
 
     def saved_params(self) -> Any:
         """What a checkpoint stores: everything, or with LoRA only the adapters and fresh heads' leaves."""
@@ -140,14 +141,15 @@ def setup_state(model: RetrievalModel, mesh: Mesh, rules: part.Rules, model_dir:
     init_rng = jax.random.PRNGKey(seed)
     params = jax.jit(lambda r: model.init(r)[0], out_shardings=param_sharding)(init_rng)
     params, fresh_paths = _initial_params(model, params, param_sharding, initial_checkpoint_path)
-    tx = make_optimizer(schedule, trainable=lora_trainable(params, fresh_paths) if lora else None)
+    trainable = lora_trainable(params, fresh_paths) if lora else None
+    tx = make_optimizer(schedule, trainable=trainable)
     abstract_opt = jax.eval_shape(tx.init, abstract)
     opt_sharding = part.optimizer_state_shardings(abstract_opt, abstract, logical_specs, mesh, rules)
     opt_state = jax.jit(tx.init, out_shardings=opt_sharding)(params)
 
     checkpointer = TrainCheckpointer(model_dir, checkpointing)
     state = TrainState(params, opt_state, checkpointer.latest_step() or 0, tx, param_sharding, opt_sharding,
-                       checkpointer, lora)
+                       checkpointer, lora, trainable)
     _write_run_files(model_dir, model, vocab, initial_checkpoint_path if lora else None, resuming=state.step > 0,
                      prompts=prompts)
     if state.step:

@@ -66,14 +66,15 @@ class TrainResult:
 
 
 def make_train_step(model: RetrievalModel, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    rules: part.Rules, dropout_rng: jax.Array) -> Callable:
+                    rules: part.Rules, dropout_rng: jax.Array, trainable: Any = None) -> Callable:
     """(params, opt_state, batch, step) -> (params, opt_state, metrics): the model's loss and gradients,
-    then the optimizer update. Not jitted here; the caller jits it with the mesh's shardings."""
+    then the optimizer update. Not jitted here; the caller jits it with the mesh's shardings. `trainable`: the
+    parameters a LoRA run trains (the frozen base is not differentiated)."""
 
     def train_step(params, opt_state, batch, step):
         step_rng = jax.random.fold_in(dropout_rng, step)  # the same key for the same step, resumed or not
         with nn.logical_axis_rules(list(rules)):
-            (loss, metrics), grads = model.value_and_grad(params, batch, step_rng)
+            (loss, metrics), grads = model.value_and_grad(params, batch, step_rng, trainable)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(step)}
@@ -188,7 +189,7 @@ def train(model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED, model_
     dev = _DevEvaluation(evaluation, model, vocab, prompts) if evaluation.every else None
 
     batch_sharding = part.batch_sharding(mesh)
-    step_fn = jax.jit(make_train_step(model, state.tx, schedule, rules, jax.random.PRNGKey(seed + 1)),
+    step_fn = jax.jit(make_train_step(model, state.tx, schedule, rules, jax.random.PRNGKey(seed + 1), state.trainable),
                       in_shardings=(state.param_sharding, state.opt_sharding, batch_sharding, None),
                       out_shardings=(state.param_sharding, state.opt_sharding, None), donate_argnums=(0, 1))
     shard_info = seqio.ShardInfo(jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None

@@ -97,3 +97,20 @@ def test_cached_loss_peak_memory_is_a_quarter_or_less():
     print(f"temp memory: plain {plain_mem / 2**20:.1f} MiB, CachedLoss(16 chunks) {cached_mem / 2**20:.1f} MiB, "
           f"ratio {cached_mem / plain_mem:.3f}")
     assert cached_mem <= 0.25 * plain_mem
+
+
+def test_only_the_trainable_parameters_are_differentiated():
+    """With a trainable mask (a LoRA run's), the plain and the cached loss give the full gradient on the trainable
+    leaves and zeros on the frozen ones: the same values as differentiating everything, then masking."""
+    from flax import traverse_util
+    loss = ContrastiveLoss()
+    plain, cached = build_model(CFG, loss), build_model(CFG, CachedLoss(loss, num_chunks=4))
+    params, _ = plain.init(jax.random.PRNGKey(0))
+    flat = traverse_util.flatten_dict(params)
+    trainable = traverse_util.unflatten_dict({k: "projection_layer" in k or "logit_scale" in k for k in flat})
+    batch = _batch(b=16, length=24)
+    (ref_loss, _), ref = jax.jit(plain.value_and_grad)(params, batch, None)
+    masked = jax.tree_util.tree_map(lambda g, t: g if t else jnp.zeros_like(g), ref, trainable)
+    for model in (plain, cached):
+        out = jax.jit(lambda p, b, model=model: model.value_and_grad(p, b, None, trainable))(params, batch)
+        _assert_same(out, ((ref_loss, {}), masked))
