@@ -70,7 +70,8 @@ class ReportSpec:
                              f"effect {self.paper_effect:+g} ({self.paper_effect_source or 'source not given'}); "
                              "set a smaller margin")
         if self.reference is not None and self.reference not in self.arms:
-            raise ValueError(f"study {self.name}: the reference {self.reference!r} is not one of the arms {list(self.arms)}")
+            raise ValueError(f"study {self.name}: the reference {self.reference!r} is not one of the arms "
+                             f"{list(self.arms)}")
 
 
 def _matrices(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float]]]], metric: str,
@@ -288,8 +289,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     if spec["notes"]:
         out += [f"Setting: {spec['notes']}", ""]
     if report.get("paper_comparison"):
-        out += ["## Against the paper's effect", "", "| arm | measured [95% CI] | paper | effect ratio | paper's effect in CI |",
-                "|---|---|---:|---:|---|"]
+        out += ["## Against the paper's effect", "",
+                "| arm | measured [95% CI] | paper | effect ratio | paper's effect in CI |", "|---|---|---:|---:|---|"]
         for r in report["paper_comparison"]:
             out.append(f"| {r['arm']} | {r['measured']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
                        f"{r['paper']:+.4f} | {r['effect_ratio']:.2f} | {'yes' if r['paper_in_ci'] else 'no'} |")

@@ -215,7 +215,8 @@ class Loss:
         """((loss, metrics), grads w.r.t. params); CachedLoss overrides this. `trainable` (a bool tree, LoRA's):
         only those parameters are differentiated, the others get zero gradients (see `split_trainable`)."""
         train, fixed = split_trainable(params, trainable)
-        out, grads = jax.value_and_grad(lambda t: self(model, merge_trainable(t, fixed), batch, rng), has_aux=True)(train)
+        loss_of = lambda t: self(model, merge_trainable(t, fixed), batch, rng)  # noqa: E731
+        out, grads = jax.value_and_grad(loss_of, has_aux=True)(train)
         return out, with_zero_gradients(grads, fixed)
 
 

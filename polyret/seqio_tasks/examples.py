@@ -128,8 +128,8 @@ def scored_examples(path: str | os.PathLike, num_negatives: int) -> Iterator[dic
         if len(scores) != num_negatives + 1 or not all(isinstance(x, (int, float)) for x in scores):
             raise DataError(path, line_no, f"field 'scores' must hold {num_negatives + 1} numbers (the positive's, "
                                            "then each negative's)")
-        yield {"inputs": obj["query"], "passages": [_passage_text(obj["positive"], path, line_no, "positive")] + negatives,
-               "teacher_scores": np.asarray(scores, np.float32),
+        positive = _passage_text(obj["positive"], path, line_no, "positive")
+        yield {"inputs": obj["query"], "passages": [positive] + negatives, "teacher_scores": np.asarray(scores, np.float32),
                "passage_languages": np.zeros(num_negatives + 1, np.int32)}
 
 
