@@ -28,6 +28,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# The worker's one result line, as the dual-encoder comparison prints it (this folder is on sys.path when run).
+from finetune_vs_sentence_transformers import report  # noqa: E402
+
 PAIRS = ("en-de", "en-fr")
 BASE = "multilingual-e5-small"
 QUERY_LEN, PASSAGE_LEN, BATCH, NEGATIVES = 32, 224, 8, 3
@@ -87,12 +90,6 @@ def run_sentence_transformers(rows_file: Path, work: Path, steps: int) -> None:
     start = time.time()
     trainer.train()
     report(time.time() - start)
-
-
-def report(seconds: float) -> None:
-    import resource
-    print("RESULT " + json.dumps({"seconds": seconds,
-                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
 def measure(tool: str, steps: int, rows_file: Path, bindings: list[str], work: Path) -> dict:
