@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="tokenizer to export: a SentencePiece model file, a Hugging Face tokenizer folder, or "
                         "'byte' for ByT5 (default: the one stored in the checkpoint)")
     p.add_argument("--max_seq_length", type=common.at_least(1), default=512)
+    common.add_truncate_dim_flag(p)
     common.add_overwrite_flag(p)
     args, bindings = common.parse_args_with_gin(p, argv)
     common.setup_logging(f"{args.output_dir.rstrip('/')}.log", only_if_warned=True)
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         params, config, stored_spm = load_model(args.checkpoint)
         with outputs.allow_overwrite(*([args.output_dir] if args.overwrite else [])):
             out = export_hf(params, config, args.output_dir, tokenizer=args.spm_model or stored_spm,
-                            max_seq_length=args.max_seq_length, prompts=load_prompts(args.checkpoint))
+                            max_seq_length=args.max_seq_length, prompts=load_prompts(args.checkpoint),
+                            truncate_dim=args.truncate_dim)
         print(f"wrote {out}")
 
     return common.run_main("export_hf", body)

