@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 7)")
     p.add_argument("--remat_policy", default=None, choices=["auto", *REMAT_POLICIES],
                    help="plan with this remat policy; 'auto' (with --accelerator): the cheapest that fits")
+    p.add_argument("--corpus_size", type=common.at_least(1), default=1_000_000,
+                   help="passages of the ScaNN index whose bytes a dual encoder's plan gives at each vector width "
+                        "(the full one and a MatryoshkaLoss's dims)")
     p.add_argument("--json", action="store_true", help="print the plan as one JSON line")
     args, bindings = common.parse_args_with_gin(p, argv)
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             raise common.UsageError("--remat_policy auto needs --accelerator (the memory the policy must fit)")
         _ensure_devices(math.prod(mesh.values()), argv)
         result = plan.plan_run(args.gin_file, bindings, mesh, args.gin_search_paths or (), args.rows,
-                               args.remat_policy, args.accelerator)
+                               args.remat_policy, args.accelerator, args.corpus_size)
         if args.remat_policy == "auto":
             _print_auto(*result, args.accelerator, args.json)
         elif args.json:

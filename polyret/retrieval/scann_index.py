@@ -283,6 +283,16 @@ def _build_tree_ah(vectors: np.ndarray | VectorFile, k: int, params: dict, confi
 AH_TRAINING_SAMPLE = 100_000  # scann_builder.score_ah's training_sample_size default
 
 
+def index_bytes(n: int, dim: int, dimensions_per_block: int = 2, num_leaves: int | None = None) -> int:
+    """Bytes a tree + AH + reorder index of `n` vectors of `dim` dimensions takes (on disk and in memory), as
+    ScaNN 1.4 writes it: the float32 copy for the exact reorder (4 bytes a dimension), one byte of AH code per
+    block of `dimensions_per_block` dimensions, a 4-byte leaf token per vector, and the leaf centres in float64
+    (`num_leaves`, untuned default sqrt(n)). The ids file and the AH codebooks (a few KiB) come on top. Measured
+    against the written files in tests/retrieval/test_scann_blocks.py."""
+    leaves = num_leaves or max(2, int(math.sqrt(n)))
+    return n * (4 * dim + math.ceil(dim / dimensions_per_block) + 4) + 8 * leaves * dim
+
+
 def _build_in_blocks(vectors: np.ndarray | VectorFile, sample: int, build, seed: int, block: int = 65_536):
     """A tree + AH searcher over every row of `vectors`, built without ScaNN ever holding more than the
     final index plus one block. Given the whole matrix, ScaNN copies it and, while hashing it, holds about

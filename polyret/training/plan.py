@@ -28,8 +28,10 @@ from flax import traverse_util
 
 from polyret.configuration import parse_gin
 from polyret.models.layer_stack import REMAT_POLICIES
+from polyret.models.losses import MatryoshkaLoss
 from polyret.models.retrieval_model import build_model, is_created_parameter
-from polyret.models.towers import ColBERTConfig
+from polyret.models.towers import ColBERTConfig, DualEncoderConfig, hidden_size
+from polyret.retrieval.scann_index import index_bytes
 from polyret.training import partitioning as part
 from polyret.training.optimizers import learning_rate_schedule, lora_trainable, make_optimizer
 from polyret.training.partitioning import ConfigError
@@ -65,6 +67,9 @@ class MemoryPlan:
     alias: int  # outputs written in place of donated inputs (params, optimizer state)
     generated_code: int
     compile_seconds: float
+    # A dual encoder's ScaNN index of `corpus_size` passages at each vector width (the Matryoshka dims too).
+    corpus_size: int = 0
+    index_bytes: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
     @property
     def peak(self) -> int:
@@ -82,6 +87,9 @@ class MemoryPlan:
                  f"peak per device {_gib(self.peak)} (XLA: arguments {_gib(self.argument)} + outputs "
                  f"{_gib(self.output)} - aliased {_gib(self.alias)} + temp {_gib(self.temp)}); "
                  f"compiled in {self.compile_seconds:.0f} s"]
+        if self.index_bytes:
+            sizes = ", ".join(f"{dim} dims {_gib(size)}" for dim, size in self.index_bytes.items())
+            lines.append(f"ScaNN index of {self.corpus_size:,} passages (tree + AH + float32 reorder): {sizes}")
         if accelerator:
             verdict = "fits" if self.fits(accelerator) else "does NOT fit"
             lines.append(f"{accelerator} ({accelerator_bytes(accelerator) / GIB:.0f} GiB, {HEADROOM:.0%} kept free): "
@@ -268,11 +276,25 @@ def cheapest_remat_policy(run: RunShapes, mesh_sizes: Mapping[str, int], acceler
     return None, plans
 
 
+def vector_widths(run: RunShapes) -> tuple[int, ...]:
+    """The widths a dual encoder's vectors are searched at: the full one and, under a MatryoshkaLoss (also
+    wrapped, e.g. in a CachedLoss), each of its dims; () for other models."""
+    if not isinstance(run.model_config, DualEncoderConfig):
+        return ()
+    width = run.model_config.projection_dim or hidden_size(run.model_config.encoder)
+    loss = run.loss
+    while loss is not None and not isinstance(loss, MatryoshkaLoss):
+        loss = getattr(loss, "loss", None)
+    return tuple(sorted({width, *(d for d in (loss.dims if loss else ()) if d <= width)}, reverse=True))
+
+
 def plan_run(files: Sequence[str], bindings: Sequence[str], mesh_sizes: Mapping[str, int],
              search_paths: Sequence[str] = (), rows: int | None = None, remat_policy: str | None = None,
-             accelerator: str | None = None) -> MemoryPlan | tuple[str | None, dict[str, MemoryPlan]]:
+             accelerator: str | None = None, corpus_size: int = 1_000_000
+             ) -> MemoryPlan | tuple[str | None, dict[str, MemoryPlan]]:
     """`read_run` + `plan_memory`, leaving gin cleared. `remat_policy`: plan with that policy instead of the
-    run's; 'auto' (needs `accelerator`): `cheapest_remat_policy` -> (policy or None, plans)."""
+    run's; 'auto' (needs `accelerator`): `cheapest_remat_policy` -> (policy or None, plans). A dual encoder's
+    plan also gives the ScaNN index bytes of `corpus_size` passages at each `vector_widths`."""
     try:
         run = read_run(files, bindings, search_paths, rows)
         if remat_policy == "auto":
@@ -281,6 +303,7 @@ def plan_run(files: Sequence[str], bindings: Sequence[str], mesh_sizes: Mapping[
             return cheapest_remat_policy(run, mesh_sizes, accelerator)
         if remat_policy is not None:
             run = with_remat_policy(run, remat_policy)
-        return plan_memory(run, mesh_sizes)
+        return dataclasses.replace(plan_memory(run, mesh_sizes), corpus_size=corpus_size,
+                                   index_bytes={w: index_bytes(corpus_size, w) for w in vector_widths(run)})
     finally:
         gin.clear_config()

@@ -87,3 +87,18 @@ def test_auto_remat_policy_is_the_cheapest_that_fits(monkeypatch):
     monkeypatch.setitem(plan.ACCELERATORS, "test-chip", budget / (1 - plan.HEADROOM) / plan.GIB)
     chosen, plans = plan.cheapest_remat_policy(run, mesh, "test-chip")
     assert chosen == "dots_saveable" and list(plans) == ["none", "dots_saveable"]
+
+
+def test_plan_gives_index_bytes_at_each_matryoshka_width():
+    """A MatryoshkaLoss run (here inside a CachedLoss) is planned at its full width and each of its dims."""
+    from polyret.retrieval.scann_index import index_bytes
+    from polyret.training import plan
+    try:
+        run = plan.read_run(["runs/tiny/swimx_xor.gin"], [
+            "train.loss=@CachedLoss()", "CachedLoss.loss=@MatryoshkaLoss()", "MatryoshkaLoss.dims=(8, 4, 1000)"])
+        width = run.model_config.projection_dim or run.model_config.encoder.d_model
+        assert width == 16 and plan.vector_widths(run) == (16, 8, 4)  # a dim wider than the model is not a width
+    finally:
+        import gin
+        gin.clear_config()
+    assert index_bytes(1_000_000, 4) < index_bytes(1_000_000, 8) < index_bytes(1_000_000, 16)
