@@ -65,6 +65,46 @@ def evaluate_job_parity(checkpoint: Path, hf_folder: Path, folder: Path, work: P
     return read(work / "eval_ours"), read(work / "eval_st")
 
 
+def import_base(base: str, work: Path) -> Path:
+    """`polyret import_checkpoint` of the model named `base` (resolved offline) into work/base, once."""
+    from polyret.jobs import import_checkpoint as import_job
+    from polyret.models.model_names import resolve_model
+    imported = work / "base"
+    if not imported.exists():
+        import_job.main(["--hf", str(resolve_model(base)), "--output_dir", str(imported)])
+    return imported
+
+
+def register_train_mixture(name: str, pairs_dir: Path, train_languages: list[str], imported: Path) -> set[str]:
+    """The seqio mixture `name` of the cross-lingual (en-X) and monolingual (X-X) train pairs of each language,
+    tokenised with the imported model's tokenizer -> the pairs it holds."""
+    from polyret.seqio_tasks import tasks
+    from polyret.seqio_tasks.hf_vocab import HfVocabulary
+    vocab = HfVocabulary(imported / "tokenizer")
+    trained_pairs = {pair for lang in train_languages for pair in (f"en-{lang}", f"{lang}-{lang}")}
+    rates = []
+    for pair in sorted(trained_pairs):  # English alone trains on en-en once
+        path = pairs_dir / pair / "train_pairs.jsonl"
+        rates.append((tasks.register_swim_ir_task("rts_" + pair.replace("-", "_"), path, vocab),
+                      sum(1 for _ in open(path))))
+    tasks.add_mixture(name, rates)
+    print(f"training on {sum(n for _, n in rates)} pairs of {', '.join(n for n, _ in rates)}")
+    return trained_pairs
+
+
+def finetune(imported: Path, out: Path, mixture: str, steps: int, batch_size: int, learning_rate: float,
+             bindings: list[str] = ()) -> None:
+    """The run of all-MiniLM-L6-v2's own fine-tuning recipe (runs/finetune_minilm.gin), on the imported
+    checkpoint's architecture, at logit scale 20; `bindings` on top."""
+    from polyret.training.trainer import train_from_gin
+    train_from_gin(["runs/finetune_minilm.gin"], [
+        f"MODEL_DIR='{out}'", f"MIXTURE_OR_TASK_NAME='{mixture}'", f"TRAIN_STEPS={steps}",
+        f"INITIAL_CHECKPOINT_PATH='{imported}'", f"BATCH_SIZE={batch_size}",
+        "MODEL_CONFIG=@checkpoint_model_config()", f"checkpoint_model_config.path='{imported}'",
+        "checkpoint_model_config.overrides={'logit_scale': 20.0}",
+        f"learning_rate_schedule.base_learning_rate={learning_rate}", *bindings])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default=os.path.expanduser("~/.cache/polyret/debian_reference_set"))
@@ -83,34 +123,14 @@ def main() -> None:
     train_languages = args.train_languages.split(",")
     start = time.time()
 
-    from polyret.training.trainer import train_from_gin
-    from polyret.jobs import import_checkpoint as import_job
-    from polyret.retrieval.encode import TowerEncoder
-    from polyret.seqio_tasks import tasks
-    from polyret.seqio_tasks.hf_vocab import HfVocabulary
-
     from polyret.models.model_names import resolve_model
+    from polyret.retrieval.encode import TowerEncoder
     hf_folder = resolve_model(args.base)
-    imported = work / "base"
-    if not imported.exists():
-        import_job.main(["--hf", str(hf_folder), "--output_dir", str(imported)])
-    vocab = HfVocabulary(imported / "tokenizer")
-    rates = []
-    trained_pairs = {pair for lang in train_languages for pair in (f"en-{lang}", f"{lang}-{lang}")}
-    for pair in sorted(trained_pairs):  # English alone trains on en-en once
-        path = pairs_dir / pair / "train_pairs.jsonl"
-        rates.append((tasks.register_swim_ir_task("rts_" + pair.replace("-", "_"), path, vocab), sum(1 for _ in open(path))))
-    tasks.add_mixture("rts_train", rates)
-    print(f"training on {sum(n for _, n in rates)} pairs of {', '.join(n for n, _ in rates)}")
+    imported = import_base(args.base, work)
+    trained_pairs = register_train_mixture("rts_train", pairs_dir, train_languages, imported)
     finetuned = work / "finetuned"
     no_prompts = ["train.query_prompt=''", "train.passage_prompt=''"] if args.no_prompts else []
-    # The run of all-MiniLM-L6-v2's own fine-tuning recipe, on the base checkpoint's architecture.
-    train_from_gin(["runs/finetune_minilm.gin"], [
-        f"MODEL_DIR='{finetuned}'", "MIXTURE_OR_TASK_NAME='rts_train'", f"TRAIN_STEPS={args.steps}",
-        f"INITIAL_CHECKPOINT_PATH='{imported}'", f"BATCH_SIZE={args.batch_size}",
-        "MODEL_CONFIG=@checkpoint_model_config()", f"checkpoint_model_config.path='{imported}'",
-        "checkpoint_model_config.overrides={'logit_scale': 20.0}",
-        f"learning_rate_schedule.base_learning_rate={args.learning_rate}"] + no_prompts)
+    finetune(imported, finetuned, "rts_train", args.steps, args.batch_size, args.learning_rate, no_prompts)
 
     baselines = json.loads((Path(args.set) / "baselines.json").read_text())
     overrides = {"query_prompt": "", "passage_prompt": ""} if args.no_prompts else {}
