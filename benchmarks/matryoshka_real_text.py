@@ -1,7 +1,7 @@
 """Matryoshka dimensions on the real-text set (benchmarks/real_text_set.py, Debian Reference sections): the same
 model fine-tuned twice on the same train pairs, with the plain in-batch loss and with `MatryoshkaLoss` around
-it, then searched at the full width and at each truncated width (`TowerEncoder(truncate_dim=...)`, what
-`polyret evaluate --truncate_dim` runs). Prints nDCG@10 per test pair and width, the mean over the pairs, and
+it, then searched at the full width and at each truncated width (the full vectors cut and re-normalised, what
+`polyret evaluate --truncate_dim` searches). Prints nDCG@10 per test pair and width, the mean over the pairs, and
 the ScaNN index size at each width: written to disk (tree + AH + float32 reorder, untuned knobs) for every test
 passage of the set, and `polyret plan`'s estimate for one million passages.
 
@@ -25,6 +25,23 @@ import numpy as np
 from finetune_real_text import finetune, import_base, register_train_mixture
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class TruncatingEncoder:
+    """A TowerEncoder's full vectors, encoded once per text list, cut to `dim` dimensions and re-normalised on
+    each call: `TowerEncoder(truncate_dim=dim)` gives the same vectors (tests/models/test_matryoshka.py) at the
+    cost of one encode per width."""
+
+    def __init__(self, encoder):
+        self.encoder, self.cache, self.dim = encoder, {}, None
+
+    def encode(self, texts, side, max_length, progress=False, desc=""):
+        from polyret.models.losses import truncate
+        key = (tuple(texts), side, max_length)
+        if key not in self.cache:
+            self.cache[key] = self.encoder.encode(texts, side, max_length)
+        full = self.cache[key]
+        return full if self.dim is None else np.asarray(truncate(full, self.dim))
 
 
 def ndcg_at_10(encoder, folder: Path) -> float:
@@ -83,9 +100,9 @@ def main() -> None:
     pairs = args.pairs.split(",")
     scores = {}  # (run, dim) -> {pair: nDCG@10}
     for name in runs:
+        encoder = TruncatingEncoder(TowerEncoder.from_checkpoint(work / name.replace(" ", "_")))
         for dim in dims:
-            encoder = TowerEncoder.from_checkpoint(work / name.replace(" ", "_"),
-                                                   truncate_dim=None if dim == full else dim)
+            encoder.dim = None if dim == full else dim
             scores[name, dim] = {pair: ndcg_at_10(encoder, pairs_dir / pair) for pair in pairs}
             print(f"{name} @ {dim}: " + ", ".join(f"{p} {v:.3f}" for p, v in scores[name, dim].items()), flush=True)
 
