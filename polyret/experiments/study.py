@@ -259,8 +259,9 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
         raise StudyError(f"study {study.name!r} claims equivalence ({study.claim}) but states no TOST margin: set "
                          "Study.tost_margin (the largest difference in "
                          f"{study.metric} that counts as no difference)")
-    if study.claim == "plateau" and (study.plateau_from is None or set(study.sweep) != set(study.arms)):
-        raise StudyError("a plateau claim needs Study.sweep (an x for every arm) and Study.plateau_from")
+    trained = set(study.arms) - {study.reference}
+    if study.claim == "plateau" and (study.plateau_from is None or set(study.sweep) != trained):
+        raise StudyError("a plateau claim needs Study.sweep (an x for every trained arm) and Study.plateau_from")
     try:  # the report's own checks (the TOST margin against the paper's effect, the reference arm), before training
         report_spec(study, paths.size)
     except ValueError as e:
@@ -268,9 +269,9 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
     if study.reference is not None:
         for seed in study.seeds:
             _reference_checkpoint(_run_spec(study, paths, "arm", study.reference, study.arms[study.reference], seed))
-    unknown_sweep = sorted(set(study.sweep) - set(study.arms))
+    unknown_sweep = sorted(set(study.sweep) - trained)
     if unknown_sweep:
-        raise StudyError(f"Study.sweep names {unknown_sweep[0]!r}, which is not an arm")
+        raise StudyError(f"Study.sweep names {unknown_sweep[0]!r}, which is not a trained arm")
     if not study.seeds:
         raise StudyError("Study.seeds is empty")
     both = sorted(set(study.arms) & set(study.stages))
@@ -299,7 +300,8 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
     try:
         for spec in runs.values():
             _parse_run(spec)  # an unknown gin name in any arm or stage stops here, before any training
-            if spec.kind == "arm" and spec.seed == study.seeds[0]:
+            # The reference arm is evaluated, not trained: its steps and training settings are not compared.
+            if spec.kind == "arm" and spec.seed == study.seeds[0] and spec.name != study.reference:
                 shared[spec.name] = {p: repr(_query(p)) for p in study.shared}
                 steps[spec.name] = _total_steps(spec, runs)
     finally:
@@ -348,6 +350,8 @@ def _reference_checkpoint(spec: RunSpec) -> str:
     if not path:
         raise StudyError(f"arm {spec.name!r} is Study.reference (evaluated without training) but its run sets no "
                          "INITIAL_CHECKPOINT_PATH to evaluate")
+    if not Path(path).exists():
+        raise StudyError(f"arm {spec.name!r} is Study.reference: its INITIAL_CHECKPOINT_PATH {path} does not exist")
     return str(path)
 
 
