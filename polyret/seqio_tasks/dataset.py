@@ -161,7 +161,7 @@ def batched_read_supported(task_names_: Sequence[str], feature_converter: seqio.
     token_features = getattr(feature_converter, "TOKEN_FEATURES", None)
     if not token_features or getattr(feature_converter, "PASSTHROUGH", ()):
         return False
-    if any(getattr(feature_converter, "prompt_ids", {}).values()):  # prompts go in per example
+    if getattr(feature_converter, "has_prompts", False):  # prompts go in per example
         return False
     for name in task_names_:
         task = seqio.TaskRegistry.get(name)

@@ -7,7 +7,8 @@
   teacher_scores, passage_languages pass through            [K]
 Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
 append_eos_after_trim). A model's prompts (`with_prompts`) go in as tokens after each text's start ids, before
-the cut, as sentence-transformers tokenizes `prompt + text`. The converter is chosen by the model's loss
+the cut, as sentence-transformers tokenizes `prompt + text`; where a tokenizer merges across the prompt's end
+(byte-level BPE), `with_text_prompts` tokenizes `prompt + text` itself from the decoded text. The converter is chosen by the model's loss
 (`Loss.feature_converter`).
 seqio's own validation checks every feature's first dimension against one length, which [N, L] features
 cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -54,6 +56,25 @@ def insert_prompt(tokens: tf.Tensor, prompt_ids: list[int], start: int) -> tf.Te
     return tf.concat([rows[:, :start], prompts, rows[:, start:]], axis=1).to_tensor(default_value=PAD_ID)
 
 
+def retokenize_with_prompt(tokens: tf.Tensor, vocabulary: seqio.Vocabulary, prompt: str) -> tf.Tensor:
+    """[T] or [N, T] ids (0 = padding, all-zero rows = no text) -> the ids of `prompt + text` for every non-empty
+    row, the text decoded and tokenized again with the prompt in front. For tokenizers whose merges cross the
+    prompt's end (byte-level BPE: " Query: x" is not "Query:" + "x"), where `insert_prompt` cannot be exact."""
+
+    def with_prompt(array):
+        rows = array.numpy().reshape(-1, array.shape[-1])
+        texts = [vocabulary.encode(prompt + vocabulary.decode(row[row != PAD_ID])) if row.any() else []
+                 for row in rows]
+        out = np.zeros((len(rows), max(map(len, texts), default=0)), np.int32)
+        for i, ids in enumerate(texts):
+            out[i, :len(ids)] = ids
+        return out if array.shape.rank == 2 else out[0]
+
+    out = tf.py_function(with_prompt, [tokens], tf.int32)
+    out.set_shape([None] * tokens.shape.rank)
+    return tf.cast(out, tokens.dtype)
+
+
 class _RetrievalConverter(seqio.FeatureConverter):
     """Base: subclasses list their token features as (task name, model name)."""
 
@@ -67,6 +88,8 @@ class _RetrievalConverter(seqio.FeatureConverter):
         self.eos_id = eos_id  # the vocabulary's end id (EOS for T5, [SEP] / </s> for BERT / XLM-R)
         self.prompt_ids: dict[str, list[int]] = {}  # task feature -> prompt token ids
         self.prompt_start = 0
+        self.text_prompts: dict[str, str] = {}  # task feature -> prompt put in as text (`with_text_prompts`)
+        self.vocabulary: seqio.Vocabulary | None = None
         super().__init__(pack=False, **kwargs)
 
     def with_prompts(self, query_ids: list[int], passage_ids: list[int], start: int) -> "_RetrievalConverter":
@@ -75,6 +98,22 @@ class _RetrievalConverter(seqio.FeatureConverter):
         self.prompt_ids = {task: query_ids if task == "inputs" else passage_ids for task, _ in self.TOKEN_FEATURES}
         self.prompt_start = start
         return self
+
+    def with_text_prompts(self, query: str, passage: str, vocabulary: seqio.Vocabulary) -> "_RetrievalConverter":
+        """The prompts put in as text: each text decoded and tokenized again behind its prompt
+        (`retokenize_with_prompt`), for tokenizers where `with_prompts` cannot be exact."""
+        self.text_prompts = {task: query if task == "inputs" else passage for task, _ in self.TOKEN_FEATURES}
+        self.vocabulary = vocabulary
+        return self
+
+    @property
+    def has_prompts(self) -> bool:
+        return any(self.prompt_ids.values()) or any(self.text_prompts.values())
+
+    def _prompted(self, tokens: tf.Tensor, task: str) -> tf.Tensor:
+        if self.text_prompts.get(task):
+            return retokenize_with_prompt(tokens, self.vocabulary, self.text_prompts[task])
+        return insert_prompt(tokens, self.prompt_ids.get(task, []), self.prompt_start)
 
     def __call__(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         spec = ds.element_spec
@@ -91,9 +130,8 @@ class _RetrievalConverter(seqio.FeatureConverter):
 
     def _convert_features(self, ds: tf.data.Dataset, task_feature_lengths: Mapping[str, int]) -> tf.data.Dataset:
         def fn(ex):
-            out = {model: trim_append_eos_pad(
-                       insert_prompt(ex[task], self.prompt_ids.get(task, []), self.prompt_start),
-                       task_feature_lengths[task], self.eos_id) for task, model in self.TOKEN_FEATURES}
+            out = {model: trim_append_eos_pad(self._prompted(ex[task], task), task_feature_lengths[task], self.eos_id)
+                   for task, model in self.TOKEN_FEATURES}
             out.update({name: ex[name] for name in self.PASSTHROUGH})
             return out
         return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)

@@ -92,3 +92,10 @@ def prompt_token_ids(vocabulary: seqio.Vocabulary, prompt: str) -> tuple[list[in
     raise ValueError(f"prompt {prompt!r}: with this tokenizer ({vocabulary_source(vocabulary)}) its last token merges "
                      "with the text that follows, so it cannot be applied as tokens; end it with a space or "
                      "a separator")
+
+
+def decodes_losslessly(vocabulary: seqio.Vocabulary) -> bool:
+    """Whether tokenizing a text's decoded ids gives those ids back (byte-level BPE, SentencePiece, bytes), so
+    that a prompt can be put in front of an already tokenized text as text (`retokenize_with_prompt`)."""
+    return all(list(vocabulary.encode(vocabulary.decode(vocabulary.encode(probe)))) == list(vocabulary.encode(probe))
+               for probe in _PROMPT_PROBES)

@@ -10,6 +10,7 @@ an optional dev-set evaluation (`EvalConfig`) runs every N steps. Configured wit
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,7 +35,7 @@ from polyret.models.towers import ModelConfig
 from polyret.seqio_tasks.dataset import DatasetConfig, batched_dataset
 from polyret.seqio_tasks.length_buckets import check_buckets, cut_to_buckets, longest_rows
 from polyret.seqio_tasks.examples import BAD_RECORDS, bad_record_policy
-from polyret.seqio_tasks.vocab import prompt_token_ids
+from polyret.seqio_tasks.vocab import decodes_losslessly, prompt_token_ids
 from polyret.training import partitioning as part
 from polyret.training.train_checkpoints import CheckpointConfig
 from polyret.training.optimizers import learning_rate_schedule
@@ -125,6 +126,10 @@ def _converter_with_prompts(converter: seqio.FeatureConverter, vocab: seqio.Voca
     try:
         (query_ids, start), (passage_ids, _) = (prompt_token_ids(vocab, p) for p in (prompts.query, prompts.passage))
     except ValueError as e:
+        # A byte-level BPE merges the prompt's end into the text: the texts are tokenized again behind it.
+        if decodes_losslessly(vocab):
+            logging.info("train: prompts go in as text (%s)", e)
+            return converter.with_text_prompts(prompts.query, prompts.passage, vocab)
         raise ConfigError(f"train: {e}") from None
     return converter.with_prompts(query_ids, passage_ids, start)
 

@@ -144,3 +144,45 @@ def test_inside_a_polyret_seqio_task(tmp_path, request, which):
             expected = _swap(hf(text, truncation=True, max_length=length).input_ids, pad)
             assert row[feature].tolist() == expected + [0] * (length - len(expected))
     seqio.TaskRegistry.remove(name)
+
+
+def _byte_level_bpe(folder: Path) -> Path:
+    """A decoder LLM's kind of tokenizer (GPT-2 / Qwen / Llama 3): byte-level BPE, EOS appended, trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(_real_sentences(300) * 2, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A <|im_end|>",
+                                                             special_tokens=[("<|im_end|>", 1)])
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}))
+    return folder
+
+
+def test_byte_level_bpe_prompts_go_in_as_text(tmp_path):
+    """Qwen3-Embedding's kind of prompt on a byte-level BPE, whose merges cross the prompt's end: training
+    tokenizes `prompt + text` (as sentence-transformers does), checked against transformers' tokenizer."""
+    from polyret.models.prompts import Prompts
+    from polyret.seqio_tasks.vocab import decodes_losslessly, prompt_token_ids
+    from polyret.training.trainer import _converter_with_prompts
+    folder = _byte_level_bpe(tmp_path / "bpe")
+    vocab, reference = HfVocabulary(folder), transformers.AutoTokenizer.from_pretrained(folder)
+    prompt = "Instruct: Given a question, retrieve passages that answer it\nQuery: "
+    with pytest.raises(ValueError, match="merges with the text"):
+        prompt_token_ids(vocab, prompt)
+    assert decodes_losslessly(vocab)
+    texts = _real_sentences(6)
+    converter = _converter_with_prompts(DualEncoderFeatureConverter(eos_id=vocab.eos_id), vocab, Prompts(query=prompt))
+    ds = tf.data.Dataset.from_tensor_slices({
+        "inputs": tf.ragged.constant([vocab.encode(t) for t in texts]).to_tensor(),
+        "targets": tf.ragged.constant([vocab.encode(t) for t in texts]).to_tensor()})
+    ds = ds.map(lambda ex: {k: tf.boolean_mask(v, v != 0) for k, v in ex.items()})
+    for text, ex in zip(texts, converter(ds, {"inputs": 512, "targets": 512}).as_numpy_iterator()):
+        query, passage = ex["left_encoder_input_tokens"], ex["right_encoder_input_tokens"]
+        assert list(query[query != 0]) == reference(prompt + text).input_ids  # EOS included by the template
+        assert list(passage[passage != 0]) == reference(text).input_ids
