@@ -220,7 +220,8 @@ def verdict(analysis: Mapping[str, Any], spec: ReportSpec) -> tuple[str, str]:
             return "not reproduced", why + " (a pair differs significantly)"
         return "inconclusive", why
     if spec.claim == "plateau":
-        upper = [a for a in spec.arms if a not in (spec.baseline, spec.reference) and spec.sweep[a] >= spec.plateau_from]
+        upper = [a for a in spec.arms
+                 if a not in (spec.baseline, spec.reference) and spec.sweep[a] >= spec.plateau_from]
         eq = {e["arm"]: e for e in equiv}
         why = "; ".join(f"{a} (x={spec.sweep[a]:g}) - {spec.baseline}: {tests[a]['difference']:+.4f}, "
                         f"TOST(+-{spec.tost_margin}) p={eq[a]['p_value']:.3g}" for a in upper)

@@ -8,8 +8,8 @@
 Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
 append_eos_after_trim). A model's prompts (`with_prompts`) go in as tokens after each text's start ids, before
 the cut, as sentence-transformers tokenizes `prompt + text`; where a tokenizer merges across the prompt's end
-(byte-level BPE), `with_text_prompts` tokenizes `prompt + text` itself from the decoded text. The converter is chosen by the model's loss
-(`Loss.feature_converter`).
+(byte-level BPE), `with_text_prompts` tokenizes `prompt + text` itself from the decoded text. The converter is
+chosen by the model's loss (`Loss.feature_converter`).
 seqio's own validation checks every feature's first dimension against one length, which [N, L] features
 cannot pass, so `__call__` checks presence, dtype and rank here and `trim_append_eos_pad` fixes the shapes.
 """
@@ -59,7 +59,8 @@ def insert_prompt(tokens: tf.Tensor, prompt_ids: list[int], start: int) -> tf.Te
 def retokenize_with_prompt(tokens: tf.Tensor, vocabulary: seqio.Vocabulary, prompt: str) -> tf.Tensor:
     """[T] or [N, T] ids (0 = padding, all-zero rows = no text) -> the ids of `prompt + text` for every non-empty
     row, the text decoded and tokenized again with the prompt in front. For tokenizers whose merges cross the
-    prompt's end (byte-level BPE: " Query: x" is not "Query:" + "x"), where `insert_prompt` cannot be exact."""
+    prompt's end (byte-level BPE: "Query: x" is neither "Query: " + "x" nor "Query:" + "x"), where `insert_prompt`
+    cannot be exact."""
 
     def with_prompt(array):
         rows = array.numpy().reshape(-1, array.shape[-1])

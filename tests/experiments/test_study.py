@@ -82,7 +82,8 @@ def test_reference_arm_is_left_out_of_the_training_checks(tmp_path):
                             Study_DOT_claim="'plateau'", Study_DOT_tost_margin="0.05", Study_DOT_plateau_from="0.5",
                             Study_DOT_sweep="{'a': 1.0, 'b': 0.5}", Study_DOT_equal_steps="True",
                             Study_DOT_shared="['%TRAIN_STEPS']", Study_DOT_reference="'start'",
-                            Study_DOT_bindings=f"[\"DATA_DIR = '/nonexistent'\", \"INITIAL_CHECKPOINT_PATH = '{tmp_path}'\"]")
+                            Study_DOT_bindings=f"[\"DATA_DIR = '/nonexistent'\", "
+                                               f"\"INITIAL_CHECKPOINT_PATH = '{tmp_path}'\"]")
     study = load_study(str(study_file), "ci")
     _, shared = validate(study, Paths(tmp_path / "out", tmp_path / "data", "ci"))
     assert set(shared) == {"a", "b"}
