@@ -105,17 +105,22 @@ def finetune(imported: Path, out: Path, mixture: str, steps: int, batch_size: in
         f"learning_rate_schedule.base_learning_rate={learning_rate}", *bindings])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_finetune_flags(ap: argparse.ArgumentParser, work: str) -> None:
+    """The set, base model and fine-tuning flags both real-text fine-tuning benchmarks take."""
     ap.add_argument("--set", default=os.path.expanduser("~/.cache/polyret/debian_reference_set"))
     ap.add_argument("--base", default="all-MiniLM-L6-v2", help="model name or folder (resolved offline)")
-    ap.add_argument("--no_prompts", action="store_true", help="train and evaluate without the model's prompts")
-    ap.add_argument("--parity_pair", default="en-de", help="the pair of the evaluate-vs-sentence-transformers check")
-    ap.add_argument("--work", default="/tmp/ft")
+    ap.add_argument("--work", default=work)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--train_languages", default="de,fr,ja,zh-cn")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--learning_rate", type=float, default=2e-5)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_finetune_flags(ap, "/tmp/ft")
+    ap.add_argument("--no_prompts", action="store_true", help="train and evaluate without the model's prompts")
+    ap.add_argument("--parity_pair", default="en-de", help="the pair of the evaluate-vs-sentence-transformers check")
     ap.add_argument("--pairs", default=None, help="comma-separated pairs to evaluate (default: all)")
     args = ap.parse_args()
     pairs_dir, work = Path(args.set) / "pairs", Path(args.work)

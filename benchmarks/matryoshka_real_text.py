@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_real_text import finetune, import_base, register_train_mixture
+from finetune_real_text import add_finetune_flags, evaluate_pair, finetune, import_base, register_train_mixture
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -44,15 +44,6 @@ class TruncatingEncoder:
         return full if self.dim is None else np.asarray(truncate(full, self.dim))
 
 
-def ndcg_at_10(encoder, folder: Path) -> float:
-    from polyret.io.benchmarks import load_beir
-    from polyret.retrieval import metrics as M
-    from polyret.retrieval.pipeline import encode_and_search
-    bench = load_beir(folder)
-    found = encode_and_search(encoder, bench.passage_texts, bench.queries, 100, 64, 256, measure_recall=False)
-    return M.evaluate(bench.qrels, found.run, ["nDCG@10"])["all"]["nDCG@10"]
-
-
 def scann_bytes_on_disk(vectors: np.ndarray) -> int:
     """Bytes of the ScaNN index (tree + AH + reorder, untuned) of `vectors`, as written (the ids file left out)."""
     from polyret.retrieval.scann_index import ScannConfig, ScannIndex
@@ -65,14 +56,8 @@ def scann_bytes_on_disk(vectors: np.ndarray) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default=os.path.expanduser("~/.cache/polyret/debian_reference_set"))
-    ap.add_argument("--base", default="all-MiniLM-L6-v2", help="model name or folder (resolved offline)")
+    add_finetune_flags(ap, "/tmp/matryoshka")
     ap.add_argument("--dims", default="256,128,64", help="truncated widths (the full width is added)")
-    ap.add_argument("--work", default="/tmp/matryoshka")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--train_languages", default="de,fr,ja,zh-cn")
-    ap.add_argument("--batch_size", type=int, default=32)
-    ap.add_argument("--learning_rate", type=float, default=2e-5)
     ap.add_argument("--pairs", default="en-de,en-fr,en-ja,en-zh-cn,en-es,en-pt",
                     help="test pairs to evaluate (the mean is over these)")
     args = ap.parse_args()
@@ -103,7 +88,7 @@ def main() -> None:
         encoder = TruncatingEncoder(TowerEncoder.from_checkpoint(work / name.replace(" ", "_")))
         for dim in dims:
             encoder.dim = None if dim == full else dim
-            scores[name, dim] = {pair: ndcg_at_10(encoder, pairs_dir / pair) for pair in pairs}
+            scores[name, dim] = {pair: evaluate_pair(encoder, pairs_dir / pair)["nDCG@10"] for pair in pairs}
             print(f"{name} @ {dim}: " + ", ".join(f"{p} {v:.3f}" for p, v in scores[name, dim].items()), flush=True)
 
     # Index sizes: every test passage of the set, encoded once by the Matryoshka model, cut to each width.
