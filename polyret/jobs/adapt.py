@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning_rate", type=float, default=2e-5)
     p.add_argument("--query_max_length", type=common.at_least(2), default=64)
     p.add_argument("--passage_max_length", type=common.at_least(2), default=256)
+    p.add_argument("--shard_size", type=common.at_least(1), default=10000,
+                   help="passages per shard of each model's passage vectors (vectors/): a kill resumes after the "
+                        "last finished shard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--concurrency", type=common.at_least(1), default=8, help="requests in flight at once")
@@ -90,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             round1_steps=args.round1_steps, round2_steps=args.round2_steps, batch_size=args.batch_size,
             num_negatives=args.num_negatives, learning_rate=args.learning_rate,
             query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, seed=args.seed,
+            shard_size=args.shard_size,
             api_key_env=args.api_key_env, concurrency=args.concurrency, max_retries=args.max_retries,
             initial_backoff=args.initial_backoff, timeout=args.timeout, temperature=args.temperature,
             max_tokens=args.max_tokens, price_per_million_prompt_tokens=args.price_per_million_prompt_tokens,
             price_per_million_completion_tokens=args.price_per_million_completion_tokens,
-            check_language=not args.no_langid, labels=args.labels, gin_files=tuple(args.gin_file), gin_bindings=tuple(bindings),
+            check_language=not args.no_langid, labels=args.labels, gin_files=tuple(args.gin_file),
+            gin_bindings=tuple(bindings),
             gin_search_paths=tuple(p for p in args.gin_search_paths.split(",") if p)))
 
     return common.run_main("adapt", body)

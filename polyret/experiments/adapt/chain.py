@@ -1,0 +1,112 @@
+"""The chain: every stage in order, each skipped when its output is already there."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from polyret.experiments.adapt.base import import_base
+from polyret.experiments.adapt.checks import (
+    check_enough_pairs,
+    check_languages,
+    labels_checkpoint,
+    unknown_token_warning,
+)
+from polyret.experiments.adapt.config import AdaptConfig, default_base
+from polyret.experiments.adapt.corpus import read_corpus, warn_language_mismatch
+from polyret.experiments.adapt.evaluate import (
+    SYSTEMS,
+    best_round,
+    eval_sets,
+    evaluate_stage,
+    format_table,
+    significance,
+)
+from polyret.experiments.adapt.filter import filter_stage
+from polyret.experiments.adapt.generate import generate_stage
+from polyret.experiments.adapt.mine import mine_stage
+from polyret.experiments.adapt.report import example_queries, filter_acceptance, llm_usage, write_report
+from polyret.experiments.adapt.sample import sample_stage
+from polyret.experiments.adapt.split import split_stage
+from polyret.experiments.adapt.stage_files import stage_dir
+from polyret.experiments.adapt.train import train_stage
+from polyret.io.fingerprint import digest, read_json, texts_fingerprint
+from polyret.models.model_folder import load_model, load_prompts
+from polyret.models.prompts import write_to_sentence_transformers
+from polyret.models.retrieval_model import build_model
+
+log = logging.getLogger(__name__)
+
+
+def run_adapt(config: AdaptConfig) -> dict[str, Any]:
+    out = Path(config.output_dir).absolute()
+    if bool(config.eval_queries) != bool(config.eval_qrels):
+        raise ValueError("--eval_queries and --eval_qrels go together")
+    if not 0 < config.heldout_fraction < 1:
+        raise ValueError(f"--heldout_fraction must be between 0 and 1, got {config.heldout_fraction}")
+    exemplars = check_languages(config)  # before anything is read or requested
+    if config.labels:
+        labels_checkpoint(config.labels)
+    corpus = read_corpus(config.corpus)
+    warning = warn_language_mismatch(corpus, config.languages)
+    if warning:
+        log.warning(warning)
+    stages = 10
+    say = lambda i, text: print(f"[{i}/{stages}] {text}", flush=True)  # noqa: E731
+
+    collection_languages = sorted(set(corpus.languages.values()))
+    say(1, f"base model {config.base or default_base(collection_languages)}")
+    base, base_fp = import_base(config, out, collection_languages)
+    unknown = unknown_token_warning(base, random.Random(config.seed).sample(list(corpus.texts.values()),
+                                                                            min(500, len(corpus.texts))))
+    if unknown:
+        log.warning(unknown)
+    corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages)}
+    say(2, f"sampling up to {config.max_passages} passages per language -> {out / '1_sample'}")
+    fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))
+    say(3, f"generating queries with {config.llm_model} at {config.llm_base_url} -> {out / '2_generate'}")
+    fp, progress = generate_stage(config, exemplars, out / "2_generate", digest(fp), out / "1_sample")
+    say(4, f"round-trip filter (base model or BM25 top {config.filter_top_k}) -> {out / '3_filter'}")
+    fp = filter_stage(corpus, config, out / "3_filter", digest({"generate": fp, "base": base_fp}),
+                      out / "2_generate", base, out / "vectors" / "base")
+    say(5, f"holding out {config.heldout_fraction:.0%} of the passages' queries -> {out / '4_split'}")
+    split_fp = split_stage(config, out / "4_split", digest(fp), out / "3_filter")
+    check_enough_pairs(config, out)
+    say(6, f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
+    r1_fp = train_stage(config, out / "5_round1", digest({"split": split_fp, "base": base_fp}), base,
+                        out / "4_split" / "train.jsonl", config.round1_steps, 0)
+    say(7, f"mining hard negatives with round 1{' and scoring them with the reranker' if config.labels else ''} "
+           f"-> {out / '6_mine'}")
+    mine_fp = mine_stage(corpus, config, out / "6_mine", digest(r1_fp), out / "4_split", out / "5_round1",
+                         out / "vectors" / "round_1")
+    say(8, f"training round 2 on the mined negatives ({config.round2_steps} steps"
+           f"{', MarginMSE on the reranker scores' if config.labels else ''}) -> {out / '7_round2'}")
+    r2_fp = train_stage(config, out / "7_round2", digest(mine_fp), out / "5_round1",
+                        out / "6_mine" / "mined.jsonl", config.round2_steps, config.num_negatives,
+                        scored=bool(config.labels))
+    say(9, f"evaluating {', '.join(SYSTEMS)} -> {out / '8_evaluate'}")
+    sets = eval_sets(config, corpus, out / "4_split")
+    eval_fp = {"sets": {n: digest([s.queries, s.qrels]) for n, s in sets.items()}, "corpus": corpus_fp}
+    results = evaluate_stage(corpus, config, out / "8_evaluate", digest(r2_fp), sets,
+                             {"base": base, "BM25": None, "round 1": out / "5_round1", "round 2": out / "7_round2"},
+                             eval_fp, out / "vectors")
+    best = best_round(results)
+    say(10, f"exporting {best} -> {out / 'model'}")
+    best_dir = out / ("5_round1" if best == "round 1" else "7_round2")
+
+    def export(tmp: Path) -> None:
+        params, model_config, tokenizer = load_model(best_dir)
+        build_model(model_config).export_hf(params, tmp, tokenizer, config.passage_max_length)
+        write_to_sentence_transformers(tmp, load_prompts(best_dir))
+
+    stage_dir(out / "model", "hf_export", {"upstream": digest(r2_fp), "best": best}, export)
+    table = format_table(results, sets)
+    report = write_report(out, config, base, table, best, llm_usage(config, progress),
+                          filter_acceptance(config, out / "1_sample", out / "2_generate", out / "3_filter"),
+                          example_queries(out / "3_filter", config.languages), results,
+                          read_json(out / "6_mine" / "counts.json") or {}, significance(results, sets))
+    print(table)
+    print(f"report: {report}; model: {out / 'model'}")
+    return {"metrics": results, "best": best, "report": report}

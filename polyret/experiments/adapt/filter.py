@@ -1,0 +1,59 @@
+"""Stage 3_filter/: duplicates dropped, then round-trip consistency against the base model and BM25."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from polyret.experiments.adapt.config import AdaptConfig
+from polyret.experiments.adapt.corpus import Corpus
+from polyret.experiments.adapt.search import bm25_searcher, by_partition, model_searcher
+from polyret.experiments.adapt.stage_files import read_jsonl, stage_dir, write_jsonl
+from polyret.synthesis.filters import normalize_query
+
+
+def drop_duplicates(records: Sequence[Mapping[str, Any]]) -> tuple[list, list]:
+    """(first of each, the rest): duplicates share query language (`code`), passage language (`lang`) and
+    the normalized query; in a collection of translations the same question asked of another language's
+    copy is another training pair."""
+    first, rest, seen = [], [], set()
+    for r in records:
+        key = (r["code"], r["lang"], normalize_query(r["query"]))
+        (rest if key in seen else first).append(r)
+        seen.add(key)
+    return first, rest
+
+
+def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str, generate_dir: Path,
+                 base_dir: Path, vectors: Path) -> dict[str, Any]:
+    """Duplicates dropped per (query language, passage language), across rounds; then round-trip consistency
+    against the base model (its passage vectors in `vectors`) and BM25."""
+    fingerprint = {"upstream": upstream, "filter_top_k": config.filter_top_k,
+                   "query_max_length": config.query_max_length, "passage_max_length": config.passage_max_length}
+
+    def build(tmp: Path) -> None:
+        generated = [{**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]}
+                     for round_ in range(config.queries_per_passage)
+                     for r in read_jsonl(generate_dir / f"queries_{round_}.jsonl")]
+        records, duplicates = drop_duplicates(generated)
+        queries = {r["_id"]: r["query"] for r in records}
+        passage_of = {r["_id"]: [r["passage_id"]] for r in records}
+        k = config.filter_top_k
+        bm25 = by_partition(corpus, queries, passage_of, bm25_searcher(corpus), k)
+        dense = by_partition(corpus, queries, passage_of, model_searcher(corpus, config, base_dir, vectors), k)
+        kept, dropped = [], []
+        for r in records:
+            ranks = {}
+            for name, run in (("base_rank", dense), ("bm25_rank", bm25)):
+                order = sorted(run.get(r["_id"], {}).items(), key=lambda kv: (-kv[1], kv[0]))
+                ranks[name] = next((i + 1 for i, (d, _) in enumerate(order) if d == r["passage_id"]), None)
+            if any(v is not None and v <= k for v in ranks.values()):
+                kept.append({**r, **ranks})
+            else:
+                dropped.append({**r, **ranks, "reason": "round_trip"})
+        dropped += [{**r, "reason": "duplicate"} for r in duplicates]
+        write_jsonl(tmp / "kept.jsonl", kept)
+        write_jsonl(tmp / "dropped.jsonl", dropped)
+
+    stage_dir(folder, "adapt_filter", fingerprint, build)
+    return fingerprint
