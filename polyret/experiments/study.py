@@ -33,7 +33,9 @@ import gin
 
 from polyret.configuration import GinConfigError, parse_gin
 from polyret.io import preemption
+from polyret.io.benchmarks import load_files
 from polyret.io.fingerprint import check_match, read_json
+from polyret.io.formats import DataError
 from polyret.io.outputs import atomic_write_text
 
 CLAIMS = ("better", "equivalent", "plateau", "none")
@@ -294,6 +296,11 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
                                  "on judged queries only")
             if not Path(substitute(value, paths)).is_file():
                 raise StudyError(f"evaluation set {name!r}: {field} file {substitute(value, paths)} not found")
+        try:  # every judged query and passage exists (ids only): a bad qrels line stops here, not after an arm
+            load_files(substitute(es.corpus, paths), substitute(es.queries, paths), substitute(es.qrels, paths),
+                       corpus_texts=False)
+        except DataError as e:
+            raise StudyError(f"evaluation set {name!r}: {e}") from None
     runs = plan(study, paths)
     shared: dict[str, dict[str, str]] = {}
     steps: dict[str, int] = {}

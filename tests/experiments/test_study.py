@@ -51,7 +51,8 @@ def _bad_study(tmp_path: Path, **lines: str) -> Path:
         "s/EvalSet.queries": f"'{tmp_path / 'queries.jsonl'}'",
         "s/EvalSet.qrels": f"'{tmp_path / 'qrels.txt'}'",
     }
-    body.update({k.replace("__", "/").replace("_DOT_", "."): v for k, v in lines.items()})
+    body.update({k.replace("__", "/").replace("_DOT_", "."): v and v.replace("{tmp}", str(tmp_path))
+                 for k, v in lines.items()})
     path = tmp_path / "bad.gin"
     path.write_text("".join(f"{k} = {v}\n" for k, v in body.items() if v is not None))
     return path
@@ -64,8 +65,9 @@ def _bad_study(tmp_path: Path, **lines: str) -> Path:
     ({"Study_DOT_claim": "'equivalent'"}, "TOST margin"),
     ({"Study_DOT_tost_margin": "0.02", "Study_DOT_paper_effect": "0.016"}, "not smaller than the paper's effect"),
     ({"Study_DOT_reference": "'b'"}, "sets no INITIAL_CHECKPOINT_PATH"),
+    ({"s__EvalSet_DOT_corpus": "'{tmp}/queries.jsonl'"}, "document id 'd1' (query 'q1') is not in the corpus"),
 ], ids=["unknown gin name", "no arms", "eval set without qrels", "equivalence without margin",
-        "margin wider than the paper's effect", "reference without a starting model"])
+        "margin wider than the paper's effect", "reference without a starting model", "judged passage not in corpus"])
 def test_bad_input_stops_in_one_line_before_training(tmp_path, capsys, change, expected):
     study = _bad_study(tmp_path, **change)
     out = tmp_path / "out"
