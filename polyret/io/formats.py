@@ -173,7 +173,8 @@ def _tsv_header(fields: list[str]) -> dict[str, int] | None:
     """Column positions when `fields` is a header row (an id column and a text column by name), else None."""
     names = [f.strip().lower() for f in fields]
     positions = {"id": _column(names, ID_COLUMNS), "text": _column(names, TEXT_COLUMNS),
-                 "title": _column(names, TITLE_COLUMNS), "lang": _column(names, LANGUAGE_COLUMNS)}
+                 "title": _column(names, TITLE_COLUMNS), "lang": _column(names, LANGUAGE_COLUMNS),
+                 "group": _column(names, ("group",))}
     if positions["id"] is None or positions["text"] is None:
         return None
     return {k: v for k, v in positions.items() if v is not None}
@@ -188,13 +189,14 @@ HEADERLESS_LAYOUTS = {
 
 def iter_records(path: str | os.PathLike, kind: str = "corpus", id_fields: tuple[str, ...] = ID_COLUMNS,
                  text_field: str = "text") -> Iterator[tuple[int, dict[str, str | None]]]:
-    """(line number, {"id", "text", "title", "lang"}) of a corpus or queries file.
+    """(line number, {"id", "text", "title", "lang", "group"}) of a corpus or queries file.
 
-    JSONL (BEIR style; `title` and `lang` optional) or TSV. A TSV whose first row names its columns
-    (an id column such as `id`/`_id`/`qid` and a text column such as `text`/`query`/`question`; `title`
-    and `lang` optional) is read by those names and every row must have as many columns as the header;
-    without a header the layout follows the column count (`kind` "corpus": `id text [title]` as MS MARCO
-    and DPR; "queries": `id text [lang]`). Null or missing text is an error naming file:line:field.
+    JSONL (BEIR style; `title`, `lang` and `group` optional; `group`: passages that translate one another
+    share it) or TSV. A TSV whose first row names its columns (an id column such as `id`/`_id`/`qid` and a
+    text column such as `text`/`query`/`question`; `title`, `lang` and `group` optional) is read by those
+    names and every row must have as many columns as the header; without a header the layout follows the
+    column count (`kind` "corpus": `id text [title]` as MS MARCO and DPR; "queries": `id text [lang]`).
+    Null or missing text is an error naming file:line:field.
     """
     if kind not in HEADERLESS_LAYOUTS:
         raise ValueError(f"kind must be 'corpus' or 'queries', got {kind!r}")
@@ -225,7 +227,11 @@ def iter_records(path: str | os.PathLike, kind: str = "corpus", id_fields: tuple
         lang = next((obj[f] for f in LANGUAGE_COLUMNS if f in obj), None)
         if lang is not None and not isinstance(lang, str):
             raise DataError(path, line_no, f"field 'lang' has type {type(lang).__name__}")
-        yield line_no, {"id": str(obj[id_field]), "text": obj[text_field], "title": title or "", "lang": lang}
+        group = obj.get("group")
+        if group is not None and (not isinstance(group, (str, int)) or isinstance(group, bool)):
+            raise DataError(path, line_no, f"field 'group' has type {type(group).__name__} (a string or an integer)")
+        yield line_no, {"id": str(obj[id_field]), "text": obj[text_field], "title": title or "", "lang": lang,
+                        "group": None if group is None else str(group)}
 
 
 _CSV_QUOTED = re.compile(r'^"((?:[^"]|"")*)"$')
@@ -272,7 +278,8 @@ def _iter_tsv_records(path: Path, kind: str) -> Iterator[tuple[int, dict[str, st
             fields = [_unquote(f) for f in fields]
         record = {"id": fields[positions["id"]], "text": fields[positions["text"]],
                   "title": fields[positions["title"]] if "title" in positions else "",
-                  "lang": fields[positions["lang"]] if "lang" in positions else None}
+                  "lang": fields[positions["lang"]] if "lang" in positions else None,
+                  "group": fields[positions["group"]] if "group" in positions else None}
         rows += 1
         yield line_no, record
     if header is not None and not rows:

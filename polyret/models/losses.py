@@ -111,12 +111,14 @@ def softmax_cross_entropy(scores: jax.Array, label_smoothing: float = 0.0,
 def contrastive_loss(positive_scores: jax.Array, negative_scores: jax.Array | None = None,
                      negative_valid: jax.Array | None = None, *, bidirectional: bool = True,
                      bidirectional_reduction: str = "mean", label_smoothing: float = 0.0,
-                     duplicate_mask: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
+                     duplicate_mask: jax.Array | None = None,
+                     negative_mask: jax.Array | None = None) -> tuple[jax.Array, Metrics]:
     """In-batch softmax loss over scores already multiplied by the logit scale.
 
     positive_scores [B, B]: query i against the positive passage of every query j (positive on the diagonal).
     negative_scores [B, M]: every query against all M hard negatives of the batch (shared across the batch).
     negative_valid [M]: False for padded negatives. duplicate_mask [B, B]: see `duplicate_positive_mask`.
+    negative_mask [B, M]: True where hard negative m is no negative for query i (a translation of its positive).
     With `bidirectional`, the passage->query loss over the transposed in-batch scores is added: averaged
     with the query->passage loss ('mean', polyret's default: the loss stays on the one-direction scale) or
     summed ('sum', as t5x_retrieval does; the gradient is twice as large, which Adafactor's update
@@ -128,7 +130,10 @@ def contrastive_loss(positive_scores: jax.Array, negative_scores: jax.Array | No
     if negative_scores is not None:
         scores = jnp.concatenate([positive_scores, negative_scores], axis=1)
         invalid = (jnp.zeros(negative_scores.shape[1], bool) if negative_valid is None else ~negative_valid)
-        exclude = jnp.concatenate([exclude, jnp.broadcast_to(invalid, negative_scores.shape)], axis=1)
+        invalid = jnp.broadcast_to(invalid, negative_scores.shape)
+        if negative_mask is not None:
+            invalid = invalid | negative_mask
+        exclude = jnp.concatenate([exclude, invalid], axis=1)
     loss_q2p, accuracy = softmax_cross_entropy(scores, label_smoothing, exclude)
     metrics = {"loss_q2p": loss_q2p, "accuracy": accuracy}
     if not bidirectional:
@@ -264,6 +269,9 @@ class ContrastiveLoss(InBatchLoss):
     # Rows that ask the same query are each other's positives, never negatives: in a collection of translations
     # the same question asked of the German and the French copy of a section (adapt's training data).
     mask_duplicate_queries: bool = False
+    # Passages that translate one another (one `group`, where the data carries `passage_group` /
+    # `negative_groups`) are never each other's in-batch or hard negatives.
+    mask_passage_groups: bool = True
     score_scale: float = 1.0  # on top of the model's own logit scale
 
     def __post_init__(self):
@@ -282,10 +290,17 @@ class ContrastiveLoss(InBatchLoss):
         masks = [duplicate_positive_mask(token_hash(batch[FEATURES[side]]))
                  for side, on in (("passages", self.mask_duplicate_positives), ("queries", self.mask_duplicate_queries))
                  if on]
+        negative_mask = None
+        if self.mask_passage_groups and "passage_group" in batch:
+            groups = batch["passage_group"]
+            masks.append(duplicate_positive_mask(groups))
+            if negative is not None and "negative_groups" in batch:
+                negative_mask = groups[:, None] == batch["negative_groups"].reshape(-1)[None, :]
         duplicates = functools.reduce(jnp.logical_or, masks) if masks else None
         return contrastive_loss(positive, negative, negative_valid, bidirectional=self.bidirectional,
                                 bidirectional_reduction=self.bidirectional_reduction,
-                                label_smoothing=self.label_smoothing, duplicate_mask=duplicates)
+                                label_smoothing=self.label_smoothing, duplicate_mask=duplicates,
+                                negative_mask=negative_mask)
 
 
 @gin.configurable

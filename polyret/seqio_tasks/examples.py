@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -56,12 +57,34 @@ def join_title(title: str | None, text: str) -> str:
     return f"{title} {text}" if title else text
 
 
+NO_GROUP = -1  # a padded negative's group: equal to no passage's
+
+
+def group_id(group: str) -> int:
+    """A passage group (passages that translate one another share it) as a non-negative int32 the loss
+    compares: CRC-32, so the same group gets the same id in every process and run."""
+    return zlib.crc32(group.encode("utf-8")) & 0x7FFFFFFF
+
+
+def _row_group(obj: Mapping[str, Any], field: str, fallback: str, path, line_no: int) -> int:
+    """The row's `field` (a string or an integer) as a group id; a row without one is its own group, by
+    its passage's text (so only identical passages share it)."""
+    value = obj.get(field)
+    if value is None:
+        return group_id(fallback)
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise DataError(path, line_no, f"field {field!r} has type {type(value).__name__} (a string or an integer)")
+    return group_id(str(value))
+
+
 # ------------------------------------------------------------------------------------------------ SWIM-IR
 
 def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
-                     skipped: SkipCounter | None = None) -> Iterator[dict[str, Any]]:
+                     skipped: SkipCounter | None = None, groups: bool = False) -> Iterator[dict[str, Any]]:
     """SWIM-IR JSONL or parquet (the Hub release; fields `_id, lang, code, query, title, text`) -> inputs
-    (query), targets (title + text), language (`code`, aliases such as the datacard's `hn` mapped)."""
+    (query), targets (title + text), language (`code`, aliases such as the datacard's `hn` mapped).
+    `groups`: also passage_group, the id of the row's `group` field (`group_id`), which ContrastiveLoss keeps
+    out of the other rows' negatives."""
     fields = {"_id": (str, int), "lang": str, "code": str, "query": str, "title": str, "text": str}
     skip_bad = skip_bad or BAD_RECORDS.skip
     skipped = BAD_RECORDS.skipped if skipped is None and BAD_RECORDS.skip else skipped
@@ -78,6 +101,8 @@ def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
         if "negatives" in obj:  # mined negatives carried in the same file
             example["negative_targets"] = [n if isinstance(n, str) else join_title(n.get("title"), n["text"])
                                            for n in obj["negatives"]]
+        if groups:
+            example["passage_group"] = _row_group(obj, "group", example["targets"], path, line_no)
         yield example
 
 
@@ -95,18 +120,20 @@ def _passage_text(item: Any, path, line_no: int, field: str) -> str:
     return text
 
 
-def hard_negative_examples(path: str | os.PathLike, num_negatives: int, seed: int = 0
+def hard_negative_examples(path: str | os.PathLike, num_negatives: int, seed: int = 0, groups: bool = False
                            ) -> Iterator[dict[str, Any]]:
     """JSONL `{query, positive, negatives: [...]}` or Tevatron `{query, positive_passages, negative_passages}`.
 
     Emits exactly `num_negatives` negatives: sampled without replacement when more are given, padded
-    with empty strings (which tokenise to all-padding rows the loss masks) when fewer.
+    with empty strings (which tokenise to all-padding rows the loss masks) when fewer. `groups`: also
+    passage_group (the row's `group`) and negative_groups (its `negative_groups`, one per negative), as ids
+    (`group_id`; NO_GROUP for padding), which ContrastiveLoss keeps out of the other rows' negatives.
     """
     skip = BAD_RECORDS.skip
     for line_no, obj in iter_jsonl(path, {"query": str}, nonempty=("query",), skip_bad=skip,
                                    skipped=BAD_RECORDS.skipped if skip else None):
         try:
-            example = _hard_negative_example(path, line_no, obj, num_negatives, seed)
+            example = _hard_negative_example(path, line_no, obj, num_negatives, seed, groups)
         except DataError as e:
             if not skip:
                 raise
@@ -133,7 +160,8 @@ def scored_examples(path: str | os.PathLike, num_negatives: int) -> Iterator[dic
                "passage_languages": np.zeros(num_negatives + 1, np.int32)}
 
 
-def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, seed: int) -> dict[str, Any]:
+def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, seed: int,
+                           groups: bool = False) -> dict[str, Any]:
     """One record -> an example (raises DataError naming the line and field)."""
     if "positive_passages" in obj:
         if not obj["positive_passages"]:
@@ -147,11 +175,24 @@ def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, se
     else:
         raise DataError(path, line_no, "field 'positive' (or 'positive_passages') is missing")
     negatives = [_passage_text(n, path, line_no, neg_field) for n in negatives]
+    negative_groups = None
+    if groups:
+        given = obj.get("negative_groups")
+        if given is not None and (not isinstance(given, list) or len(given) != len(negatives)):
+            raise DataError(path, line_no, f"field 'negative_groups' must be a list of one group per negative "
+                                           f"({len(negatives)})")
+        negative_groups = [_row_group({"g": g}, "g", n, path, line_no) for g, n in
+                           zip(given or [None] * len(negatives), negatives)]
+    keep = range(len(negatives))
     if len(negatives) > num_negatives:
         keep = sorted(_rng(seed, line_no).choice(len(negatives), num_negatives, replace=False))
-        negatives = [negatives[i] for i in keep]
-    negatives += [""] * (num_negatives - len(negatives))
-    return {"inputs": obj["query"], "targets": positive, "negative_targets": negatives}
+    pad = num_negatives - len(keep)
+    example = {"inputs": obj["query"], "targets": positive,
+               "negative_targets": [negatives[i] for i in keep] + [""] * pad}
+    if groups:
+        example["passage_group"] = _row_group(obj, "group", positive, path, line_no)
+        example["negative_groups"] = np.array([negative_groups[i] for i in keep] + [NO_GROUP] * pad, np.int32)
+    return example
 
 
 # -------------------------------------------------------------------------------- translated distillation

@@ -5,6 +5,7 @@
   negative_targets  -> right_negative_encoder_input_tokens  [N, L_neg]   (all-zero rows = padding)
   passages          -> right_encoder_input_tokens           [K, L_psg]   (distillation)
   teacher_scores, passage_languages pass through            [K]
+  passage_group, negative_groups pass through, where given   [], [N]  (dual encoder, hard negatives)
 Sequences longer than their length are cut to length - 1 and end with the vocabulary's end id (as seqio's
 append_eos_after_trim). A model's prompts (`with_prompts`) go in as tokens after each text's start ids, before
 the cut, as sentence-transformers tokenizes `prompt + text`; where a tokenizer merges across the prompt's end
@@ -81,6 +82,7 @@ class _RetrievalConverter(seqio.FeatureConverter):
 
     TOKEN_FEATURES: tuple[tuple[str, str], ...] = ()
     PASSTHROUGH: tuple[str, ...] = ()
+    OPTIONAL_PASSTHROUGH: tuple[str, ...] = ()  # passed through where the task has them
     PACKING_FEATURE_DTYPE = None
 
     def __init__(self, pack: bool = False, eos_id: int = T5_EOS_ID, **kwargs):
@@ -133,7 +135,7 @@ class _RetrievalConverter(seqio.FeatureConverter):
         def fn(ex):
             out = {model: trim_append_eos_pad(self._prompted(ex[task], task), task_feature_lengths[task], self.eos_id)
                    for task, model in self.TOKEN_FEATURES}
-            out.update({name: ex[name] for name in self.PASSTHROUGH})
+            out.update({name: ex[name] for name in self.PASSTHROUGH + self.OPTIONAL_PASSTHROUGH if name in ex})
             return out
         return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -141,11 +143,17 @@ class _RetrievalConverter(seqio.FeatureConverter):
         return {model: task_feature_lengths[task] for task, model in self.TOKEN_FEATURES}
 
 
+# Passage groups (passages that translate one another share one), where the task carries them
+# (`register_swim_ir_task(with_groups=True)`): [B] and [B, N] ids that ContrastiveLoss masks with.
+GROUP_FEATURES = ("passage_group", "negative_groups")
+
+
 class DualEncoderFeatureConverter(_RetrievalConverter):
     TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32)}
     MODEL_FEATURES = {"left_encoder_input_tokens": Spec(dtype=tf.int32),
                       "right_encoder_input_tokens": Spec(dtype=tf.int32)}
     TOKEN_FEATURES = (("inputs", "left_encoder_input_tokens"), ("targets", "right_encoder_input_tokens"))
+    OPTIONAL_PASSTHROUGH = GROUP_FEATURES
 
 
 class HardNegativeFeatureConverter(_RetrievalConverter):
@@ -155,6 +163,7 @@ class HardNegativeFeatureConverter(_RetrievalConverter):
                       "right_negative_encoder_input_tokens": Spec(dtype=tf.int32, rank=2)}
     TOKEN_FEATURES = DualEncoderFeatureConverter.TOKEN_FEATURES + (
         ("negative_targets", "right_negative_encoder_input_tokens"),)
+    OPTIONAL_PASSTHROUGH = GROUP_FEATURES
 
 
 class DistillationFeatureConverter(_RetrievalConverter):

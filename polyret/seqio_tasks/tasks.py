@@ -167,14 +167,22 @@ def _cached_tokenize() -> list:
             preprocessors.dense_rows]
 
 
+_GROUP = tf.TensorSpec([], tf.int32)
+_GROUPS = tf.TensorSpec([None], tf.int32)
+
+
 def register_swim_ir_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary,
-                          with_negatives: bool = False, skip_bad: bool = False) -> str:
+                          with_negatives: bool = False, skip_bad: bool = False, with_groups: bool = False) -> str:
+    """`with_groups`: each row's passage group (its `group` field) rides along as `passage_group`, so passages
+    that translate one another are never each other's in-batch negatives (ContrastiveLoss)."""
     signature = {"inputs": _STR, "targets": _STR, "query_id": _STR, "language": _STR}
     features = {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary)}
     if with_negatives:
         signature["negative_targets"] = _STRS
         features["negative_targets"] = _token_feature(vocabulary, rank=2)
-    source = _generator_source(lambda: ex.swim_ir_examples(path, skip_bad=skip_bad), signature)
+    if with_groups:
+        signature["passage_group"] = _GROUP
+    source = _generator_source(lambda: ex.swim_ir_examples(path, skip_bad=skip_bad, groups=with_groups), signature)
     return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())
 
 
@@ -197,9 +205,13 @@ def register_swim_ir_tasks(files: Mapping[tuple[str, str], str | os.PathLike], v
 # ----------------------------------------------------------------------------------------- hard negatives
 
 def register_hard_negative_task(name: str, path: str | os.PathLike, vocabulary: seqio.Vocabulary,
-                                num_negatives: int, seed: int = 0) -> str:
+                                num_negatives: int, seed: int = 0, with_groups: bool = False) -> str:
+    """`with_groups`: the rows' `group` and `negative_groups` ride along (`passage_group`, `negative_groups`),
+    so a passage's translations are never another row's negatives (ContrastiveLoss)."""
     signature = {"inputs": _STR, "targets": _STR, "negative_targets": _STRS}
-    source = _generator_source(lambda: ex.hard_negative_examples(path, num_negatives, seed), signature)
+    if with_groups:
+        signature.update(passage_group=_GROUP, negative_groups=_GROUPS)
+    source = _generator_source(lambda: ex.hard_negative_examples(path, num_negatives, seed, with_groups), signature)
     features = {"inputs": _token_feature(vocabulary), "targets": _token_feature(vocabulary),
                 "negative_targets": _token_feature(vocabulary, rank=2)}
     return _add_task(name, source=source, output_features=features, preprocessors=_cached_tokenize())

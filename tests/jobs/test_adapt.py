@@ -42,7 +42,7 @@ def adapt_data(tmp_path_factory):
     rows, by_text = [], {}
     for lang in ("en", "de"):
         for r in _jsonl(data["corpus"] / f"{lang}.jsonl"):
-            rows.append({**r, "lang": lang})
+            rows.append({**r, "lang": lang, "group": r["_id"].rsplit("-", 1)[0]})  # en and de copies: one group
             by_text[r["text"]] = r["_id"].rsplit("-", 1)[0]  # e00003-year
     corpus = root / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -140,6 +140,11 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     assert heldout and not {r["passage_id"] for r in train} & heldout
     heldout_texts = {normalize_query(r["text"]) for r in _jsonl(out / "4_split" / "heldout_queries.jsonl")}
     assert not {normalize_query(r["query"]) for r in train} & heldout_texts
+    # Translation groups ride along into training, and no mined negative is a copy of its positive.
+    assert all(r["group"] == r["passage_id"].rsplit("-", 1)[0] for r in train)
+    mined = _jsonl(out / "6_mine" / "mined.jsonl")
+    assert mined and all(r["group"] == r["positive_id"].rsplit("-", 1)[0] for r in mined)
+    assert all(g == n.rsplit("-", 1)[0] != r["group"] for r in mined for g, n in zip(r["negative_groups"], r["negative_ids"]))
     # Example queries: at most ten per language, all kept ones.
     examples = json.loads((out / "report.json").read_text())["examples"]
     assert all(0 < len(v) <= 10 for v in examples.values())

@@ -117,13 +117,41 @@ class _TableModel:
     """Each row's vector is a table row picked by its first token; scores are dot products (a closed form)."""
 
     def represent(self, params, tokens, side, rng=None, deterministic=True):
-        return params["table"][tokens[:, 0]]
+        return params["table"][tokens[..., 0]]
 
     def score(self, queries, documents):
         return queries @ documents.T
 
     def logit_scale(self, params):
         return jnp.asarray(1.0)
+
+
+def test_translations_of_a_positive_are_no_negatives_in_the_batch():
+    """A batch built to hold two copies of one section (rows 0 and 1: its German and French text, different
+    queries, one passage group) and, as row 2's hard negative, a third language's copy: each copy is removed
+    from the other row's softmax, the third copy from both rows' (numpy reference, both directions)."""
+    from polyret.models.losses import FEATURES, ContrastiveLoss
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(10, 4)).astype(np.float32)
+    batch = {FEATURES["queries"]: jnp.array([[5, 0], [6, 0], [7, 0]]),
+             FEATURES["passages"]: jnp.array([[1, 0], [2, 0], [3, 0]]),
+             FEATURES["negatives"]: jnp.array([[[4, 0]], [[8, 0]], [[9, 0]]]),
+             "passage_group": jnp.array([11, 11, 22]), "negative_groups": jnp.array([[33], [44], [11]])}
+    model, params = _TableModel(), {"table": jnp.asarray(table)}
+    masked, _ = ContrastiveLoss()(model, params, batch, None)
+    queries, passages = table[[5, 6, 7]], table[[1, 2, 3, 4, 8, 9]]
+    scores = queries @ passages.T                      # 3 positives, then the 3 hard negatives
+    labels = np.eye(3, 6)
+    valid = np.ones((3, 6), bool)
+    valid[0, 1] = valid[1, 0] = False                  # the other copy
+    valid[0, 5] = valid[1, 5] = False                  # row 2's negative: a copy of rows 0 and 1's section
+    p2q_valid = valid[:, :3].T
+    expected = (_np_ce(scores, labels, valid) + _np_ce(scores[:, :3].T, np.eye(3), p2q_valid)) / 2
+    np.testing.assert_allclose(masked, expected, rtol=1e-5)
+    plain, _ = ContrastiveLoss(mask_passage_groups=False)(model, params, batch, None)
+    everything = (_np_ce(scores, labels, np.ones((3, 6), bool)) + _np_ce(scores[:, :3].T, np.eye(3),
+                                                                          np.ones((3, 3), bool))) / 2
+    np.testing.assert_allclose(plain, everything, rtol=1e-5)
 
 
 def test_rows_asking_the_same_query_are_not_each_others_negatives():

@@ -100,6 +100,32 @@ def test_hard_negatives_fixed_count_sampling_and_padding(tmp_path):
     np.testing.assert_array_equal(negatives[0], list(BYTES.encode("m0")) + [1] + [0] * 5)
 
 
+def test_passage_groups_ride_along_to_the_model_features(tmp_path):
+    """with_groups: each row's `group` (and its negatives' `negative_groups`) reaches the batch as CRC-32 ids
+    (zlib here), following the negatives' seeded sampling; a row without a group is its passage text's own;
+    padded negatives get -1."""
+    import zlib
+    crc = lambda s: zlib.crc32(s.encode()) & 0x7FFFFFFF  # noqa: E731
+    rows = [{"query": "q0", "positive": "p0", "group": "sec-1", "negatives": ["n0", "n1", "n2"],
+             "negative_groups": ["sec-7", "sec-8", "sec-9"]},
+            {"query": "q1", "positive": "p1", "negatives": ["m0"]}]
+    T.register_hard_negative_task("t_groups", _write_jsonl(tmp_path / "g.jsonl", rows), BYTES, num_negatives=2,
+                                  seed=3, with_groups=True)
+    lengths = {"inputs": 8, "targets": 8, "negative_targets": 8}
+    ds = seqio.get_dataset("t_groups", lengths, dataset_split="train", shuffle=False,
+                           feature_converter=HardNegativeFeatureConverter())
+    first, second = list(ds.as_numpy_iterator())
+    assert first["passage_group"] == crc("sec-1") and second["passage_group"] == crc("p1")
+    picked = [_decode(r) for r in first["right_negative_encoder_input_tokens"]]
+    assert list(first["negative_groups"]) == [crc("sec-" + {"n0": "7", "n1": "8", "n2": "9"}[n]) for n in picked]
+    assert list(second["negative_groups"]) == [crc("m0"), -1]
+    pairs = [{"_id": "a", "lang": "de", "code": "en", "query": "q", "title": "", "text": "t", "group": "sec-1"}]
+    T.register_swim_ir_task("t_groups_pairs", _write_jsonl(tmp_path / "p.jsonl", pairs), BYTES, with_groups=True)
+    ds = seqio.get_dataset("t_groups_pairs", {"inputs": 8, "targets": 8}, dataset_split="train", shuffle=False,
+                           feature_converter=DualEncoderFeatureConverter())
+    assert next(ds.as_numpy_iterator())["passage_group"] == crc("sec-1")
+
+
 def test_feature_converter_trims_appends_eos_and_pads(tmp_path):
     path = _write_jsonl(tmp_path / "p.jsonl", [{"_id": "1", "lang": "en", "code": "en", "query": "abcdefghij",
                                                "title": "", "text": "xy"}])

@@ -1,9 +1,11 @@
-"""The collection: passages read once, and their languages (the `lang` field, or detected)."""
+"""The collection: passages read once, their languages (the `lang` field, or detected) and their translation
+groups (the `group` field: passages that translate one another share it)."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import os
 from typing import Sequence
 
@@ -18,6 +20,19 @@ class Corpus:
     records: dict[str, dict[str, str]]  # id -> {title, text} (what the LLM sees)
     languages: dict[str, str]  # id -> language: the `lang` field, else the detected collection language
     has_language_field: bool
+    groups: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> `group` (passages that have one)
+
+    @functools.cached_property
+    def _members(self) -> dict[str, list[str]]:
+        members = collections.defaultdict(list)
+        for pid, group in self.groups.items():
+            members[group].append(pid)
+        return members
+
+    def translations(self, pid: str) -> list[str]:
+        """The other passages of pid's group (none when it has no group)."""
+        group = self.groups.get(pid)
+        return [] if group is None else [p for p in self._members[group] if p != pid]
 
     def partitions(self) -> dict[str, list[str]]:
         """Passage ids by language; every retrieval stage searches within one partition."""
@@ -28,7 +43,7 @@ class Corpus:
 
 
 def read_corpus(path: str | os.PathLike) -> Corpus:
-    texts, records, langs = {}, {}, {}
+    texts, records, langs, groups = {}, {}, {}, {}
     for line_no, r in iter_records(path, "corpus"):
         if not r["text"].strip():
             raise DataError(path, line_no, f"field 'text' is empty (id {r['id']!r})")
@@ -38,6 +53,8 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         records[r["id"]] = {"title": r["title"], "text": r["text"]}
         if r["lang"]:
             langs[r["id"]] = r["lang"]
+        if r["group"]:
+            groups[r["id"]] = r["group"]
     if not texts:
         raise DataError(path, None, "no records")
     has_field = bool(langs)
@@ -47,7 +64,7 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
     if not has_field:
         detected = detect_language([texts[p] for p in sorted(texts, key=lambda p: sample_key(0, "", p))[:200]])
         langs = dict.fromkeys(texts, detected or "und")
-    return Corpus(texts, records, langs, has_field)
+    return Corpus(texts, records, langs, has_field, groups)
 
 
 def detect_language(texts: Sequence[str]) -> str | None:

@@ -32,7 +32,8 @@ def filter_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: st
                    "query_max_length": config.query_max_length, "passage_max_length": config.passage_max_length}
 
     def build(tmp: Path) -> None:
-        generated = [{**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]]}
+        generated = [{**r, "_id": f"{r['_id']}-{round_}", "lang": corpus.languages[r["passage_id"]],
+                      **({"group": corpus.groups[r["passage_id"]]} if r["passage_id"] in corpus.groups else {})}
                      for round_ in range(config.queries_per_passage)
                      for r in read_jsonl(generate_dir / f"queries_{round_}.jsonl")]
         records, duplicates = drop_duplicates(generated)

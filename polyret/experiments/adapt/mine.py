@@ -36,12 +36,17 @@ def mine_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str,
     def build(tmp: Path) -> None:
         train = read_jsonl(split_dir / "train.jsonl")
         queries = {r["_id"]: r["query"] for r in train}
-        qrels = {r["_id"]: {r["passage_id"]: 1} for r in train}
-        run = by_partition(corpus, queries, {q: list(d) for q, d in qrels.items()},
+        run = by_partition(corpus, queries, {r["_id"]: [r["passage_id"]] for r in train},
                            model_searcher(corpus, config, round1, vectors), 30)
+        # A positive's translations (its group) are judged relevant too: never mined as its negatives.
+        qrels = {r["_id"]: {r["passage_id"]: 1, **dict.fromkeys(corpus.translations(r["passage_id"]), 1)}
+                 for r in train}
         rows, counts = mine_hard_negatives(run, qrels, queries, corpus.texts, num_negatives=config.num_negatives,
                                            rank_start=0, rank_end=30, seed=config.seed)
         rows = [r for r in rows if len(r["negatives"]) == config.num_negatives]
+        for r in rows:  # the groups ride along so that training masks them across rows too
+            r["group"] = corpus.groups.get(r["positive_id"])
+            r["negative_groups"] = [corpus.groups.get(n) for n in r["negative_ids"]]
         if config.labels:
             label_rows(rows, labels_checkpoint(config.labels))
         write_jsonl(tmp / "mined.jsonl", rows)

@@ -30,7 +30,8 @@ def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Pa
         train = [r for r in train if (r["code"], normalize_query(r["query"])) not in asked]
         write_jsonl(tmp / "train.jsonl", [{"_id": r["_id"], "lang": r["lang"], "code": r["code"],
                                             "query": r["query"], "title": r["title"], "text": r["text"],
-                                            "passage_id": r["passage_id"]} for r in train])
+                                            "passage_id": r["passage_id"],
+                                            **({"group": r["group"]} if "group" in r else {})} for r in train])
         write_jsonl(tmp / "heldout_queries.jsonl", [{"_id": r["_id"], "text": r["query"], "lang": r["code"]}
                                                      for r in heldout])
         with open(tmp / "heldout_qrels.tsv", "w", encoding="utf-8") as f:
