@@ -3,15 +3,18 @@ real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference s
 
   nice -n 10 python benchmarks/rerank_real_text.py [--set ~/.cache/polyret/debian_reference_set] [--work /tmp/rr]
       [--train_pairs en-de,en-fr,en-ja] [--test_pairs en-de,en-fr,en-ja,en-es] [--steps 150] [--top_k 30]
-      [--first_stage CHECKPOINT] [--learning_rate 2e-5]
+      [--first_stage CHECKPOINT] [--learning_rate 2e-5] [--relative_threshold 0.95] [--passage_max_length 224]
 
 1. The first stage: multilingual-e5-small as a dual encoder (zero-shot, its prompts; `--first_stage` for another
    checkpoint, e.g. the fine-tuned one of finetune_real_text.py), `polyret evaluate` on each test pair.
 2. Training rows: each train-split query of the `--train_pairs`, its positive, and 3 negatives mined with the
-   first stage from ranks 3-30 (`polyret mine_negatives`); never a test query.
+   first stage from ranks 3-30 (`polyret mine_negatives`, its false-negative guard at `--relative_threshold`:
+   'none' keeps every query); never a test query.
 3. The reranker: multilingual-e5-small with a fresh score head (`import_checkpoint --tower cross_encoder`),
-   `runs/finetune_cross_encoder.gin` (ListwiseLoss), `--steps` steps of 8 queries x 4 passages.
-4. `polyret rerank` of each test pair's top `--top_k`; nDCG@10 / R@100 of both, and the rerank time.
+   `runs/finetune_cross_encoder.gin` (ListwiseLoss), `--steps` steps of 8 queries x 4 passages, passages cut to
+   `--passage_max_length` tokens.
+4. `polyret rerank` of each test pair's top `--top_k` (passages cut the same); nDCG@10 / R@100 of both, and the
+   rerank time.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def main() -> None:
     ap.add_argument("--top_k", type=int, default=30)
     ap.add_argument("--learning_rate", type=float, default=2e-5)
     ap.add_argument("--first_stage", default=None)
+    ap.add_argument("--relative_threshold", default="0.95")
+    ap.add_argument("--passage_max_length", type=int, default=224)
     args = ap.parse_args()
     pairs_dir, work = Path(args.set) / "pairs", Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -93,15 +98,20 @@ def main() -> None:
             mine_job.main(["--checkpoint", str(first_stage), "--corpus", str(pairs_dir / pair / "corpus.jsonl"),
                            "--queries", str(pairs_dir / pair / "queries.jsonl"), "--qrels",
                            str(pairs_dir / pair / "qrels" / "train.tsv"), "--output", str(negatives),
-                           "--num_negatives", "3", "--rank_start", "3", "--rank_end", "30"])
+                           "--num_negatives", "3", "--rank_start", "3", "--rank_end", "30",
+                           "--relative_threshold", args.relative_threshold])
         names.append((tasks.register_hard_negative_task(f"rr_{pair.replace('-', '_')}", negatives, vocab,
                                                         num_negatives=3), 1.0))
     tasks.add_mixture("rr_train", names)
     reranker = work / "reranker"
+    length = args.passage_max_length
+    buckets = tuple(b for b in (16, 32, 64, 128) if b < length) + (length,)
     t0 = time.time()
     train_from_gin(["runs/finetune_cross_encoder.gin"], [
         f"MODEL_DIR='{reranker}'", "MIXTURE_OR_TASK_NAME='rr_train'", f"TRAIN_STEPS={args.steps}",
-        f"INITIAL_CHECKPOINT_PATH='{reranker_base}'", f"learning_rate_schedule.base_learning_rate={args.learning_rate}"])
+        f"INITIAL_CHECKPOINT_PATH='{reranker_base}'", f"learning_rate_schedule.base_learning_rate={args.learning_rate}",
+        f"TASK_FEATURE_LENGTHS={{'inputs': 32, 'targets': {length}, 'negative_targets': {length}}}",
+        f"DatasetConfig.length_buckets={buckets}"])
     train_seconds = time.time() - t0
 
     rows = []
@@ -114,7 +124,7 @@ def main() -> None:
                            "--metrics", "nDCG@10,R@100", "--recall_target", "0"] + files)
         rerank_job.main(["--checkpoint", str(reranker), "--run", str(work / f"first_{pair}" / "dense.trec"),
                          "--output_dir", str(work / f"reranked_{pair}"), "--top_k", str(args.top_k),
-                         "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", "224"]
+                         "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", str(length)]
                         + files)
         metrics = json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())
         rows.append((pair, metrics))

@@ -24,7 +24,8 @@ SECRET = "sk-adapt-test-0123456789abcdef"
 NAMES = {"en": "English", "de": "German"}
 TINY = ["--max_passages", "12", "--round1_steps", "6", "--round2_steps", "4", "--batch_size", "8",
         "--query_max_length", "16", "--passage_max_length", "24", "--filter_top_k", "6", "--heldout_fraction", "0.25",
-        "--num_negatives", "1", "--no_langid", "--concurrency", "2", "--shard_size", "16", "--max_retries", "0", "--initial_backoff", "0.01",
+        "--num_negatives", "1", "--no_langid", "--concurrency", "2", "--shard_size", "16", "--max_retries", "0",
+        "--initial_backoff", "0.01",
         "--gin.CheckpointConfig.every=2", "--gin.learning_rate_schedule.warmup_steps=1"]
 
 
@@ -144,7 +145,8 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     assert all(r["group"] == r["passage_id"].rsplit("-", 1)[0] for r in train)
     mined = _jsonl(out / "6_mine" / "mined.jsonl")
     assert mined and all(r["group"] == r["positive_id"].rsplit("-", 1)[0] for r in mined)
-    assert all(g == n.rsplit("-", 1)[0] != r["group"] for r in mined for g, n in zip(r["negative_groups"], r["negative_ids"]))
+    assert all(g == n.rsplit("-", 1)[0] != r["group"]
+               for r in mined for g, n in zip(r["negative_groups"], r["negative_ids"]))
     # Example queries: at most ten per language, all kept ones.
     examples = json.loads((out / "report.json").read_text())["examples"]
     assert all(0 < len(v) <= 10 for v in examples.values())
