@@ -5,8 +5,9 @@ The queries are asked in English (`--languages en`), so the task is the set's en
 OpenAI-compatible server (tests/synthesis/chat_server.py, real HTTP on localhost) answers SAP prompts the
 way a good LLM would for passages of the set's train split (the section's own English heading, after a
 summary) and the way a poor one would for every other passage (the passage's first few words). The real
-test-split queries are therefore never produced. The job starts from the real all-MiniLM-L6-v2 (its
-default base) and is evaluated on the set's real held-out en-X queries (the test split).
+test-split queries are therefore never produced. The job starts from its default base for this corpus
+(multilingual-e5-small) and is evaluated on the set's real held-out English headings (the test split), one
+query per heading, relevant in every document language that has the section (a `group` per section).
 
   nice -n 10 python benchmarks/adapt_real_text.py [--set ~/.cache/polyret/debian_reference_set] \
       [--work /tmp/adapt_real_text] [--docs de,fr,ja] [--round1_steps 100] [--round2_steps 50]
@@ -42,11 +43,14 @@ def write_inputs(set_dir: Path, work: Path, docs: list[str]) -> dict[str, object
         for line in open(pair / "corpus.jsonl", encoding="utf-8"):
             doc = json.loads(line)
             split = split_of.get(f"q_{doc['_id']}", "none")  # none: no usable English heading
-            corpus.append({"_id": f"{lang}:{doc['_id']}", "title": "", "text": doc["text"], "lang": lang})
+            # The section's copies share a group: never each other's negatives in training.
+            corpus.append({"_id": f"{lang}:{doc['_id']}", "title": "", "text": doc["text"], "lang": lang,
+                           "group": doc["_id"]})
             answers[doc["text"]] = (split, heading.get(doc["_id"], ""))
-            if split == "test":
-                queries.append({"_id": f"{lang}:q_{doc['_id']}", "text": heading[doc["_id"]], "lang": "en"})
-                qrels.append(f"{lang}:q_{doc['_id']}\t{lang}:{doc['_id']}\t1\n")
+            if split == "test":  # one query per English heading, relevant in every language that has the section
+                if f"q_{doc['_id']}" not in {q["_id"] for q in queries}:
+                    queries.append({"_id": f"q_{doc['_id']}", "text": heading[doc["_id"]], "lang": "en"})
+                qrels.append(f"q_{doc['_id']}\t{lang}:{doc['_id']}\t1\n")
     write = lambda name, rows: (inputs / name).write_text(  # noqa: E731
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     write("corpus.jsonl", corpus)

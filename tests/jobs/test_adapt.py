@@ -22,7 +22,7 @@ from polyret.synthesis.filters import normalize_query
 
 SECRET = "sk-adapt-test-0123456789abcdef"
 NAMES = {"en": "English", "de": "German"}
-TINY = ["--max_passages", "12", "--round1_steps", "6", "--round2_steps", "4", "--batch_size", "8",
+TINY = ["--max_passages", "8", "--round1_steps", "6", "--round2_steps", "4", "--batch_size", "8",
         "--query_max_length", "16", "--passage_max_length", "24", "--filter_top_k", "6", "--heldout_fraction", "0.25",
         "--num_negatives", "1", "--no_langid", "--concurrency", "2", "--shard_size", "16", "--max_retries", "0",
         "--initial_backoff", "0.01",
@@ -105,7 +105,7 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     for path in out.rglob("*"):  # ... and written nowhere
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
-    assert adapted["requests"] == 24  # 12 passages x 2 query languages, one request each
+    assert adapted["requests"] == 32  # 8 passages of each of 2 passage languages x 2 query languages
     report = (out / "report.md").read_text()
     for heading in ("## Results", "## LLM usage", "## Filter acceptance per language", "## Example queries",
                     "## Settings", "### en", "### de"):
@@ -118,7 +118,7 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     base_shards = sorted((out / "vectors" / "base").glob("shard-*.npy"))
     assert len(base_shards) > 1
     assert max(p.stat().st_mtime_ns for p in base_shards) < (out / "3_filter" / "kept.jsonl").stat().st_mtime_ns
-    assert "24 requests" in report
+    assert "32 requests" in report
     # Round trip: kept and dropped together are the generated queries; kept = passage in someone's top k.
     kept, dropped = _jsonl(out / "3_filter" / "kept.jsonl"), _jsonl(out / "3_filter" / "dropped.jsonl")
     assert len(kept) + len(dropped) == len(_jsonl(out / "2_generate" / "queries_0.jsonl"))
@@ -217,7 +217,7 @@ def test_http_error_stops_in_one_line_and_rerun_continues(adapt_data, tiny_check
         assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False)) == 1
     with ChatServer(template_llm(adapt_data)) as server:
         assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False)) == 0
-        assert len(server.requests) == 24 - 16  # only the second chunk is asked again
+        assert len(server.requests) == 32 - 16  # only the second chunk is asked again
 
 
 def _closed_port_url() -> str:

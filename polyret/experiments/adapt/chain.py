@@ -64,7 +64,7 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     if unknown:
         log.warning(unknown)
     corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages)}
-    say(2, f"sampling up to {config.max_passages} passages per language -> {out / '1_sample'}")
+    say(2, f"sampling up to {config.max_passages} passages of each passage language -> {out / '1_sample'}")
     fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))
     say(3, f"generating queries with {config.llm_model} at {config.llm_base_url} -> {out / '2_generate'}")
     fp, progress = generate_stage(config, exemplars, out / "2_generate", digest(fp), out / "1_sample")

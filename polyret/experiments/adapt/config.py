@@ -18,7 +18,7 @@ class AdaptConfig:
     passage_prompt: str | None = None
     eval_queries: str | None = None
     eval_qrels: str | None = None
-    max_passages: int = 1000  # per query language
+    max_passages: int = 1000  # of each passage language, per query language
     queries_per_passage: int = 1
     prompt_mode: str = "summarize_then_ask"
     num_shots: int | None = None  # None: every exemplar of the language

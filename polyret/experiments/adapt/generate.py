@@ -59,6 +59,7 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
     stage_file(folder / "stage.json", fingerprint)
     progress = {}
     corpora = {lang: str(sample_dir / f"{lang}.jsonl") for lang in config.languages}
+    sampled = max(sum(1 for _ in open(path, encoding="utf-8")) for path in corpora.values())  # every one of them
     for round_ in range(config.queries_per_passage):
         temperature = config.temperature if round_ == 0 else max(config.temperature, 0.7)
         backend_config = BackendConfig(kind="openai", model=config.llm_model, base_url=config.llm_base_url,
@@ -67,7 +68,7 @@ def generate_stage(config: AdaptConfig, exemplars: list, folder: Path, upstream:
                                        initial_backoff_s=config.initial_backoff, max_tokens=config.max_tokens,
                                        temperature=temperature, seed=round_ or None)
         backend = StopOnError(backend_config.build(), config.llm_base_url or "https://api.openai.com/v1")
-        sap = SapConfig(tuple(config.languages), "cross_lingual", config.max_passages, config.seed, "en",
+        sap = SapConfig(tuple(config.languages), "cross_lingual", sampled, config.seed, "en",
                         chunk_size=max(config.concurrency * 4, 16), prompt_mode=config.prompt_mode,
                         num_shots=config.num_shots)
         try:

@@ -1,4 +1,4 @@
-"""Stage 1_sample/: passages sampled uniformly per query language."""
+"""Stage 1_sample/: passages sampled uniformly per query language and passage language."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from polyret.synthesis.sampling import sample_key
 
 
 def sample_stage(corpus: Corpus, config: AdaptConfig, folder: Path, upstream: str) -> dict[str, Any]:
-    """Up to --max_passages passages per query language, uniformly at random (bottom-k on
-    `sampling.sample_key`, the sample `sample_passages` draws), one JSONL per language."""
+    """For each query language, up to --max_passages passages of each passage language, uniformly at random
+    (bottom-k on `sampling.sample_key`, the sample `sample_passages` draws), one JSONL per query language."""
     fingerprint = {"upstream": upstream, "max_passages": config.max_passages, "seed": config.seed,
-                   "languages": list(config.languages)}
+                   "languages": list(config.languages), "per": "passage language"}
 
     def build(tmp: Path) -> None:
         for lang in config.languages:
-            ids = sorted(corpus.texts, key=lambda p: (sample_key(config.seed, lang, p), p))[:config.max_passages]
+            ids = [p for members in corpus.partitions().values()
+                   for p in sorted(members, key=lambda p: (sample_key(config.seed, lang, p), p))[:config.max_passages]]
             write_jsonl(tmp / f"{lang}.jsonl", [{"_id": p, **corpus.records[p], "lang": corpus.languages[p]}
                                                  for p in ids])
 
