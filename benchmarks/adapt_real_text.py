@@ -34,7 +34,7 @@ def write_inputs(set_dir: Path, work: Path, docs: list[str]) -> dict[str, object
     sections = [json.loads(line) for line in open(set_dir / "sections.jsonl", encoding="utf-8")]
     inputs = work / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
-    answers, corpus, queries, qrels = {}, [], [], []
+    answers, corpus, queries, qrels, asked = {}, [], [], [], set()
     for lang in docs:
         pair = set_dir / "pairs" / f"en-{lang}"
         split_of = {line.split("\t")[0]: split for split in ("train", "test")
@@ -48,7 +48,8 @@ def write_inputs(set_dir: Path, work: Path, docs: list[str]) -> dict[str, object
                            "group": doc["_id"]})
             answers[doc["text"]] = (split, heading.get(doc["_id"], ""))
             if split == "test":  # one query per English heading, relevant in every language that has the section
-                if f"q_{doc['_id']}" not in {q["_id"] for q in queries}:
+                if f"q_{doc['_id']}" not in asked:
+                    asked.add(f"q_{doc['_id']}")
                     queries.append({"_id": f"q_{doc['_id']}", "text": heading[doc["_id"]], "lang": "en"})
                 qrels.append(f"q_{doc['_id']}\t{lang}:{doc['_id']}\t1\n")
     write = lambda name, rows: (inputs / name).write_text(  # noqa: E731

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--eval_queries", default=None, help="real queries (JSONL/TSV, with a lang field) to evaluate on")
     p.add_argument("--eval_qrels", default=None, help="their judgements (TREC or BEIR TSV)")
-    p.add_argument("--max_passages", type=common.at_least(1), default=1000, help="passages of each passage language, per query language")
+    p.add_argument("--max_passages", type=common.at_least(1), default=1000,
+                   help="passages of each passage language, per query language")
     p.add_argument("--queries_per_passage", type=common.at_least(1), default=1)
     p.add_argument("--prompt_mode", choices=("summarize_then_ask", "direct"), default="summarize_then_ask",
                    help="direct: the query without the summary first (SWIM-X's ablation)")

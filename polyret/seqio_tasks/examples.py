@@ -181,8 +181,8 @@ def _hard_negative_example(path, line_no: int, obj: dict, num_negatives: int, se
         if given is not None and (not isinstance(given, list) or len(given) != len(negatives)):
             raise DataError(path, line_no, f"field 'negative_groups' must be a list of one group per negative "
                                            f"({len(negatives)})")
-        negative_groups = [_row_group({"g": g}, "g", n, path, line_no) for g, n in
-                           zip(given or [None] * len(negatives), negatives)]
+        negative_groups = [_row_group({"negative_groups": g}, "negative_groups", n, path, line_no)
+                           for g, n in zip(given or [None] * len(negatives), negatives)]
     keep = range(len(negatives))
     if len(negatives) > num_negatives:
         keep = sorted(_rng(seed, line_no).choice(len(negatives), num_negatives, replace=False))

@@ -4,7 +4,8 @@ chain that runs them in order is `chain.run_adapt`.
 The chain, each stage an ordinary polyret output inside the output folder, skipped when already there,
 refused (one line) when it was written with other inputs or settings:
   base/          the base model imported as a polyret checkpoint (a polyret checkpoint is used in place)
-  1_sample/      passages sampled uniformly per query language (`sampling.sample_key`), one JSONL each
+  1_sample/      passages sampled uniformly (`sampling.sample_key`), --max_passages of each passage language for
+                 each query language, one JSONL per query language
   2_generate/    SAP queries from the LLM server (`synthesis.generate`: resumable, usage counted)
   3_filter/      duplicates dropped per (query language, passage language), then round-trip consistency:
                  a query is kept when the base model or BM25 ranks its passage in the top k (Promptagator /
@@ -24,7 +25,9 @@ refused (one line) when it was written with other inputs or settings:
 Passages with a language field are searched within their own language in filter, mining and the per-pair
 evaluation: in a collection of translations the same section in another language is not a negative. In
 training, rows that ask the same query (the same question asked of each language's copy) are not each other's
-in-batch negatives (`ContrastiveLoss.mask_duplicate_queries`, set in runs/adapt_dual_encoder.gin).
+in-batch negatives (`ContrastiveLoss.mask_duplicate_queries`, set in runs/adapt_dual_encoder.gin), and passages
+that share a `group` field (translations of one another) are never each other's negatives, in the batch or mined
+(`ContrastiveLoss.mask_passage_groups`).
 """
 
 from polyret.experiments.adapt.chain import run_adapt

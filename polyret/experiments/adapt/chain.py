@@ -63,7 +63,8 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
                                                                             min(500, len(corpus.texts))))
     if unknown:
         log.warning(unknown)
-    corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages)}
+    corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages),
+                 **({"groups": digest(corpus.groups)} if corpus.groups else {})}
     say(2, f"sampling up to {config.max_passages} passages of each passage language -> {out / '1_sample'}")
     fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))
     say(3, f"generating queries with {config.llm_model} at {config.llm_base_url} -> {out / '2_generate'}")

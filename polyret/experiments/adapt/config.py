@@ -50,7 +50,6 @@ class AdaptConfig:
     gin_search_paths: tuple[str, ...] = ()
 
 
-
 ENGLISH_BASE, MULTILINGUAL_BASE = "all-MiniLM-L6-v2", "multilingual-e5-small"
 
 

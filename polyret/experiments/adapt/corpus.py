@@ -53,8 +53,11 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         records[r["id"]] = {"title": r["title"], "text": r["text"]}
         if r["lang"]:
             langs[r["id"]] = r["lang"]
-        if r["group"]:
-            groups[r["id"]] = r["group"]
+        if r["group"] is not None:
+            if not isinstance(r["group"], (str, int)) or isinstance(r["group"], bool):
+                raise DataError(path, line_no, f"field 'group' has type {type(r['group']).__name__} (a string or an "
+                                               "integer: passages that translate one another share it)")
+            groups[r["id"]] = str(r["group"])
     if not texts:
         raise DataError(path, None, "no records")
     has_field = bool(langs)

@@ -73,7 +73,10 @@ def eval_sets(config: AdaptConfig, corpus: Corpus, split_dir: Path) -> dict[str,
                 per_language.groups[key] = f"{query_langs.get(q, '?')}-{lang}"
         sets[name] = per_language
         if len(corpus.partitions()) > 1:
-            sets[f"{name}, one index"] = EvalSet({q: queries[q] for q in qrels}, qrels,
+            # Over the whole collection a passage's translations (its group) answer the query as well.
+            whole = {q: {**{t: v for d, v in docs.items() if v > 0 for t in corpus.translations(d)}, **docs}
+                     for q, docs in qrels.items()}
+            sets[f"{name}, one index"] = EvalSet({q: queries[q] for q in qrels}, whole,
                                                  {q: f"{query_langs.get(q, '?')}-all" for q in qrels}, True)
     return sets
 

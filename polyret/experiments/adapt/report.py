@@ -68,8 +68,10 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
                  tests: Sequence[Mapping[str, Any]]) -> Path:
     lines = ["# polyret adapt report", "", "## Results", "",
              "nDCG@10 and R@100 per query set and language pair (query language-passage language); every query "
-             "searched among the passages of its passage's language. Synthetic: held-out generated queries "
-             "(their passages were never trained on). Best per metric in bold.", "", table, "",
+             "searched among the passages of its passage's language (a query relevant in several languages "
+             "counts in each), and in the 'one index' rows among the whole collection at once. Synthetic: "
+             "held-out generated queries (their passages, and their translations, were never trained on). Best "
+             "per metric in bold.", "", table, "",
              f"Exported: {best} -> `{out / 'model'}` (chosen on the held-out synthetic queries).", "",
              "Each round against the base model and BM25, nDCG@10 per topic (a question asked of several "
              "languages' copies counts once, its scores averaged): paired t-test, Holm-corrected over "

@@ -16,7 +16,6 @@ import numpy as np
 
 from polyret.experiments.adapt.config import AdaptConfig, prompt_overrides
 from polyret.experiments.adapt.corpus import Corpus
-from polyret.io.fingerprint import checkpoint_step
 from polyret.retrieval.bm25 import bm25_search
 from polyret.retrieval.encode import TowerEncoder, encode_corpus_to_shards
 from polyret.retrieval.pipeline import dense_search, retrieve
@@ -37,8 +36,10 @@ def model_searcher(corpus: Corpus, config: AdaptConfig, checkpoint: Path, vector
     if encoder.is_colbert:
         return lambda ids, queries, k: retrieve(encoder, {p: corpus.texts[p] for p in ids}, queries, k,
                                                 config.query_max_length, config.passage_max_length)
+    # The shards' own fingerprint (texts, model parameters, prompts, lengths) decides reuse: vectors of
+    # anything else (a retrained round, another --shard_size) are encoded again and replace them.
     encode_corpus_to_shards(encoder, corpus.texts, vectors_dir, config.passage_max_length, config.shard_size,
-                            fingerprint={"checkpoint": str(checkpoint), "step": checkpoint_step(checkpoint)})
+                            overwrite=True)
     doc_ids, vectors = open_embeddings(vectors_dir)
     row_of = {d: i for i, d in enumerate(doc_ids)}
 

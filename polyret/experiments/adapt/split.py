@@ -17,15 +17,17 @@ def _heldout(passage_id: str, fraction: float, seed: int) -> bool:
 
 
 def split_stage(config: AdaptConfig, folder: Path, upstream: str, filter_dir: Path) -> dict[str, Any]:
-    """Held-out synthetic queries: every query of a held-out passage (so no held-out passage is trained on);
-    a training query with the text of a held-out one (asked of another language's copy) is dropped, so no
-    held-out query is trained on either."""
-    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed}
+    """Held-out synthetic queries: every query of a held-out passage and of its translations (one `group`),
+    so no held-out passage is trained on in any language; a training query with the text of a held-out one
+    (asked of another language's copy) is dropped, so no held-out query is trained on either."""
+    fingerprint = {"upstream": upstream, "heldout_fraction": config.heldout_fraction, "seed": config.seed,
+                   "held_out_by": "group"}
 
     def build(tmp: Path) -> None:
         train, heldout = [], []
         for r in read_jsonl(filter_dir / "kept.jsonl"):
-            (heldout if _heldout(r["passage_id"], config.heldout_fraction, config.seed) else train).append(r)
+            unit = r.get("group", r["passage_id"])
+            (heldout if _heldout(unit, config.heldout_fraction, config.seed) else train).append(r)
         asked = {(r["code"], normalize_query(r["query"])) for r in heldout}
         train = [r for r in train if (r["code"], normalize_query(r["query"])) not in asked]
         write_jsonl(tmp / "train.jsonl", [{"_id": r["_id"], "lang": r["lang"], "code": r["code"],

@@ -26,9 +26,9 @@ def adapt_data_setup(train_file: str = gin.REQUIRED, vocabulary_path: str = gin.
     """Register `mixture`: the SWIM-IR training pairs (round 1) or, with num_negatives, the mined
     hard-negative rows (round 2; `scored`: with a reranker's scores, for MarginMSE)."""
     vocab = get_vocabulary(vocabulary_path)
-    # With the passages' translation groups: a passage's translations are never another row's negatives.
     if scored:
         name = tasks.register_scored_task(f"{mixture}_scored", train_file, vocab, num_negatives)
+    # With the passages' translation groups: a passage's translations are never another row's negatives.
     elif num_negatives:
         name = tasks.register_hard_negative_task(f"{mixture}_mined", train_file, vocab, num_negatives=num_negatives,
                                                  with_groups=True)
