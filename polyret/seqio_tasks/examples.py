@@ -106,6 +106,18 @@ def swim_ir_examples(path: str | os.PathLike, skip_bad: bool = False,
         yield example
 
 
+def beir_pair_examples(folder: str | os.PathLike, split: str = "train") -> Iterator[dict[str, Any]]:
+    """A BEIR folder's judged pairs of `split` (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv): every query with
+    every passage its qrels judge relevant, in query and passage id order -> inputs (query), targets (title +
+    text). Judged ids missing from the corpus or queries are a DataError naming the qrels file."""
+    from polyret.io.benchmarks import load_beir
+    bench = load_beir(folder, split)
+    for qid in sorted(bench.qrels):
+        for doc, relevance in sorted(bench.qrels[qid].items()):
+            if relevance > 0:
+                yield {"inputs": bench.queries[qid], "targets": bench.corpus[doc]}
+
+
 # ----------------------------------------------------------------------------------------- hard negatives
 
 def _passage_text(item: Any, path, line_no: int, field: str) -> str:

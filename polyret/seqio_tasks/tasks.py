@@ -326,6 +326,19 @@ def swim_ir_data_setup(files: Mapping[str, str] = gin.REQUIRED, vocabulary_path:
 
 
 @gin.configurable
+def beir_data_setup(folder: str = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED, task: str = gin.REQUIRED,
+                    split: str = "train") -> None:
+    """Register a BEIR folder's judged `split` pairs (`examples.beir_pair_examples`) as the task `task`, for
+    `DatasetConfig.setup`: your own data in a run or a study with gin alone (the vocabulary may be a
+    checkpoint's tokenizer/)."""
+    signature = {"inputs": _STR, "targets": _STR}
+    vocab = get_vocabulary(vocabulary_path)
+    features = {"inputs": _token_feature(vocab), "targets": _token_feature(vocab)}
+    source = _generator_source(lambda: ex.beir_pair_examples(folder, split), signature)
+    _add_task(task, source=source, output_features=features, preprocessors=_cached_tokenize())
+
+
+@gin.configurable
 def mtd_data_setup(name: str = gin.REQUIRED, score_file: str = gin.REQUIRED, queries_file: str = gin.REQUIRED,
                    collections: Mapping[str, str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
                    num_passages: int = 6, top_n: int = 50, strategy: str = "mix_passages", seed: int = 0) -> None:

@@ -126,6 +126,25 @@ def test_passage_groups_ride_along_to_the_model_features(tmp_path):
     assert next(ds.as_numpy_iterator())["passage_group"] == crc("sec-1")
 
 
+def test_beir_folder_as_training_pairs(tmp_path):
+    """beir_data_setup (gin only, no Python of one's own): every judged-relevant (query, passage) pair of the
+    train split, title joined, read back through seqio; a judged id missing from the corpus is one DataError."""
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    _write_jsonl(folder / "corpus.jsonl", [{"_id": "d1", "title": "T", "text": "one"}, {"_id": "d2", "text": "two"},
+                                           {"_id": "d3", "text": "three"}])
+    _write_jsonl(folder / "queries.jsonl", [{"_id": "q1", "text": "first"}, {"_id": "q2", "text": "second"}])
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq2\td3\t1\nq1\td1\t1\nq1\td2\t0\n"
+                                                "q1\td3\t2\n")
+    T.beir_data_setup(str(folder), "byte", "t_beir")
+    got = [(_decode(e["inputs"]), _decode(e["targets"])) for e in _examples("t_beir")]
+    assert got == [("first", "T one"), ("first", "three"), ("second", "three")]
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td9\t1\n")
+    T.beir_data_setup(str(folder), "byte", "t_beir_bad")
+    with pytest.raises(Exception, match="d9"):
+        _examples("t_beir_bad")
+
+
 def test_feature_converter_trims_appends_eos_and_pads(tmp_path):
     path = _write_jsonl(tmp_path / "p.jsonl", [{"_id": "1", "lang": "en", "code": "en", "query": "abcdefghij",
                                                "title": "", "text": "xy"}])
