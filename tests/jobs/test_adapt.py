@@ -108,8 +108,11 @@ def test_stages_report_and_api_key(adapted, adapt_data):
     assert adapted["requests"] == 32  # 8 passages of each of 2 passage languages x 2 query languages
     report = (out / "report.md").read_text()
     for heading in ("## Results", "## LLM usage", "## Filter acceptance per language", "## Example queries",
-                    "## Settings", "### en", "### de"):
+                    "## Settings", "## Time per stage", "### en", "### de"):
         assert heading in report
+    seconds = json.loads((out / "report.json").read_text())["stage_seconds"]
+    assert set(seconds) == {"base", "sample", "generate", "filter", "split", "round 1", "mine", "round 2",
+                            "evaluate", "export"} and seconds["round 1"] > 0
     assert "| real | en-en |" in report and "| synthetic |" in report
     assert "| real, one index | en-all |" in report  # the en+de collection searched at once (MLIR)
     # One encode per model, in shards: the base model's vectors, written for the filter, served the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,30 @@ from polyret.models.prompts import write_to_sentence_transformers
 from polyret.models.retrieval_model import build_model
 
 log = logging.getLogger(__name__)
+STAGES = ("base", "sample", "generate", "filter", "split", "round 1", "mine", "round 2", "evaluate", "export")
+
+
+class StageClock:
+    """One line per stage as it starts ("[i/10] ..."), and the seconds each took in this run (a stage an
+    earlier run finished takes about none)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names, self.seconds = names, {}
+        self.current, self.since = None, 0.0
+
+    def start(self, i: int, text: str) -> None:
+        self._close()
+        self.current, self.since = self.names[i - 1], time.monotonic()
+        print(f"[{i}/{len(self.names)}] {text}", flush=True)
+
+    def _close(self) -> None:
+        if self.current is not None:
+            self.seconds[self.current] = round(time.monotonic() - self.since, 1)
+
+    def stop(self) -> dict[str, float]:
+        self._close()
+        self.current = None
+        return dict(self.seconds)
 
 
 def run_adapt(config: AdaptConfig) -> dict[str, Any]:
@@ -53,8 +78,8 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     warning = warn_language_mismatch(corpus, config.languages)
     if warning:
         log.warning(warning)
-    stages = 10
-    say = lambda i, text: print(f"[{i}/{stages}] {text}", flush=True)  # noqa: E731
+    clock = StageClock(STAGES)
+    say = clock.start
 
     collection_languages = sorted(set(corpus.languages.values()))
     say(1, f"base model {config.base or default_base(collection_languages)}")
@@ -107,7 +132,8 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     report = write_report(out, config, base, table, best, llm_usage(config, progress),
                           filter_acceptance(config, out / "1_sample", out / "2_generate", out / "3_filter"),
                           example_queries(out / "3_filter", config.languages), results,
-                          read_json(out / "6_mine" / "counts.json") or {}, significance(results, sets))
+                          read_json(out / "6_mine" / "counts.json") or {}, significance(results, sets),
+                          clock.stop())
     print(table)
     print(f"report: {report}; model: {out / 'model'}")
     return {"metrics": results, "best": best, "report": report}

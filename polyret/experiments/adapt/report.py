@@ -65,7 +65,7 @@ def report_settings(config: AdaptConfig, base: Path) -> dict[str, Any]:
 
 def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: str, usage: Mapping,
                  acceptance: Mapping, examples: Mapping, results: Mapping, mined: Mapping,
-                 tests: Sequence[Mapping[str, Any]]) -> Path:
+                 tests: Sequence[Mapping[str, Any]], stage_seconds: Mapping[str, float]) -> Path:
     lines = ["# polyret adapt report", "", "## Results", "",
              "nDCG@10 and R@100 per query set and language pair (query language-passage language); every query "
              "searched among the passages of its passage's language (a query relevant in several languages "
@@ -97,8 +97,11 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
         lines += [f"- {r['query']}  — `{r['passage_id']}`: {' '.join(r['passage'].split())[:100]}…" for r in rows]
         lines.append("")
     settings = report_settings(config, base)
-    lines += ["## Settings", "", "```json", json.dumps(settings, indent=1, sort_keys=True), "```", ""]
+    lines += ["## Settings", "", "```json", json.dumps(settings, indent=1, sort_keys=True), "```", "",
+              "## Time per stage (this run; a stage an earlier run finished takes about none)", "",
+              "| stage | seconds |", "|---|---:|", *(f"| {k} | {v:.1f} |" for k, v in stage_seconds.items()), ""]
     atomic_write_text(out / "report.json", json.dumps(
         {"metrics": results, "best": best, "significance": tests, "usage": usage, "acceptance": acceptance,
-         "examples": examples, "settings": settings}, indent=1, sort_keys=True, ensure_ascii=False))
+         "examples": examples, "settings": settings, "stage_seconds": dict(stage_seconds)}, indent=1,
+        sort_keys=True, ensure_ascii=False))
     return atomic_write_text(out / "report.md", "\n".join(lines))
