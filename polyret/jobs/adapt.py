@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard_size", type=common.at_least(1), default=10000,
                    help="passages per shard of each model's passage vectors (vectors/): a kill resumes after the "
                         "last finished shard")
+    p.add_argument("--round_trip", choices=("base", "round1"), default="base",
+                   help="the round-trip filter's retriever: the base model or BM25 (InPars), or round 1 trained on "
+                        "every synthetic query (Promptagator; round 2 then mines from the queries it keeps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--concurrency", type=common.at_least(1), default=8, help="requests in flight at once")
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             round1_steps=args.round1_steps, round2_steps=args.round2_steps, batch_size=args.batch_size,
             num_negatives=args.num_negatives, learning_rate=args.learning_rate,
             query_max_length=args.query_max_length, passage_max_length=args.passage_max_length, seed=args.seed,
-            shard_size=args.shard_size,
+            shard_size=args.shard_size, round_trip=args.round_trip,
             api_key_env=args.api_key_env, concurrency=args.concurrency, max_retries=args.max_retries,
             initial_backoff=args.initial_backoff, timeout=args.timeout, temperature=args.temperature,
             max_tokens=args.max_tokens, price_per_million_prompt_tokens=args.price_per_million_prompt_tokens,

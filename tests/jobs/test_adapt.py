@@ -216,11 +216,22 @@ def test_http_error_stops_in_one_line_and_rerun_continues(adapt_data, tiny_check
     assert state["progress"].get("done", 0) == 0  # the failed chunk left nothing
     # Half the prompts answered by a server that then fails: the finished chunk is kept, the rerun asks the rest.
     out2 = tmp_path / "run2"
+    # This run filters as Promptagator does (--round_trip round1), checked below; the tiny untrained-ish round 1
+    # ranks poorly, so its top 16 of the 24 passages of a language.
+    promptagator = ["--round_trip", "round1", "--filter_top_k", "16"]
     with ChatServer(template_llm(adapt_data, fail_after=20)) as server:
-        assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False)) == 1
+        assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False) + promptagator) == 1
     with ChatServer(template_llm(adapt_data)) as server:
-        assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False)) == 0
+        assert job.main(_args(adapt_data, tiny_checkpoints["a"], out2, server.base_url, real=False) + promptagator) == 0
         assert len(server.requests) == 32 - 16  # only the second chunk is asked again
+    # Promptagator's filter: 3_filter drops only duplicates; round 1 (trained on all of them) keeps a training
+    # query when its passage is in round 1's top 16, and round 2 mines from the kept ones only.
+    assert {r["reason"] for r in _jsonl(out2 / "3_filter" / "dropped.jsonl")} <= {"duplicate"}
+    kept, dropped = _jsonl(out2 / "5b_round_trip" / "train.jsonl"), _jsonl(out2 / "5b_round_trip" / "dropped.jsonl")
+    assert len(kept) + len(dropped) == len(_jsonl(out2 / "4_split" / "train.jsonl"))
+    assert all(r["round1_rank"] <= 16 for r in kept) and all((r["round1_rank"] or 99) > 16 for r in dropped)
+    assert {r["query_id"] for r in _jsonl(out2 / "6_mine" / "mined.jsonl")} <= {r["_id"] for r in kept}
+    assert "Promptagator" in (out2 / "report.md").read_text()
 
 
 def _closed_port_url() -> str:

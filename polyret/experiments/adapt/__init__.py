@@ -13,6 +13,8 @@ refused (one line) when it was written with other inputs or settings:
   4_split/       held-out synthetic queries (whole passages held out, their query texts kept out of training)
                  and the SWIM-IR training file
   5_round1/      training from the base (gin_configs/runs/adapt_dual_encoder.gin)
+  5b_round_trip/ with --round_trip round1 only: the round-trip filter asks round 1 (trained on every synthetic
+                 query; Promptagator) instead of the base model or BM25, and round 2 mines from what it keeps
   6_mine/        hard negatives mined with round 1
   7_round2/      training from round 1 on the mined negatives
   8_evaluate/    base, BM25, round 1 and round 2 on the held-out synthetic queries (and real ones if given),

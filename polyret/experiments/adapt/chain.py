@@ -25,7 +25,7 @@ from polyret.experiments.adapt.evaluate import (
     format_table,
     significance,
 )
-from polyret.experiments.adapt.filter import filter_stage
+from polyret.experiments.adapt.filter import filter_stage, round_trip_stage
 from polyret.experiments.adapt.generate import generate_stage
 from polyret.experiments.adapt.mine import mine_stage
 from polyret.experiments.adapt.report import example_queries, filter_acceptance, llm_usage, write_report
@@ -40,20 +40,21 @@ from polyret.models.retrieval_model import build_model
 
 log = logging.getLogger(__name__)
 STAGES = ("base", "sample", "generate", "filter", "split", "round 1", "mine", "round 2", "evaluate", "export")
+PROMPTAGATOR_STAGES = STAGES[:6] + ("round-trip filter",) + STAGES[6:]
 
 
 class StageClock:
-    """One line per stage as it starts ("[i/10] ..."), and the seconds each took in this run (a stage an
+    """One line per stage as it starts ("[i/n] ..."), and the seconds each took in this run (a stage an
     earlier run finished takes about none)."""
 
     def __init__(self, names: tuple[str, ...]):
         self.names, self.seconds = names, {}
         self.current, self.since = None, 0.0
 
-    def start(self, i: int, text: str) -> None:
+    def start(self, name: str, text: str) -> None:
         self._close()
-        self.current, self.since = self.names[i - 1], time.monotonic()
-        print(f"[{i}/{len(self.names)}] {text}", flush=True)
+        self.current, self.since = name, time.monotonic()
+        print(f"[{self.names.index(name) + 1}/{len(self.names)}] {text}", flush=True)
 
     def _close(self) -> None:
         if self.current is not None:
@@ -78,11 +79,12 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     warning = warn_language_mismatch(corpus, config.languages)
     if warning:
         log.warning(warning)
-    clock = StageClock(STAGES)
+    promptagator = config.round_trip == "round1"
+    clock = StageClock(PROMPTAGATOR_STAGES if promptagator else STAGES)
     say = clock.start
 
     collection_languages = sorted(set(corpus.languages.values()))
-    say(1, f"base model {config.base or default_base(collection_languages)}")
+    say("base", f"base model {config.base or default_base(collection_languages)}")
     base, base_fp = import_base(config, out, collection_languages)
     unknown = unknown_token_warning(base, random.Random(config.seed).sample(list(corpus.texts.values()),
                                                                             min(500, len(corpus.texts))))
@@ -90,36 +92,44 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
         log.warning(unknown)
     corpus_fp = {"corpus": texts_fingerprint(corpus.texts), "languages": digest(corpus.languages),
                  **({"groups": digest(corpus.groups)} if corpus.groups else {})}
-    say(2, f"sampling up to {config.max_passages} passages of each passage language -> {out / '1_sample'}")
+    say("sample", f"sampling up to {config.max_passages} passages of each passage language -> {out / '1_sample'}")
     fp = sample_stage(corpus, config, out / "1_sample", digest(corpus_fp))
-    say(3, f"generating queries with {config.llm_model} at {config.llm_base_url} -> {out / '2_generate'}")
+    say("generate", f"generating queries with {config.llm_model} at {config.llm_base_url} -> {out / '2_generate'}")
     fp, progress = generate_stage(config, exemplars, out / "2_generate", digest(fp), out / "1_sample")
-    say(4, f"round-trip filter (base model or BM25 top {config.filter_top_k}) -> {out / '3_filter'}")
+    filtering = "duplicates" if promptagator else f"round-trip filter (base model or BM25 top {config.filter_top_k})"
+    say("filter", f"{filtering} -> {out / '3_filter'}")
     fp = filter_stage(corpus, config, out / "3_filter", digest({"generate": fp, "base": base_fp}),
                       out / "2_generate", base, out / "vectors" / "base")
-    say(5, f"holding out {config.heldout_fraction:.0%} of the passages' queries -> {out / '4_split'}")
+    say("split", f"holding out {config.heldout_fraction:.0%} of the passages' queries -> {out / '4_split'}")
     split_fp = split_stage(config, out / "4_split", digest(fp), out / "3_filter")
-    check_enough_pairs(config, out)
-    say(6, f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
+    check_enough_pairs(config, out, out / "4_split")
+    say("round 1", f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
     r1_fp = train_stage(config, out / "5_round1", digest({"split": split_fp, "base": base_fp}), base,
                         out / "4_split" / "train.jsonl", config.round1_steps, 0)
-    say(7, f"mining hard negatives with round 1{' and scoring them with the reranker' if config.labels else ''} "
+    train_dir = out / "4_split"
+    if promptagator:
+        say("round-trip filter", f"round-trip filter (round 1 top {config.filter_top_k}) -> {out / '5b_round_trip'}")
+        r1_fp = round_trip_stage(corpus, config, out / "5b_round_trip", digest(r1_fp), out / "4_split",
+                                 out / "5_round1", out / "vectors" / "round_1")
+        train_dir = out / "5b_round_trip"
+        check_enough_pairs(config, out, train_dir)
+    say("mine", f"mining hard negatives with round 1{' and scoring them with the reranker' if config.labels else ''} "
            f"-> {out / '6_mine'}")
-    mine_fp = mine_stage(corpus, config, out / "6_mine", digest(r1_fp), out / "4_split", out / "5_round1",
+    mine_fp = mine_stage(corpus, config, out / "6_mine", digest(r1_fp), train_dir, out / "5_round1",
                          out / "vectors" / "round_1")
-    say(8, f"training round 2 on the mined negatives ({config.round2_steps} steps"
+    say("round 2", f"training round 2 on the mined negatives ({config.round2_steps} steps"
            f"{', MarginMSE on the reranker scores' if config.labels else ''}) -> {out / '7_round2'}")
     r2_fp = train_stage(config, out / "7_round2", digest(mine_fp), out / "5_round1",
                         out / "6_mine" / "mined.jsonl", config.round2_steps, config.num_negatives,
                         scored=bool(config.labels))
-    say(9, f"evaluating {', '.join(SYSTEMS)} -> {out / '8_evaluate'}")
+    say("evaluate", f"evaluating {', '.join(SYSTEMS)} -> {out / '8_evaluate'}")
     sets = eval_sets(config, corpus, out / "4_split")
     eval_fp = {"sets": {n: digest([s.queries, s.qrels]) for n, s in sets.items()}, "corpus": corpus_fp}
     results = evaluate_stage(corpus, config, out / "8_evaluate", digest(r2_fp), sets,
                              {"base": base, "BM25": None, "round 1": out / "5_round1", "round 2": out / "7_round2"},
                              eval_fp, out / "vectors")
     best = best_round(results)
-    say(10, f"exporting {best} -> {out / 'model'}")
+    say("export", f"exporting {best} -> {out / 'model'}")
     best_dir = out / ("5_round1" if best == "round 1" else "7_round2")
 
     def export(tmp: Path) -> None:

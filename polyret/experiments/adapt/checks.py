@@ -52,9 +52,10 @@ def unknown_token_warning(base_dir: Path, texts: Sequence[str], sample: int = 50
             f"about 100 languages: --base {MULTILINGUAL_BASE}, pip install 'polyret[e5]')")
 
 
-def check_enough_pairs(config: AdaptConfig, out: Path) -> None:
-    """Stop in one line, before any training, when fewer training pairs survived than one batch holds."""
-    kept = sum(1 for _ in open(out / "4_split" / "train.jsonl", encoding="utf-8"))
+def check_enough_pairs(config: AdaptConfig, out: Path, train_dir: Path) -> None:
+    """Stop in one line, before the training that reads train_dir/train.jsonl, when fewer training pairs
+    survived than one batch holds."""
+    kept = sum(1 for _ in open(train_dir / "train.jsonl", encoding="utf-8"))
     if kept >= config.batch_size:
         return
     acceptance = filter_acceptance(config, out / "1_sample", out / "2_generate", out / "3_filter")
@@ -63,9 +64,12 @@ def check_enough_pairs(config: AdaptConfig, out: Path) -> None:
     for a in acceptance.values():
         reasons.update(a["dropped"])
         reasons["round_trip"] += a["after_sap_filters_and_duplicates"] - a["kept"]
+    if train_dir.name == "5b_round_trip":  # round 1's round trip
+        reasons["round_trip"] += sum(1 for _ in open(train_dir / "dropped.jsonl", encoding="utf-8"))
     why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common() if n)
     raise ValueError(f"{kept} of {requested} synthetic queries kept for training ({why or 'none dropped'}), fewer "
-                     f"than one batch (--batch_size {config.batch_size}); see {out / '3_filter'}")
+                     f"than one batch (--batch_size {config.batch_size}); see "
+                     f"{train_dir if train_dir.name == '5b_round_trip' else out / '3_filter'}")
 
 
 def labels_checkpoint(labels: str) -> str:

@@ -24,6 +24,7 @@ class AdaptConfig:
     num_shots: int | None = None  # None: every exemplar of the language
     exemplars: str | None = None
     filter_top_k: int = 20
+    round_trip: str = "base"  # the filter's retriever: 'base' (base model or BM25) or 'round1' (Promptagator)
     heldout_fraction: float = 0.1
     round1_steps: int = 300
     round2_steps: int = 150

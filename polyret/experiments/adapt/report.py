@@ -89,6 +89,11 @@ def write_report(out: Path, config: AdaptConfig, base: Path, table: str, best: s
         dropped = ", ".join(f"{n} {r}" for r, n in a["dropped"].items()) or "none"
         lines.append(f"| {lang} | {a['requested']} | {a['after_sap_filters_and_duplicates']} | {a['kept']} | "
                      f"{a['rate']:.1%} | {a['round_trip_rate']:.1%} | {dropped} |")
+    if config.round_trip == "round1":
+        kept, dropped = (len(read_jsonl(out / "5b_round_trip" / f)) for f in ("train.jsonl", "dropped.jsonl"))
+        lines += ["", f"The table's round trip is duplicates only: the round-trip filter asked round 1, trained on "
+                      f"every synthetic training query (Promptagator), and kept {kept} of {kept + dropped} (its "
+                      f"top {config.filter_top_k}); round 2 mined from those."]
     lines += ["", f"Hard negatives mined with round 1: {mined.get('rows', 0)} queries with "
                   f"{config.num_negatives} negatives each.", "", "## Example queries", ""]
     for lang, rows in examples.items():
