@@ -106,19 +106,20 @@ def run_adapt(config: AdaptConfig) -> dict[str, Any]:
     say("round 1", f"training round 1 ({config.round1_steps} steps) -> {out / '5_round1'}")
     r1_fp = train_stage(config, out / "5_round1", digest({"split": split_fp, "base": base_fp}), base,
                         out / "4_split" / "train.jsonl", config.round1_steps, 0)
-    train_dir = out / "4_split"
+    train_dir, mine_upstream = out / "4_split", r1_fp
     if promptagator:
         say("round-trip filter", f"round-trip filter (round 1 top {config.filter_top_k}) -> {out / '5b_round_trip'}")
-        r1_fp = round_trip_stage(corpus, config, out / "5b_round_trip", digest(r1_fp), out / "4_split",
-                                 out / "5_round1", out / "vectors" / "round_1")
+        mine_upstream = round_trip_stage(corpus, config, out / "5b_round_trip", digest(r1_fp), out / "4_split",
+                                         out / "5_round1", out / "vectors" / "round_1")
         train_dir = out / "5b_round_trip"
         check_enough_pairs(config, out, train_dir)
-    say("mine", f"mining hard negatives with round 1{' and scoring them with the reranker' if config.labels else ''} "
-           f"-> {out / '6_mine'}")
-    mine_fp = mine_stage(corpus, config, out / "6_mine", digest(r1_fp), train_dir, out / "5_round1",
+    scoring = " and scoring them with the reranker" if config.labels else ""
+    say("mine", f"mining hard negatives with round 1{scoring} -> {out / '6_mine'}")
+    mine_fp = mine_stage(corpus, config, out / "6_mine", digest(mine_upstream), train_dir, out / "5_round1",
                          out / "vectors" / "round_1")
-    say("round 2", f"training round 2 on the mined negatives ({config.round2_steps} steps"
-           f"{', MarginMSE on the reranker scores' if config.labels else ''}) -> {out / '7_round2'}")
+    margin_mse = ", MarginMSE on the reranker scores" if config.labels else ""
+    say("round 2", f"training round 2 on the mined negatives ({config.round2_steps} steps{margin_mse}) -> "
+                   f"{out / '7_round2'}")
     r2_fp = train_stage(config, out / "7_round2", digest(mine_fp), out / "5_round1",
                         out / "6_mine" / "mined.jsonl", config.round2_steps, config.num_negatives,
                         scored=bool(config.labels))
