@@ -80,8 +80,15 @@ def run_sentence_transformers(rows_file: Path, work: Path, steps: int) -> None:
     columns = {"query": [r["query"] for r in rows], "positive": [r["positive"] for r in rows]}
     for i in range(NEGATIVES):
         columns[f"negative_{i + 1}"] = [r["negatives"][i] for r in rows]
+    class GivenNegativesOnly(MultipleNegativesRankingLoss):
+        """Its softmax over the positive and the given negatives only: `num_negatives=0` fails in
+        sentence-transformers 5 (torch.multinomial draws 0 samples), so no in-batch negatives are drawn here."""
+
+        def get_in_batch_negatives(self, anchors, candidates):
+            return iter(())
+
     model = CrossEncoder(str(resolve_model(BASE)), num_labels=1, max_length=QUERY_LEN + PASSAGE_LEN, device="cpu")
-    loss = MultipleNegativesRankingLoss(model, num_negatives=0, scale=1.0, activation_fn=torch.nn.Identity())
+    loss = GivenNegativesOnly(model, scale=1.0, activation_fn=torch.nn.Identity())
     args = CrossEncoderTrainingArguments(
         output_dir=str(work / f"st{steps}"), per_device_train_batch_size=BATCH, max_steps=steps, learning_rate=2e-5,
         warmup_steps=min(10, steps), save_strategy="no", report_to=[], logging_steps=10 ** 6, disable_tqdm=True,
