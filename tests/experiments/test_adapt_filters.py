@@ -132,3 +132,26 @@ def test_query_relevant_in_two_languages_counts_in_each(tmp_path):
     whole = sets["real, one index"]
     assert whole.whole_collection and whole.groups == {"q1": "en-all", "q2": "en-all"}
     assert whole.qrels["q1"] == {"de1": 1, "fr2": 1, "fr1": 0}
+
+
+def test_headerless_tsv_of_two_languages_gets_each_passage_its_language(tmp_path):
+    """A collection without a lang field (a headerless TSV) that mixes German and French: each passage is
+    detected on its own, not all given the sample's most common language."""
+    from polyret.experiments.adapt.corpus import read_corpus
+    german = ["Der Kernel lädt beim Start die Module, die in dieser Datei aufgeführt sind.",
+              "Mit diesem Befehl können Sie die installierten Pakete auf dem System auflisten.",
+              "Die Sicherung der Daten sollte regelmäßig auf einem externen Laufwerk erfolgen.",
+              "Wenn das Netzwerk nicht funktioniert, prüfen Sie zuerst die Konfiguration der Schnittstelle.",
+              "Der Benutzer muss Mitglied der Gruppe sein, um auf das Gerät zugreifen zu können.",
+              "Diese Einstellung wird beim nächsten Neustart des Rechners wirksam."]
+    french = ["Le noyau charge au démarrage les modules qui sont énumérés dans ce fichier.",
+              "Avec cette commande, vous pouvez afficher la liste des paquets installés sur le système.",
+              "La sauvegarde des données doit être faite régulièrement sur un disque externe.",
+              "Si le réseau ne fonctionne pas, vérifiez d'abord la configuration de l'interface.",
+              "L'utilisateur doit être membre du groupe pour pouvoir accéder au périphérique.",
+              "Ce réglage prend effet au prochain redémarrage de l'ordinateur."]
+    rows = [(f"de{i}", t) for i, t in enumerate(german)] + [(f"fr{i}", t) for i, t in enumerate(french)]
+    (tmp_path / "corpus.tsv").write_text("".join(f"{pid}\t{text}\n" for pid, text in rows), encoding="utf-8")
+    corpus = read_corpus(tmp_path / "corpus.tsv")
+    assert not corpus.has_language_field
+    assert corpus.partitions() == {"de": [f"de{i}" for i in range(6)], "fr": [f"fr{i}" for i in range(6)]}

@@ -7,7 +7,7 @@ import collections
 import dataclasses
 import functools
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from polyret.io.formats import DataError, iter_records
 from polyret.synthesis.filters import _detector
@@ -65,19 +65,34 @@ def read_corpus(path: str | os.PathLike) -> Corpus:
         missing = next(pid for pid in texts if pid not in langs)
         raise DataError(path, None, f"some passages have a 'lang' field and some do not (e.g. {missing!r})")
     if not has_field:
-        detected = detect_language([texts[p] for p in sorted(texts, key=lambda p: sample_key(0, "", p))[:200]])
-        langs = dict.fromkeys(texts, detected or "und")
+        langs = detect_languages(texts)
     return Corpus(texts, records, langs, has_field, groups)
 
 
-def detect_language(texts: Sequence[str]) -> str | None:
-    """The most common language of the texts (lingua, offline), as an ISO 639-1 code."""
-    detector = _detector(None)
-    found = collections.Counter(detector.detect_language_of(t[:1000]) for t in texts)
-    found.pop(None, None)
+SAMPLE, SHARE = 200, 0.1
+
+
+def _codes(texts: Sequence[str], candidates: tuple[str, ...] | None = None) -> list[str | None]:
+    """Each text's language (lingua, offline; among `candidates` when given) as an ISO 639-1 code, or None."""
+    found = _detector(candidates).detect_languages_in_parallel_of([t[:1000] for t in texts])
+    return [None if lang is None else lang.iso_code_639_1.name.lower() for lang in found]
+
+
+def detect_languages(texts: Mapping[str, str]) -> dict[str, str]:
+    """Passage languages of a collection without a `lang` field: detected on a sample of 200 among all of
+    lingua's languages; when one language holds nearly all of it, every passage gets it, otherwise (a mixed
+    collection, e.g. a headerless TSV of several languages) each passage's own is detected among the languages
+    that hold at least 10% of the sample (the most common where detection fails)."""
+    sample = sorted(texts, key=lambda p: sample_key(0, "", p))[:SAMPLE]
+    found = collections.Counter(c for c in _codes([texts[p] for p in sample]) if c is not None)
     if not found:
-        return None
-    return found.most_common(1)[0][0].iso_code_639_1.name.lower()
+        return dict.fromkeys(texts, "und")
+    common = found.most_common(1)[0][0]
+    languages = tuple(sorted(c for c, n in found.items() if n >= SHARE * sum(found.values())))
+    if len(languages) == 1:
+        return dict.fromkeys(texts, common)
+    ids = list(texts)
+    return {p: code or common for p, code in zip(ids, _codes([texts[p] for p in ids], languages))}
 
 
 def warn_language_mismatch(corpus: Corpus, languages: Sequence[str]) -> str | None:
@@ -85,7 +100,7 @@ def warn_language_mismatch(corpus: Corpus, languages: Sequence[str]) -> str | No
     have = sorted(set(corpus.languages.values()))
     if set(have) == set(languages):
         return None
-    source = "its 'lang' field" if corpus.has_language_field else "detected on a sample"
+    source = "its 'lang' field" if corpus.has_language_field else "detected"
     only_corpus = [l for l in have if l not in languages]
     only_queries = [l for l in languages if l not in have]
     parts = []
