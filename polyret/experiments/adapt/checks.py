@@ -64,12 +64,13 @@ def check_enough_pairs(config: AdaptConfig, out: Path, train_dir: Path) -> None:
     for a in acceptance.values():
         reasons.update(a["dropped"])
         reasons["round_trip"] += a["after_sap_filters_and_duplicates"] - a["kept"]
-    if train_dir.name == "5b_round_trip":  # round 1's round trip
-        reasons["round_trip"] += sum(1 for _ in open(train_dir / "dropped.jsonl", encoding="utf-8"))
+    later_drops = train_dir / "dropped.jsonl"  # written by a filter after the split (round 1's round trip)
+    if later_drops.exists():
+        reasons["round_trip"] += sum(1 for _ in open(later_drops, encoding="utf-8"))
     why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common() if n)
     raise ValueError(f"{kept} of {requested} synthetic queries kept for training ({why or 'none dropped'}), fewer "
                      f"than one batch (--batch_size {config.batch_size}); see "
-                     f"{train_dir if train_dir.name == '5b_round_trip' else out / '3_filter'}")
+                     f"{train_dir if later_drops.exists() else out / '3_filter'}")
 
 
 def labels_checkpoint(labels: str) -> str:
