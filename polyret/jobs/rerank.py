@@ -3,8 +3,10 @@
   polyret rerank --checkpoint CE --corpus corpus.jsonl --queries queries.jsonl --run first_stage.trec \
       --output_dir reranked/ [--top_k 100] [--qrels qrels.txt --metrics nDCG@10,R@100]
 The run is a TREC run file (`evaluate` writes one per system: OUTPUT_DIR/<system>.trec). Writes
-DIR/reranked.trec (and metrics.json / metrics.md with --qrels, the first stage's figures beside). Run it again
-after an interruption: finished parts are kept.
+DIR/reranked.trec: the reranked top k, then the first stage's passages below rank k in their first-stage order
+(scored below every reranked one, so R@100 after reranking the top 20 is comparable with the first stage's;
+`--only_top_k` writes the top k alone); and metrics.json / metrics.md with --qrels, the first stage's figures
+beside. Run it again after an interruption: finished parts are kept.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def parse_args(argv):
     p.add_argument("--run", required=True, help="first-stage TREC run (qid Q0 docid rank score tag)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--top_k", type=common.at_least(1), default=100, help="passages per query to rerank")
+    p.add_argument("--only_top_k", action="store_true",
+                   help="write only the reranked top k, not the first stage's passages below it")
     p.add_argument("--qrels", help="TREC or BEIR qrels: score the reranked run and the first stage")
     p.add_argument("--metrics", default="nDCG@10,R@100")
     p.add_argument("--batch_size", type=common.at_least(1), default=32)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                                             passage_max_length=args.passage_max_length)
         out = rerank(scorer, corpus, queries, first_stage, args.top_k, args.output_dir,
                      fingerprint={"checkpoint": str(Path(args.checkpoint).absolute())},
-                     queries_per_part=args.queries_per_part)
+                     queries_per_part=args.queries_per_part, keep_tail=not args.only_top_k)
         seconds = time.time() - start
         print(f"wrote {out} ({sum(min(len(h), args.top_k) for h in first_stage.values())} pairs, {seconds:.1f} s)")
         if args.qrels:

@@ -94,15 +94,32 @@ def check_ids(run_file: str | os.PathLike, corpus: Mapping[str, str], queries: M
                 raise DataError(run_file, number, f"passage {fields[2]!r} (query {fields[0]!r}) is not in the corpus")
 
 
+def ranked(run: Run) -> dict[str, list[str]]:
+    """Each query's passages, best first, ties broken by id as trec_eval does."""
+    return {qid: [d for d, _ in sorted(hits.items(), key=lambda x: (-x[1], x[0]))] for qid, hits in run.items()}
+
+
 def top_k(run: Run, k: int) -> dict[str, list[str]]:
     """Each query's k best passages, ties broken by id as trec_eval does."""
-    return {qid: [d for d, _ in sorted(hits.items(), key=lambda x: (-x[1], x[0]))[:k]] for qid, hits in run.items()}
+    return {qid: docs[:k] for qid, docs in ranked(run).items()}
+
+
+def append_tail(reranked: Run, first_stage: Run, k: int) -> Run:
+    """The reranked top k, then the first stage's passages below rank k in their first-stage order, scored below
+    every reranked score, so that metrics deeper than k (R@100 after reranking the top 20) count them."""
+    out: Run = {}
+    for qid, docs in ranked(first_stage).items():
+        top = reranked.get(qid, {})
+        lowest = min(top.values(), default=0.0)
+        out[qid] = {**top, **{d: lowest - 1.0 - i for i, d in enumerate(docs[k:])}}
+    return out
 
 
 def rerank(scorer: PairScorer, corpus: Mapping[str, str], queries: Mapping[str, str], run: Run, k: int,
            out_dir: str | os.PathLike, fingerprint: Mapping[str, Any] | None = None, queries_per_part: int = 64,
-           progress: bool = True) -> Path:
-    """Rerank the top `k` of `run`; returns DIR/reranked.trec. Finished parts of an earlier run are kept."""
+           progress: bool = True, keep_tail: bool = True) -> Path:
+    """Rerank the top `k` of `run`; returns DIR/reranked.trec, which holds the first stage's passages below rank
+    k after the reranked ones unless `keep_tail` is False. Finished parts of an earlier run are kept."""
     out = Path(out_dir)
     candidates = top_k(run, k)
     qids = sorted(candidates)
@@ -142,5 +159,5 @@ def rerank(scorer: PairScorer, corpus: Mapping[str, str], queries: Mapping[str, 
     merged: Run = {}
     for i in range(len(parts)):
         merged.update(read_trec_run(out / f"part-{i:05d}.trec"))
-    return write_trec_run(merged, out / FINAL, tag="polyret-rerank")
+    return write_trec_run(append_tail(merged, run, k) if keep_tail else merged, out / FINAL, tag="polyret-rerank")
 

@@ -160,17 +160,24 @@ def test_rerank_job_orders_by_the_cross_encoder_and_resumes(reranker, tmp_path, 
     assert rerank_job.main(args + ["--top_k", "6"]) == 0
     reranked = read_trec_run(tmp_path / "out" / "reranked.trec")
     model = CrossEncoder(str(hf), device="cpu", activation_fn=torch.nn.Identity())
+    tops = {}
     for q, hits in first.items():
-        top = [d for d, _ in sorted(hits.items(), key=lambda x: (-x[1], x[0]))[:6]]
+        order = [d for d, _ in sorted(hits.items(), key=lambda x: (-x[1], x[0]))]
+        top, tail = order[:6], order[6:]
+        tops[q] = top
         theirs = model.predict([(queries[int(q[1:])], passages[int(d[1:])]) for d in top])
-        assert sorted(reranked[q]) == sorted(top)
         np.testing.assert_allclose([reranked[q][d] for d in top], theirs, atol=1e-5)
+        # Below the reranked top 6: the first stage's other passages, in its order.
+        assert sorted(reranked[q], key=lambda d: -reranked[q][d]) == sorted(top, key=lambda d: -reranked[q][d]) + tail
     assert len(list((tmp_path / "out").glob("part-*.trec"))) == 3
     # A rerun keeps the finished parts; the same output comes back.
     (tmp_path / "out" / "reranked.trec").unlink()
     (tmp_path / "out" / "part-00002.trec").unlink()
     assert rerank_job.main(args + ["--top_k", "6"]) == 0
     assert read_trec_run(tmp_path / "out" / "reranked.trec") == reranked
+    assert rerank_job.main(args + ["--top_k", "6", "--only_top_k"]) == 0
+    assert read_trec_run(tmp_path / "out" / "reranked.trec") == {q: {d: reranked[q][d] for d in tops[q]}
+                                                                for q in first}
     # Other settings into the same folder: one line.
     capsys.readouterr()
     assert rerank_job.main(args + ["--top_k", "3"]) == 2
