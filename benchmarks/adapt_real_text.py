@@ -16,7 +16,8 @@ headings (the test split), one query per heading, relevant in every document lan
   first few words. The test headings themselves are never produced.
 
   nice -n 10 python benchmarks/adapt_real_text.py --llm passage|smollm2|oracle [--set ~/.cache/polyret/debian_reference_set] \
-      [--work /tmp/adapt_real_text] [--docs de,fr,ja] [--round1_steps 100] [--round2_steps 50] [--max_passages N]
+      [--work /tmp/adapt_real_text_<llm>] [--docs de,fr,ja] [--round1_steps 100] [--round2_steps 50] [--max_passages N] \
+      [--labels cross_encoder:CHECKPOINT]
 
 Build the set first: python benchmarks/real_text_set.py --languages en,de,fr,ja
 """
@@ -160,6 +161,7 @@ def main() -> None:
     ap.add_argument("--learning_rate", default="3e-5")
     ap.add_argument("--max_passages", default="100000", help="passages sampled per passage language")
     ap.add_argument("--max_tokens", default="512", help="the LLM's reply length limit")
+    ap.add_argument("--labels", default=None, help="adapt's --labels, e.g. cross_encoder:CHECKPOINT (GPL's MarginMSE)")
     ap.add_argument("--llm_threads", type=int, default=os.cpu_count(), help="llama.cpp's threads (smollm2)")
     args = ap.parse_args()
     work = Path(args.work or f"/tmp/adapt_real_text_{args.llm}")
@@ -180,7 +182,8 @@ def main() -> None:
             "--eval_queries", str(inputs["queries"]), "--eval_qrels", str(inputs["qrels"]),
             "--max_passages", args.max_passages, "--round1_steps", args.round1_steps, "--round2_steps", args.round2_steps,
             "--batch_size", args.batch_size, "--passage_max_length", args.passage_max_length,
-            "--learning_rate", args.learning_rate, "--num_negatives", "1"])
+            "--learning_rate", args.learning_rate, "--num_negatives", "1",
+            *(["--labels", args.labels] if args.labels else [])])
     seconds = time.time() - start
     print(f"adapt exit status {rc}; {seconds / 60:.1f} min")
     (work / "timing.json").write_text(json.dumps({"llm": args.llm, "seconds": seconds, "rc": rc}))
