@@ -83,7 +83,7 @@ def template_data_setup(data_dir: str | os.PathLike = gin.REQUIRED, num_entities
     for strategy in MIXING_STRATEGIES:
         tasks.register_distillation_task(f"template_mtd_{strategy}", mtd["score_file"], mtd["queries"],
                                          mtd["collections"], vocab,
-                                         num_passages=2 if strategy == "round_robin" else num_passages,
+                                         num_passages=num_passages,
                                          top_n=12, strategy=strategy, seed=seed)
     return spm
 
