@@ -96,10 +96,13 @@ def _teacher(root: Path, train: list[dict]) -> tuple[np.ndarray, dict]:
 
 def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str]) -> None:
     mtd = root / "mtd"
+    train = _sections(set_dir, languages, "train")
+    if not (mtd / "qrels.tsv").exists():  # Translate-Train's judgements: each heading's own section
+        mtd.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(mtd / "qrels.tsv", "query-id\tcorpus-id\tscore\n"
+                          + "".join(f"q_{r['anchor']}\t{r['anchor']}\t1\n" for r in train))
     if (mtd / "scores.jsonl.gz").exists():
         return
-    mtd.mkdir(parents=True, exist_ok=True)
-    train = _sections(set_dir, languages, "train")
     for lang in languages:  # row-aligned: the same section (anchor) on the same row in every language
         atomic_write_text(mtd / f"collection.{lang}.tsv", "".join(
             f"{r['anchor']}\t{' '.join(r[lang]['text'].split())}\n" for r in train))
@@ -165,14 +168,16 @@ def debian_spans_setup(data_dir: str = gin.REQUIRED, name: str = "debian_spans")
 
 @gin.configurable
 def debian_mtd_setup(data_dir: str = gin.REQUIRED, name: str = "debian_mtd", languages: Sequence[str] = LANGUAGES[1:],
-                     num_passages: int = 4, strategy: str = "mix_passages", seed: int = 0) -> None:
-    """Task `debian_mtd`: Translate-Distill over the Debian train sections (passages in `languages`)."""
+                     num_passages: int = 4, strategy: str = "mix_passages", seed: int = 0,
+                     judged: bool = False) -> None:
+    """Task `name`: Translate-Distill over the Debian train sections (passages in `languages`); with `judged`,
+    Translate-Train's draws instead: each heading's own section first, then negatives from the teacher's ranking."""
     from polyret.seqio_tasks import tasks
     root = Path(data_dir)
     tasks.register_distillation_task(name, root / "mtd" / "scores.jsonl.gz", root / "mtd" / "queries.tsv",
                                      {l: root / "mtd" / f"collection.{l}.tsv" for l in languages},
                                      _vocab(root, "minilm_colbert"), num_passages=num_passages, top_n=TOP_N,
-                                     strategy=strategy, seed=seed)
+                                     strategy=strategy, seed=seed, qrels=root / "mtd" / "qrels.tsv" if judged else None)
 
 
 @gin.configurable

@@ -416,9 +416,10 @@ class MarginMSELoss(_DistillationLoss):
 @dataclasses.dataclass(frozen=True)
 class TranslateTrainLoss(_DistillationLoss):
     """Multilingual Translate-Train (MTT, the baseline of MTD): cross-entropy over each query's K translated
-    passages with the teacher's best passage of the draw as the positive and the other K-1 as negatives
-    (PLAID-X's translate-train n-way cross-entropy, with the positive taken from the same teacher run as
-    MTD instead of MS MARCO's judgement, so both arms read the very same batches; no in-batch negatives)."""
+    passages with the best-scored passage as the positive and the other K-1 as negatives (PLAID-X's
+    translate-train n-way cross-entropy; no in-batch negatives). On a task registered with `qrels` the scores
+    are the judgements, so the positive is the judged one, as PLAID-X trains MTT on MS MARCO's triples; on a
+    Translate-Distill task it is the teacher's best passage of the draw."""
 
     score_scale: float = 1.0
 

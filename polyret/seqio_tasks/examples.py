@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from polyret.io.formats import (DataError, SkipCounter, iter_jsonl, iter_objects, iter_teacher_scores, open_text,
-                                read_id_text)
+                                read_id_text, read_qrels)
 from polyret.io.languages import check_language
 
 MIXING_STRATEGIES = ("mix_passages", "mix_entries", "round_robin")
@@ -221,13 +221,19 @@ class DistillationData:
     same whatever the sharding, and a resumed run sees what an uninterrupted one saw. Teacher scores are
     on English pairs and apply to every translation of a passage.
 
+    With `qrels` (a TREC or BEIR qrels file), the draw is Translate-Train's instead (MTT, MTD's baseline, as
+    PLAID-X trains it on MS MARCO's judged triples): one of the query's judged-relevant passages first, then
+    `num_passages - 1` drawn as above from the ranking's passages that are not judged relevant (the
+    first-stage negatives), and `teacher_scores` hold the judgements: 1 for the positive, 0 for the rest.
+
     Memory: the collections are read through an offset index over a memory map
     (polyret.io.collection_index); the score file is held as arrays (row indices and float32 scores).
     """
 
     def __init__(self, score_file: str | os.PathLike, queries_file: str | os.PathLike,
                  collections: Mapping[str, str | os.PathLike], num_passages: int = 6, top_n: int = 50,
-                 sampling: str = "random", strategy: str = "mix_passages", seed: int = 0):
+                 sampling: str = "random", strategy: str = "mix_passages", seed: int = 0,
+                 qrels: str | os.PathLike | None = None):
         from polyret.io.collection_index import AlignedCollections
 
         if strategy not in MIXING_STRATEGIES:
@@ -243,14 +249,24 @@ class DistillationData:
         self.queries = read_id_text(queries_file, with_title=False)
         self.collections = AlignedCollections(collections)
         self.languages = self.collections.languages
+        judged = None if qrels is None else {q: sorted(d for d, rel in docs.items() if rel > 0)
+                                             for q, docs in read_qrels(qrels).items()}
+        self.positives: list[np.ndarray] = []  # with qrels: each query's judged-relevant rows
         qids, lines, rows, scores = [], [], [], []
         for line_no, qid, pairs in iter_teacher_scores(score_file):
             if qid not in self.queries:
                 raise DataError(score_file, line_no, f"query id {qid!r} is not in {queries_file}")
-            ranked = sorted(pairs, key=lambda p: -p[1])[:top_n]
-            if len(ranked) < num_passages:
-                raise DataError(score_file, line_no, f"query {qid!r} has {len(ranked)} scored passages, "
-                                                     f"fewer than num_passages={num_passages}")
+            ranked = sorted(pairs, key=lambda p: -p[1])
+            needed = num_passages
+            if judged is not None:
+                self.positives.append(self._judged_rows(judged, qid, qrels, score_file, line_no))
+                ranked = [p for p in ranked if p[0] not in judged[qid]]  # negatives: never a judged passage
+                needed = num_passages - 1
+            ranked = ranked[:top_n]
+            if len(ranked) < needed:
+                what = "unjudged scored passages" if judged is not None else "scored passages"
+                raise DataError(score_file, line_no, f"query {qid!r} has {len(ranked)} {what}, "
+                                                     f"fewer than {needed} (num_passages={num_passages})")
             row = np.full(top_n, -1, np.int32)
             for i, (pid, _) in enumerate(ranked):
                 r = self.collections.row(pid)
@@ -266,6 +282,16 @@ class DistillationData:
         self.qids, self.lines = qids, np.array(lines, np.int64)
         self.rows, self.scores = np.stack(rows), np.stack(scores)
         self.counts = (self.rows >= 0).sum(axis=1)
+
+    def _judged_rows(self, judged: Mapping[str, Sequence[str]], qid: str, qrels: str | os.PathLike,
+                     score_file: str | os.PathLike, line_no: int) -> np.ndarray:
+        if not judged.get(qid):
+            raise DataError(score_file, line_no, f"query {qid!r} has no judged-relevant passage in {qrels}")
+        rows = [self.collections.row(pid) for pid in judged[qid]]
+        missing = [pid for pid, r in zip(judged[qid], rows) if r is None]
+        if missing:
+            raise DataError(qrels, None, f"query {qid!r}: judged passage {missing[0]!r} is not in the collections")
+        return np.array(rows, np.int32)
 
     @property
     def copies(self) -> int:
@@ -291,9 +317,15 @@ class DistillationData:
     def _query_examples(self, position: int, epoch: int, run_seed: int = 0) -> Iterator[dict[str, Any]]:
         rng = _rng(self.seed + run_seed, epoch, int(self.lines[position]))
         count, k = int(self.counts[position]), self.num_passages
+        if self.positives:  # Translate-Train: a judged positive, then k - 1 first-stage negatives
+            positive = int(rng.choice(self.positives[position]))
+            k -= 1
         chosen = sorted(rng.choice(count, k, replace=False)) if self.sampling == "random" else range(k)
         rows = [int(self.rows[position, i]) for i in chosen]
         scores = self.scores[position, list(chosen)]
+        if self.positives:
+            rows, scores = [positive, *rows], np.array([1.0] + [0.0] * k, np.float32)
+            k += 1
         languages = self.languages
         if self.strategy == "round_robin":
             language_sets = [[lang] * k for lang in languages]

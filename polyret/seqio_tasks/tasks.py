@@ -279,8 +279,10 @@ GROUP_SIZES: dict[str, int] = {}
 def register_distillation_task(name: str, score_file: str | os.PathLike, queries_file: str | os.PathLike,
                                collections: Mapping[str, str | os.PathLike], vocabulary: seqio.Vocabulary,
                                num_passages: int = 6, top_n: int = 50, sampling: str = "random",
-                               strategy: str = "mix_passages", seed: int = 0) -> str:
-    """MTD task; see `examples.DistillationData`. `passage_languages` index sorted(collections).
+                               strategy: str = "mix_passages", seed: int = 0,
+                               qrels: str | os.PathLike | None = None) -> str:
+    """MTD task; see `examples.DistillationData` (with `qrels`, Translate-Train's judged draws).
+    `passage_languages` index sorted(collections).
 
     Every pass over the score file (seqio's `num_epochs`) draws its own passages and languages. The files
     are read and checked here, once."""
@@ -288,7 +290,7 @@ def register_distillation_task(name: str, score_file: str | os.PathLike, queries
                  "teacher_scores": tf.TensorSpec([None], tf.float32),
                  "passage_languages": tf.TensorSpec([None], tf.int32)}
     data = ex.DistillationData(score_file, queries_file, dict(collections), num_passages, top_n, sampling,
-                               strategy, seed)
+                               strategy, seed, qrels)
     features = {"inputs": _token_feature(vocabulary), "passages": _token_feature(vocabulary, rank=2),
                 "teacher_scores": _value_feature(tf.float32), "passage_languages": _value_feature(tf.int32)}
     if data.copies > 1:
@@ -341,8 +343,10 @@ def beir_data_setup(folder: str = gin.REQUIRED, vocabulary_path: str = gin.REQUI
 @gin.configurable
 def mtd_data_setup(name: str = gin.REQUIRED, score_file: str = gin.REQUIRED, queries_file: str = gin.REQUIRED,
                    collections: Mapping[str, str] = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED,
-                   num_passages: int = 6, top_n: int = 50, strategy: str = "mix_passages", seed: int = 0) -> None:
-    """Register one Translate-Distill task (for `DatasetConfig.setup`)."""
+                   num_passages: int = 6, top_n: int = 50, strategy: str = "mix_passages", seed: int = 0,
+                   qrels: str | None = None) -> None:
+    """Register one Translate-Distill task (for `DatasetConfig.setup`); with `qrels` (MS MARCO's, for MTT),
+    Translate-Train's judged draws."""
     from polyret.seqio_tasks.vocab import get_vocabulary
     register_distillation_task(name, score_file, queries_file, collections, get_vocabulary(vocabulary_path),
-                               num_passages=num_passages, top_n=top_n, strategy=strategy, seed=seed)
+                               num_passages=num_passages, top_n=top_n, strategy=strategy, seed=seed, qrels=qrels)

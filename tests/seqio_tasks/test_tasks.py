@@ -225,6 +225,31 @@ def test_mtd_round_robin_repeats_query_per_language(mtd_files):
         assert len({tuple(e["passage_ids"]) for e in group}) == 1
 
 
+def test_mtt_draws_a_judged_positive_first_and_unjudged_negatives_from_the_ranking(mtd_files):
+    """Translate-Train's draw (qrels given): the judged passage (one of two for q0) first with score 1, then
+    negatives from the ranking's top 8 among the passages not judged relevant, with score 0."""
+    tmp, langs, scores = mtd_files
+    judged = {f"q{i}": [f"p{(i * 7) % 30}"] for i in range(40)}
+    judged["q0"] = ["p3", "p4"]
+    (tmp / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{p}\t1\n" for q, ps in judged.items() for p in ps) + "q1\tp29\t0\n")
+    got = _mtd(tmp, langs, "t_mtt", num_passages=4, top_n=8, strategy="mix_entries", qrels=tmp / "qrels.tsv")
+    assert len(got) == 40
+    for e in got:
+        qid = e["query_id"].decode()
+        ids = [p.decode() for p in e["passage_ids"]]
+        unjudged = [p for p, _ in sorted(scores[qid].items(), key=lambda kv: -kv[1]) if p not in judged[qid]][:8]
+        assert ids[0] in judged[qid] and set(ids[1:]) <= set(unjudged) and len(set(ids)) == 4
+        assert e["teacher_scores"].tolist() == [1.0, 0.0, 0.0, 0.0]
+        lang = langs[e["passage_languages"][0]]
+        assert [_decode(t) for t in e["passages"]] == [f"{lang}:{p}" for p in ids]
+    # A query without a judged-relevant passage: one line naming the score file's line.
+    (tmp / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{ps[0]}\t1\n" for q, ps in judged.items() if q != "q5"))
+    with pytest.raises(Exception, match=r"scores.jsonl.gz:6: query 'q5' has no judged-relevant passage in .*qrels.tsv"):
+        _mtd(tmp, langs, "t_mtt_bad", num_passages=4, top_n=8, qrels=tmp / "qrels.tsv")
+
+
 def test_mtd_missing_passage_id_names_file_and_line(mtd_files):
     tmp, langs, _ = mtd_files
     with gzip.open(tmp / "scores.jsonl.gz", "at") as f:
