@@ -78,6 +78,24 @@ def _root_logger_restored():
 def pytest_collection_modifyitems(items):
     """Test files run longest first, so the two xdist workers (`--dist loadfile`) end together: a long file
     picked up last would leave one worker idle for minutes. file_durations.json holds each file's seconds on
-    the 2-core VM (files over 20 s; from `./run tests --durations=0`); the others keep collection order."""
+    the 2-core VM (files over 20 s); the others keep collection order. `POLYRET_FILE_DURATIONS=PATH ./run tests`
+    writes this run's per-file seconds to PATH, to refresh it."""
     seconds = json.loads((Path(__file__).parent / "file_durations.json").read_text())
     items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0))
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each test file's seconds (setup, call and teardown), summed in the controller as xdist reports arrive."""
+    if os.environ.get("POLYRET_FILE_DURATIONS"):
+        path = report.nodeid.split("::")[0]
+        _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    out = os.environ.get("POLYRET_FILE_DURATIONS")
+    if out and _FILE_SECONDS and not hasattr(session.config, "workerinput"):  # the controller, not a worker
+        ranked = sorted(((f, round(s)) for f, s in _FILE_SECONDS.items() if s > 20), key=lambda x: -x[1])
+        Path(out).write_text(json.dumps(dict(ranked), indent=1) + "\n")
