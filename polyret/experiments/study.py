@@ -245,10 +245,11 @@ def _total_steps(spec: RunSpec, runs: Mapping[tuple[str, str, int], RunSpec]) ->
     return steps
 
 
-def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]]]:
+def validate(study: Study, paths: Paths, check_files: bool = True) -> tuple[dict, dict[str, dict[str, str]]]:
     """Everything that can be checked before training (one line each): arms, baseline, claim and its
     margin, sweep, evaluation sets and their qrels, every run's gin (unknown names), equal steps and the
-    shared settings. -> (the plan, {arm: {shared setting: value}} for the report)."""
+    shared settings. -> (the plan, {arm: {shared setting: value}} for the report). Without `check_files`
+    (a dry run), the files the study reads (evaluation sets, the reference checkpoint) are not opened."""
     if not study.arms:
         raise StudyError(f"study {study.name!r} has no arms (Study.arms is empty)")
     if study.claim not in CLAIMS:
@@ -268,7 +269,7 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
         report_spec(study, paths.size)
     except ValueError as e:
         raise StudyError(str(e)) from None
-    if study.reference is not None:
+    if study.reference is not None and check_files:
         for seed in study.seeds:
             _reference_checkpoint(_run_spec(study, paths, "arm", study.reference, study.arms[study.reference], seed))
     unknown_sweep = sorted(set(study.sweep) - trained)
@@ -294,8 +295,12 @@ def validate(study: Study, paths: Paths) -> tuple[dict, dict[str, dict[str, str]
             if not value:
                 raise StudyError(f"evaluation set {name!r} has no {field} (EvalSet.{field}); a study scores arms "
                                  "on judged queries only")
+            if not check_files:
+                continue
             if not Path(substitute(value, paths)).is_file():
                 raise StudyError(f"evaluation set {name!r}: {field} file {substitute(value, paths)} not found")
+        if not check_files:
+            continue
         try:  # every judged query and passage exists (ids only): a bad qrels line stops here, not after an arm
             load_files(substitute(es.corpus, paths), substitute(es.queries, paths), substitute(es.qrels, paths),
                        corpus_texts=False)
@@ -449,6 +454,24 @@ def run_study(study: Study, output_dir: str | Path, size: str, progress: bool = 
     with preemption.graceful_stop():
         _run_all(study, paths, runs, scores, seconds, progress, log)
     return StudyResult(study, size, scores, shared, seconds)
+
+
+def dry_run_study(study: Study, output_dir: str | Path, size: str) -> str:
+    """Check a study as `run_study` does, without its data or any training (files are not opened, nothing is
+    written): every run's gin, equal steps and the shared settings. -> the plan as a Markdown table."""
+    work = Path(output_dir).absolute()
+    paths = Paths(work, Path(substitute(study.data_dir, Paths(work, work / "data", size))), size)
+    runs, shared = validate(study, paths, check_files=False)
+    lines = ["| arm | seeds | gin files | total training steps |", "|---|---|---|---:|"]
+    for arm in study.arms:
+        files = {", ".join(spec.files) for (kind, name, _), spec in runs.items() if kind == "arm" and name == arm}
+        steps = shared.get(arm, {}).get("total training steps", "not trained (reference)")
+        lines.append(f"| {arm} | {', '.join(map(str, study.seeds))} | {'; '.join(sorted(files))} | {steps} |")
+    if study.shared:
+        lines += ["", "| shared setting | value |", "|---|---|"]
+        values = next((v for v in shared.values()), {})
+        lines += [f"| {param} | {values.get(param, '')} |" for param in study.shared]
+    return "\n".join(lines)
 
 
 def _run_all(study: Study, paths: Paths, runs: Mapping, scores: dict, seconds: dict, progress: bool,

@@ -1,6 +1,7 @@
 """Data the shipped studies need beyond the registered tasks: the template data with English -> X qrels (the
-MTD test direction), and hard negatives mined with a stage's checkpoint. Referenced from the study files
-(`Study.setup`, `Prepared.fn`); the real-text (Debian) variants live in `polyret.experiments.study_debian`.
+MTD test direction), and hard negatives mined with a stage's checkpoint (the template's, or any BEIR folder's
+judged split). Referenced from the study files (`Study.setup`, `Prepared.fn`); the real-text (Debian) variants
+live in `polyret.experiments.study_debian`.
 """
 
 from __future__ import annotations
@@ -66,3 +67,24 @@ def mine_with_encoder(encoder: Any, data_dir: Path, out_dir: Path, languages: Se
                                           rank_end=depth, relative_threshold=None, margin=None)
             files.append(write_jsonl(rows, out_dir / f"mined_{section}_{lang}.jsonl"))
     return files
+
+
+@gin.configurable
+def mine_beir_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
+                        folder: str = "train", split: str = "train", num_negatives: int = 3, depth: int = 30,
+                        query_max_length: int = 64, passage_max_length: int = 256) -> Path:
+    """Hard negatives for a BEIR folder's judged `split` queries, mined with the checkpoint among the folder's
+    corpus (`folder` relative to the study's data folder, or absolute): OUT_DIR/mined_<split>.jsonl, for
+    `mined_data_setup`. Any judged-relevant passage is never a negative."""
+    from polyret.io.benchmarks import load_beir
+    from polyret.retrieval.encode import TowerEncoder
+    from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
+    from polyret.retrieval.pipeline import encode_and_search
+
+    bench = load_beir(Path(data_dir) / folder, split)
+    queries = {q: bench.queries[q] for q in bench.qrels}
+    run = encode_and_search(TowerEncoder.from_checkpoint(checkpoint_dir), dict(bench.corpus), queries, depth,
+                            query_max_length, passage_max_length, measure_recall=False).run
+    rows, _ = mine_hard_negatives(run, bench.qrels, queries, dict(bench.corpus), num_negatives=num_negatives,
+                                  rank_start=0, rank_end=depth, relative_threshold=None, margin=None)
+    return write_jsonl(rows, Path(out_dir) / f"mined_{split}.jsonl")

@@ -203,7 +203,4 @@ def mine_debian_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.P
 def debian_mined_setup(mined_dir: str = gin.REQUIRED, data_dir: str = gin.REQUIRED, name: str = "debian_mined") -> None:
     """Task `debian_mined`: the mined hard-negative files as one mixture."""
     from polyret.seqio_tasks import tasks
-    vocab = _vocab(Path(data_dir), "minilm_dual_encoder")
-    names = [tasks.register_hard_negative_task(f"{name}_{p.stem}", p, vocab, num_negatives=3)
-             for p in sorted(Path(mined_dir).glob("mined_*.jsonl"))]
-    tasks.add_mixture(name, [(n, 1.0) for n in names])
+    tasks.mined_data_setup(mined_dir, str(Path(data_dir) / "minilm_dual_encoder" / "tokenizer"), name)

@@ -7,7 +7,8 @@ on 2 cores), paper (the papers' settings, for accelerators). Every arm x seed is
 DIR/runs/ARM/seedS (training resumes after a kill; finished runs are reused; a run whose settings changed is
 refused). Writes DIR/report.md, DIR/report.json and PNG plots; the console shows one line per arm and seed,
 then the table and the verdict. `--gin.Study.seeds=[0]` and other `--gin.NAME=VALUE` bindings apply to the
-study file; library messages go to DIR/study.log.
+study file; library messages go to DIR/study.log. `--dry_run` checks the study (every run's gin, equal steps,
+shared settings) and prints its plan without data or training: the paper size can be checked on a laptop.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", choices=["ci", "cpu", "paper"], required=True)
     p.add_argument("--output_dir", required=True)
     p.add_argument("--progress", action="store_true", help="training progress bars")
+    p.add_argument("--dry_run", action="store_true",
+                   help="check every run's gin, equal steps and shared settings, print the plan; no data, no training")
     args, bindings = common.parse_args_with_gin(p, argv)
     if len(args.gin_file) != 1:
         p.error("argument --gin_file: give exactly one study file (e.g. studies/mtd_vs_mtt.gin)")
@@ -38,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.experiments.study import load_study, report_spec, run_study
 
         study = load_study(args.gin_file[0], args.size, bindings, args.gin_search_paths)
+        if args.dry_run:
+            from polyret.experiments.study import dry_run_study
+            print(f"{study.name} ({args.size}): the plan checks out\n{dry_run_study(study, args.output_dir, args.size)}")
+            return
         if args.size == "paper":
             print(f"note: the paper size is sized for accelerators ({study.notes or 'see the study file'})")
         result = run_study(study, args.output_dir, args.size, progress=args.progress)

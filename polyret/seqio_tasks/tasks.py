@@ -15,6 +15,7 @@ import functools
 import itertools
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import gin
@@ -338,6 +339,18 @@ def beir_data_setup(folder: str = gin.REQUIRED, vocabulary_path: str = gin.REQUI
     features = {"inputs": _token_feature(vocab), "targets": _token_feature(vocab)}
     source = _generator_source(lambda: ex.beir_pair_examples(folder, split), signature)
     _add_task(task, source=source, output_features=features, preprocessors=_cached_tokenize())
+
+
+@gin.configurable
+def mined_data_setup(mined_dir: str = gin.REQUIRED, vocabulary_path: str = gin.REQUIRED, task: str = gin.REQUIRED,
+                     num_negatives: int = 3) -> None:
+    """Register every mined_*.jsonl of `mined_dir` (rows {query, positive, negatives}, as `mine_negatives` and the
+    studies' miners write them) as one mixture `task`, for `DatasetConfig.setup`."""
+    files = sorted(Path(mined_dir).glob("mined_*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"{mined_dir}: no mined_*.jsonl files")
+    vocab = get_vocabulary(vocabulary_path)
+    add_mixture(task, [(register_hard_negative_task(f"{task}_{p.stem}", p, vocab, num_negatives), 1.0) for p in files])
 
 
 @gin.configurable

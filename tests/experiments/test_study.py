@@ -33,6 +33,21 @@ def _run(gin_file: str, out: Path, *bindings: str) -> int:
                      *[f"--gin.{b}" for b in bindings]])
 
 
+# ------------------------------------------------------------------------------------------ dry runs
+
+@pytest.mark.parametrize("size", ["ci", "cpu", "paper"])
+def test_every_shipped_study_plans_at_every_size_without_data(tmp_path, capsys, size):
+    """`--dry_run`: every run's gin parses, equal steps and shared settings hold, and nothing is written; the
+    paper sizes included (their data is not here)."""
+    for name in ("hard_negatives", "data_size", "pretraining", "mtd_vs_mtt", "mtd_mixing"):
+        out = tmp_path / name
+        assert job.main([f"--gin_file=studies/{name}.gin", "--size", size, "--output_dir", str(out), "--dry_run"]) == 0, \
+            capsys.readouterr().err
+        printed = capsys.readouterr().out
+        assert f"{name} ({size}): the plan checks out" in printed and "| arm | seeds |" in printed
+        assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------ bad input
 
 def _bad_study(tmp_path: Path, **lines: str) -> Path:
