@@ -10,9 +10,10 @@ first core (`1 core`) or left on all of them, so the table says how much of each
 core: a step that scales less than the other framework's points at work XLA does on one thread.
 
   python benchmarks/minilm_step_profile.py [--steps 10] [--dropout 0.1] [--query_len 16] [--passage_len 128] \
-      [--xla_variants "--xla_cpu_enable_concurrency_optimized_scheduler=true" ...]
+      [--xla_variant=--xla_cpu_enable_concurrency_optimized_scheduler=true ...]
 
-Each `--xla_variants` entry is an XLA_FLAGS value polyret's step is timed under again, on all cores.
+Each `--xla_variant=FLAGS` (repeatable; FLAGS an XLA_FLAGS value, after `=` since it starts with dashes) times
+polyret's step again under those flags, on all cores.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--query_len", type=int, default=16)
     ap.add_argument("--passage_len", type=int, default=128)
-    ap.add_argument("--xla_variants", nargs="*", default=[], help="XLA_FLAGS values to time polyret under")
+    ap.add_argument("--xla_variant", action="append", default=[], help="an XLA_FLAGS value to time polyret under")
     ap.add_argument("--worker", choices=["polyret", "torch"])
     args = ap.parse_args()
     if args.worker:
@@ -131,7 +132,7 @@ def main() -> None:
                                  env=env, capture_output=True, text=True, check=True)
             rows[framework, label] = json.loads(out.stdout.strip().splitlines()[-1])["s_per_step"]
             print(f"{framework:8s} {label:8s} {rows[framework, label]:.3f} s/step", flush=True)
-    for flags in args.xla_variants:
+    for flags in args.xla_variant:
         env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": flags}
         out = subprocess.run([sys.executable, __file__, "--worker", "polyret", "--steps", str(args.steps), "--dropout",
                               str(args.dropout), "--query_len", str(args.query_len), "--passage_len",

@@ -7,6 +7,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Jobs keep compiled programs on disk (polyret.jobs.common.enable_compilation_cache); the tests keep theirs
+# out of the home folder, shared by both workers and every job they start.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/polyret-tests-xla-cache")
 
 from pathlib import Path
 

@@ -271,6 +271,24 @@ def _console_said_last_line() -> None:
             handler.setLevel(logging.CRITICAL + 1)
 
 
+COMPILATION_CACHE_BYTES = 4 << 30
+
+
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs on disk and reuse them in later jobs (JAX's persistent compilation cache):
+    a study's arms and seeds, adapt's rounds and encodes, every length bucket, a rerun after a kill compile each
+    program once. Default ~/.cache/polyret/xla, 4 GiB at most (least recently used first out); programs that
+    compile in under a second are not kept. JAX_COMPILATION_CACHE_DIR moves it, JAX_ENABLE_COMPILATION_CACHE=false
+    turns it off."""
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "polyret" / "xla"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
+    if "jax" in sys.modules:  # imported before this job started (a job run in-process): set it directly
+        import jax
+        if jax.config.jax_compilation_cache_dir is None:
+            jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+            jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+
+
 def run_main(job: str, body: Callable[[], int | None],
              extra_expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run a job's body. Bad input or configuration: `polyret <job>: <one line>` on stderr, return 2.
@@ -280,6 +298,7 @@ def run_main(job: str, body: Callable[[], int | None],
     one line naming the folder and the bytes needed, return 1 (what existed before is intact).
     Anything else propagates with its traceback (gin's wrapper removed, its context kept as a note)."""
     hooks = sys.excepthook, threading.excepthook, sys.unraisablehook  # setup_logging's are the job's only
+    enable_compilation_cache()
     try:
         return _run_classified(job, body, extra_expected)
     finally:
