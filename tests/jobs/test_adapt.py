@@ -357,6 +357,10 @@ def test_labels_from_a_cross_encoder_train_round_2_with_margin_mse(adapted, adap
     np.testing.assert_allclose([s for r in rows for s in r["scores"]], expected, rtol=1e-5, atol=1e-5)
     config = (out / "7_round2" / "config.gin").read_text()
     assert "MarginMSELoss" in config and "adapt_data_setup.scored = True" in config
+    # The student's margins are its logits' (cosine x the model's logit scale 20, which paired_scores applies):
+    # a loss scale on top would train 400 x cosine margins against the reranker's (the bug of 2026-12-07).
+    assert "'logit_scale': 20.0" in config
+    assert "MarginMSELoss.score_scale" not in config or "MarginMSELoss.score_scale = 1.0" in config
 
 
 def test_bad_labels_stop_before_any_request(adapt_data, tiny_checkpoints, tmp_path, capsys):

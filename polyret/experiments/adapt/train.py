@@ -45,9 +45,10 @@ def train_stage(config: AdaptConfig, model_dir: Path, upstream: str, initial: Pa
     tokenizer = stored_tokenizer(root) or stored_tokenizer(Path(initial))
     q, p = config.query_max_length, config.passage_max_length
     if scored:
-        # The student's cosine margins at the run's logit scale (20) against the reranker's logit margins.
+        # The student's cosine margins at the run's logit scale (20: `paired_scores` applies it) against the
+        # reranker's logit margins.
         lengths = ["TASK_FEATURE_LENGTHS={'inputs': %d, 'passages': %d}" % (q, p), "adapt_data_setup.scored=True",
-                   "train.loss=@MarginMSELoss()", "MarginMSELoss.score_scale=20.0"]
+                   "train.loss=@MarginMSELoss()"]
     else:
         lengths = ["TASK_FEATURE_LENGTHS={'inputs': %d, 'targets': %d%s}" % (
             q, p, f", 'negative_targets': {p}" if num_negatives else "")]
