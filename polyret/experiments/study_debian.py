@@ -111,17 +111,14 @@ def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = Non
     return teacher, record
 
 
-def _wanted_teacher(teacher_checkpoint: str | None) -> str | None:
-    return f"cross_encoder:{Path(teacher_checkpoint).absolute()}" if teacher_checkpoint else None
-
-
 def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str], teacher_checkpoint: str | None = None) -> None:
     mtd = root / "mtd"
-    written = json.loads((root / "teacher.json").read_text())["teacher"] if (root / "teacher.json").exists() else None
-    wanted = _wanted_teacher(teacher_checkpoint)
-    if written is not None and (written if written.startswith("cross_encoder:") else None) != wanted:
-        raise ValueError(f"{root}: its Translate-Distill scores are {written}'s, not {wanted or 'the default'}'s; "
-                         "give this teacher another data folder (Study.data_dir)")
+    wanted = f"cross_encoder:{Path(teacher_checkpoint).absolute()}" if teacher_checkpoint else None  # None: default
+    if (root / "teacher.json").exists():
+        written = json.loads((root / "teacher.json").read_text())["teacher"]
+        if (written if written.startswith("cross_encoder:") else None) != wanted:
+            raise ValueError(f"{root}: its Translate-Distill scores are {written}'s, not {wanted or 'the default'}'s; "
+                             "give this teacher another data folder (Study.data_dir)")
     train = _sections(set_dir, languages, "train")
     if not (mtd / "qrels.tsv").exists():  # Translate-Train's judgements: each heading's own section
         mtd.mkdir(parents=True, exist_ok=True)
