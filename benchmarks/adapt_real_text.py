@@ -130,7 +130,11 @@ def llama_cpp_server(model: Path, log: Path, threads: int):
             yield url
         finally:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # uvicorn waits for a generation in progress
+                proc.kill()
+                proc.wait()
 
 
 @contextlib.contextmanager

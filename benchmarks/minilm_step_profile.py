@@ -19,6 +19,7 @@ polyret's step again under those flags, on all cores.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -45,7 +46,6 @@ def run_polyret(args) -> dict:
     from polyret.models.retrieval_model import build_model
     from polyret.models.towers import DualEncoderConfig
     from polyret.training.trainer import make_train_step
-    import dataclasses
 
     encoder = dataclasses.replace(PRESETS["minilm_l6"], hidden_dropout_rate=args.dropout,
                                   attention_dropout_rate=args.dropout)
@@ -141,7 +141,7 @@ def main() -> None:
         print(f"polyret {cores} cores, XLA_FLAGS={flags}: "
               + (f"{seconds:.3f} s/step" if seconds else f"failed: {out.stderr.strip().splitlines()[-1:]}"), flush=True)
     many = f"{cores} cores"
-    print(f"\n| | polyret s/step | PyTorch s/step | polyret speed / PyTorch |\n|---|---:|---:|---:|")
+    print("\n| | polyret s/step | PyTorch s/step | polyret speed / PyTorch |\n|---|---:|---:|---:|")
     for label in ("1 core", many):
         print(f"| {label} | {rows['polyret', label]:.3f} | {rows['torch', label]:.3f} | "
               f"{rows['torch', label] / rows['polyret', label]:.2f}x |")
