@@ -120,26 +120,31 @@ def main() -> None:
         print(json.dumps(result))
         return
     cores = len(os.sched_getaffinity(0))
+
+    def worker(framework: str, pin: tuple[str, ...] = (), **env: str) -> subprocess.CompletedProcess:
+        """One timed run in its own process; `pin` prefixes the command (taskset), `env` adds variables."""
+        return subprocess.run([*pin, sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
+                               "--dropout", str(args.dropout), "--query_len", str(args.query_len),
+                               "--passage_len", str(args.passage_len)],
+                              env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+                              capture_output=True, text=True)
+
+    def seconds(out: subprocess.CompletedProcess) -> float:
+        return json.loads(out.stdout.strip().splitlines()[-1])["s_per_step"]
+
     rows = {}
     for framework in ("polyret", "torch"):
-        for label, pin in (("1 core", ["taskset", "-c", "0"]), (f"{cores} cores", [])):
-            env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
-            if pin:  # both frameworks size their thread pools from what they may run on
-                env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-            out = subprocess.run([*pin, sys.executable, __file__, "--worker", framework, "--steps", str(args.steps),
-                                  "--dropout", str(args.dropout), "--query_len", str(args.query_len),
-                                  "--passage_len", str(args.passage_len)],
-                                 env=env, capture_output=True, text=True, check=True)
-            rows[framework, label] = json.loads(out.stdout.strip().splitlines()[-1])["s_per_step"]
+        for label, pin in (("1 core", ("taskset", "-c", "0")), (f"{cores} cores", ())):
+            # Both frameworks size their thread pools from what they may run on.
+            out = worker(framework, pin, **({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if pin else {}))
+            out.check_returncode()
+            rows[framework, label] = seconds(out)
             print(f"{framework:8s} {label:8s} {rows[framework, label]:.3f} s/step", flush=True)
     for flags in args.xla_variant:
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", "XLA_FLAGS": flags}
-        out = subprocess.run([sys.executable, __file__, "--worker", "polyret", "--steps", str(args.steps), "--dropout",
-                              str(args.dropout), "--query_len", str(args.query_len), "--passage_len",
-                              str(args.passage_len)], env=env, capture_output=True, text=True)
-        seconds = json.loads(out.stdout.strip().splitlines()[-1])["s_per_step"] if out.returncode == 0 else None
+        out = worker("polyret", XLA_FLAGS=flags)
         print(f"polyret {cores} cores, XLA_FLAGS={flags}: "
-              + (f"{seconds:.3f} s/step" if seconds else f"failed: {out.stderr.strip().splitlines()[-1:]}"), flush=True)
+              + (f"{seconds(out):.3f} s/step" if out.returncode == 0
+                 else f"failed: {out.stderr.strip().splitlines()[-1:]}"), flush=True)
     many = f"{cores} cores"
     print("\n| | polyret s/step | PyTorch s/step | polyret speed / PyTorch |\n|---|---:|---:|---:|")
     for label in ("1 core", many):
