@@ -5,8 +5,9 @@
 The run is a TREC run file (`evaluate` writes one per system: OUTPUT_DIR/<system>.trec). Writes
 DIR/reranked.trec: the reranked top k, then the first stage's passages below rank k in their first-stage order
 (scored below every reranked one, so R@100 after reranking the top 20 is comparable with the first stage's;
-`--only_top_k` writes the top k alone); and metrics.json / metrics.md with --qrels, the first stage's figures
-beside. Run it again after an interruption: finished parts are kept.
+`--only_top_k` writes the top k alone); with `--fuse_first_stage W`, DIR/fused.trec: the top k ordered by
+W * z(first-stage score) + (1 - W) * z(reranker score), z standardising each query's k scores; and metrics.json /
+metrics.md with --qrels, the first stage's figures beside. Run it again after an interruption: finished parts are kept.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def parse_args(argv):
     p.add_argument("--top_k", type=common.at_least(1), default=100, help="passages per query to rerank")
     p.add_argument("--only_top_k", action="store_true",
                    help="write only the reranked top k, not the first stage's passages below it")
+    p.add_argument("--fuse_first_stage", type=common.fraction, default=None, metavar="W",
+                   help="also write fused.trec: W x the first stage's z-scores + (1 - W) x the reranker's (0..1)")
     p.add_argument("--qrels", help="TREC or BEIR qrels: score the reranked run and the first stage")
     p.add_argument("--metrics", default="nDCG@10,R@100")
     p.add_argument("--batch_size", type=common.at_least(1), default=32)
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         from polyret.io.formats import read_id_text, read_qrels
         from polyret.io.runs import read_trec_run
         from polyret.retrieval import metrics as M
-        from polyret.retrieval.rerank import PairScorer, check_ids, rerank
+        from polyret.io.runs import write_trec_run
+        from polyret.retrieval.rerank import PairScorer, check_ids, fuse, rerank
 
         start = time.time()
         corpus = read_id_text(args.corpus, with_title=True)
@@ -64,13 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         out = rerank(scorer, corpus, queries, first_stage, args.top_k, args.output_dir,
                      fingerprint={"checkpoint": str(Path(args.checkpoint).absolute())},
                      queries_per_part=args.queries_per_part, keep_tail=not args.only_top_k)
+        runs = {"reranked": out}
+        if args.fuse_first_stage is not None:
+            runs[f"fused (first stage {args.fuse_first_stage:g})"] = write_trec_run(
+                fuse(read_trec_run(out), first_stage, args.top_k, args.fuse_first_stage),
+                Path(args.output_dir, "fused.trec"), tag="polyret-fused")
         seconds = time.time() - start
         print(f"wrote {out} ({sum(min(len(h), args.top_k) for h in first_stage.values())} pairs, {seconds:.1f} s)")
         if args.qrels:
             qrels = read_qrels(args.qrels)
             metrics = [m for m in args.metrics.split(",") if m]
             tables = {"first stage": M.evaluate(qrels, first_stage, metrics),
-                      "reranked": M.evaluate(qrels, read_trec_run(out), metrics)}
+                      **{name: M.evaluate(qrels, read_trec_run(path), metrics) for name, path in runs.items()}}
             Path(args.output_dir, "metrics.json").write_text(json.dumps(
                 {"metrics": tables, "top_k": args.top_k, "seconds": round(seconds, 1)}, indent=2))
             table = "\n".join(["| system | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]

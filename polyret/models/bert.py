@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from polyret.models.attention import attention, check_attention_impl, choose_impl, explicit_attention
+from polyret.models.dropout import Dropout
 from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
@@ -204,7 +205,7 @@ class BertEmbeddings(nn.Module):
              + table("token_type_embeddings", cfg.type_vocab_size, ("token_type", "embed"))(
                  token_type_ids).astype(jnp.float32))
         x = _norm(cfg, "layer_norm")(x)
-        x = nn.Dropout(cfg.hidden_dropout_rate)(x, deterministic=deterministic)
+        x = Dropout(cfg.hidden_dropout_rate)(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -223,7 +224,7 @@ class SelfAttention(nn.Module):
         q, k, v = split(q), split(k), split(v)
         impl = choose_impl(cfg.attention_impl, q, False, not deterministic and cfg.attention_dropout_rate > 0)
         if impl == "explicit":
-            drop = lambda w: nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=deterministic)
+            drop = lambda w: Dropout(cfg.attention_dropout_rate)(w, deterministic=deterministic)
             out = explicit_attention(q, k, v, None, key_mask, cfg.head_dim ** -0.5, drop)
         else:
             out = attention(q, k, v, None, key_mask, cfg.head_dim ** -0.5, impl)
@@ -248,7 +249,7 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, key_mask: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        drop = nn.Dropout(cfg.hidden_dropout_rate)
+        drop = Dropout(cfg.hidden_dropout_rate)
         h = SelfAttention(cfg, name="attention")(x, key_mask, deterministic)
         x = _norm(cfg, "attention_layer_norm")(x + drop(h, deterministic=deterministic))
         h = MLP(cfg, name="mlp")(x, deterministic)

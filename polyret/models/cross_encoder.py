@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from polyret.models.dropout import Dropout
 from polyret.models.encoder_families import encoder_config_from_dict, family_of
 from polyret.models.t5 import T5Config
 from polyret.models.towers import POOLINGS, pool
@@ -94,7 +95,7 @@ class CrossEncoder(nn.Module):
         self.score_out = nn.Dense(1, dtype=jnp.float32, param_dtype=pdtype, name="score_out",
                                   kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                                            ("embed", None)))
-        self.dropout = nn.Dropout(cfg.head_dropout)
+        self.dropout = Dropout(cfg.head_dropout)
 
     def score(self, query_tokens: jax.Array, passage_tokens: jax.Array, deterministic: bool = True) -> jax.Array:
         """Query rows [N, Lq] and passage rows [N, Lp] -> one logit per pair [N] (float32)."""

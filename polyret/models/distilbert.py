@@ -28,6 +28,7 @@ import numpy as np
 from flax import linen as nn
 
 from polyret.models import bert
+from polyret.models.dropout import Dropout
 from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig
 from polyret.tokens import PAD_ID
@@ -140,7 +141,7 @@ class DistilBertEmbeddings(nn.Module):
         x = (table("word_embeddings", cfg.vocab_size, ("vocab", "embed"))(tokens).astype(jnp.float32)
              + positions.astype(jnp.float32))
         x = bert.LayerNorm(LAYER_NORM_EPS, dtype, pdtype, name="layer_norm")(x)
-        x = nn.Dropout(cfg.hidden_dropout_rate)(x, deterministic=deterministic)
+        x = Dropout(cfg.hidden_dropout_rate)(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
@@ -155,7 +156,7 @@ class DistilBertLayer(nn.Module):
         norm = lambda name: bert.LayerNorm(LAYER_NORM_EPS, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype), name=name)
         x = norm("attention_layer_norm")(x + bert.SelfAttention(cfg, name="attention")(x, key_mask, deterministic))
         h = bert.MLP(cfg, name="mlp")(x, deterministic)
-        x = norm("mlp_layer_norm")(x + nn.Dropout(cfg.hidden_dropout_rate)(h, deterministic=deterministic))
+        x = norm("mlp_layer_norm")(x + Dropout(cfg.hidden_dropout_rate)(h, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from flax import linen as nn
 from flax import traverse_util
 
+from polyret.models.dropout import Dropout
+
 LORA_A, LORA_B = "lora_a", "lora_b"
 
 
@@ -63,7 +65,7 @@ class LoraDense(nn.Module):
                 (x.shape[-1], cfg.rank), self.param_dtype)
             b = self.param(LORA_B, nn.with_logical_partitioning(nn.initializers.zeros, (None, self.kernel_axes[1])),
                            (cfg.rank, self.features), self.param_dtype)
-            h = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+            h = Dropout(cfg.dropout)(x, deterministic=deterministic)
             y = y + cfg.scale * jnp.dot(jnp.dot(h, a.astype(self.dtype)), b.astype(self.dtype))
         if self.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.kernel_axes[1],)),

@@ -25,6 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from polyret.models.attention import attention, check_attention_impl, choose_impl, explicit_attention
+from polyret.models.dropout import Dropout
 from polyret.models.layer_stack import check_stack_options, run_layers
 from polyret.models.lora import LoraConfig, LoraDense
 from polyret.tokens import PAD_ID
@@ -172,7 +173,7 @@ class SelfAttention(nn.Module):
         # T5 applies no 1/sqrt(d): scale 1.
         impl = choose_impl(cfg.attention_impl, q, True, not deterministic and cfg.dropout_rate > 0)
         if impl == "explicit":
-            drop = lambda w: nn.Dropout(cfg.dropout_rate)(w, deterministic=deterministic)
+            drop = lambda w: Dropout(cfg.dropout_rate)(w, deterministic=deterministic)
             out = explicit_attention(q, k, v, bias, key_mask, 1.0, drop)
         else:
             out = attention(q, k, v, bias, key_mask, 1.0, impl)
@@ -196,7 +197,7 @@ class MLP(nn.Module):
         else:
             h = nn.relu(dense("wi", cfg.d_ff, ("embed", "mlp"))(x, deterministic))
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+        h = Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         return dense("wo", cfg.d_model, ("mlp", "embed"))(h, deterministic)
 
 
@@ -208,7 +209,7 @@ class EncoderLayer(nn.Module):
         cfg = self.config
         norm = lambda name: RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                                     name=name)
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         h = SelfAttention(cfg, name="attention")(norm("pre_attention_layer_norm")(x), bias_and_mask,
                                                    deterministic)
         x = x + drop(h, deterministic=deterministic)
@@ -227,13 +228,13 @@ class EncoderStack(nn.Module):
         cfg = self.config
         length = embedded.shape[1]
         bias = RelativePositionBias(cfg, name="relpos_bias")(length, length)
-        x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+        x = Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
         # The bias [1, heads, L, L] and the key mask [batch, L] travel apart: a fused kernel takes the
         # padding as key lengths, and no [batch, heads, L, L] tensor is built outside the attention.
         x = run_layers(self, EncoderLayer, cfg, cfg.num_layers, x, (bias, attention_mask), deterministic)
         x = RMSNorm(cfg.layer_norm_epsilon, jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype),
                     name="encoder_norm")(x)
-        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        return Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
 
 def make_token_embedder(cfg: T5Config) -> nn.Embed:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -175,9 +176,16 @@ def test_rerank_job_orders_by_the_cross_encoder_and_resumes(reranker, tmp_path, 
     (tmp_path / "out" / "part-00002.trec").unlink()
     assert rerank_job.main(args + ["--top_k", "6"]) == 0
     assert read_trec_run(tmp_path / "out" / "reranked.trec") == reranked
-    assert rerank_job.main(args + ["--top_k", "6", "--only_top_k"]) == 0
+    assert rerank_job.main(args + ["--top_k", "6", "--only_top_k", "--fuse_first_stage", "0.3"]) == 0
     assert read_trec_run(tmp_path / "out" / "reranked.trec") == {q: {d: reranked[q][d] for d in tops[q]}
                                                                 for q in first}
+    # Fusion: 0.3 x the first stage's z-scores + 0.7 x the reranker's (scipy's zscore), over each top 6.
+    fused = read_trec_run(tmp_path / "out" / "fused.trec")
+    for q, top in tops.items():
+        expected = (0.3 * stats.zscore([first[q][d] for d in top])
+                    + 0.7 * stats.zscore([reranked[q][d] for d in top]))
+        np.testing.assert_allclose([fused[q][d] for d in top], expected, atol=1e-5)
+    assert "fused (first stage 0.3)" in json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
     # Other settings into the same folder: one line.
     capsys.readouterr()
     assert rerank_job.main(args + ["--top_k", "3"]) == 2
