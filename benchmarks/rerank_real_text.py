@@ -4,6 +4,7 @@ real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference s
   nice -n 10 python benchmarks/rerank_real_text.py [--set ~/.cache/polyret/debian_reference_set] [--work /tmp/rr]
       [--train_pairs en-de,en-fr,en-ja] [--test_pairs en-de,en-fr,en-ja,en-es] [--steps 150] [--top_k 30]
       [--first_stage CHECKPOINT] [--learning_rate 2e-5] [--relative_threshold 0.95] [--passage_max_length 224]
+      [--fuse_first_stage 0.5]
 
 1. The first stage: multilingual-e5-small as a dual encoder (zero-shot, its prompts; `--first_stage` for another
    checkpoint, e.g. the fine-tuned one of finetune_real_text.py), `polyret evaluate` on each test pair.
@@ -14,7 +15,9 @@ real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference s
    `runs/finetune_cross_encoder.gin` (ListwiseLoss), `--steps` steps of 8 queries x 4 passages, passages cut to
    `--passage_max_length` tokens.
 4. `polyret rerank` of each test pair's top `--top_k` (passages cut the same); nDCG@10 / R@100 of both, and the
-   rerank time.
+   rerank time. Beside the reranker alone, its fusion with the first stage (`--fuse_first_stage W`: W x the dual
+   encoder's z-scores + (1 - W) x the reranker's over each top k); W is fixed before the run (0.5, equal weight),
+   never tuned on the test queries.
 """
 
 from __future__ import annotations
@@ -37,15 +40,14 @@ def test_queries(pair_dir: Path, out: Path) -> Path:
     return out
 
 
-def per_query_ndcg(pair_dir: Path, first_run: Path, reranked_run: Path) -> tuple[dict, dict]:
-    """Per-query nDCG@10 of both runs on the pair's test qrels (judged queries)."""
+def per_query_ndcg(pair_dir: Path, runs: list[Path]) -> list[dict]:
+    """Per-query nDCG@10 of each run on the pair's test qrels, over the first run's judged queries."""
     from polyret.io.formats import read_qrels
     from polyret.io.runs import read_trec_run
     from polyret.retrieval.metrics import per_query
     qrels = read_qrels(pair_dir / "qrels" / "test.tsv")
-    first = per_query(qrels, read_trec_run(first_run), ["nDCG@10"])["nDCG@10"]
-    reranked = per_query(qrels, read_trec_run(reranked_run), ["nDCG@10"])["nDCG@10"]
-    return first, {q: reranked[q] for q in first}
+    scores = [per_query(qrels, read_trec_run(run), ["nDCG@10"])["nDCG@10"] for run in runs]
+    return [{q: s[q] for q in scores[0]} for s in scores]
 
 
 def paired(a: list[float], b: list[float]) -> str:
@@ -69,6 +71,7 @@ def main() -> None:
     ap.add_argument("--first_stage", default=None)
     ap.add_argument("--relative_threshold", default="0.95")
     ap.add_argument("--passage_max_length", type=int, default=224)
+    ap.add_argument("--fuse_first_stage", type=float, default=0.5)
     args = ap.parse_args()
     pairs_dir, work = Path(args.set) / "pairs", Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -124,26 +127,28 @@ def main() -> None:
                            "--metrics", "nDCG@10,R@100", "--recall_target", "0"] + files)
         rerank_job.main(["--checkpoint", str(reranker), "--run", str(work / f"first_{pair}" / "dense.trec"),
                          "--output_dir", str(work / f"reranked_{pair}"), "--top_k", str(args.top_k),
-                         "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", str(length)]
-                        + files)
+                         "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", str(length),
+                         "--fuse_first_stage", str(args.fuse_first_stage)] + files)
         metrics = json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())
         rows.append((pair, metrics))
-    lines = ["| pair | queries | e5 nDCG@10 | reranked nDCG@10 | difference [95% CI], paired t p | e5 R@100 | rerank s |",
-             "|---|---:|---:|---:|---|---:|---:|"]
-    per_topic: dict[str, list[tuple[float, float]]] = {}
+    w = args.fuse_first_stage
+    lines = [f"| pair | queries | e5 nDCG@10 | reranked | reranked - e5 [95% CI], paired t p | fused ({w:g}) | "
+             "fused - e5 [95% CI], paired t p | e5 R@100 | rerank s |", "|---|---:|---:|---:|---|---:|---|---:|---:|"]
+    per_topic: dict[str, list[tuple[float, float, float]]] = {}
     for pair, m in rows:
-        first, reranked = m["metrics"]["first stage"]["all"], m["metrics"]["reranked"]["all"]
-        a, b = per_query_ndcg(pairs_dir / pair, work / f"first_{pair}" / "dense.trec",
-                              work / f"reranked_{pair}" / "reranked.trec")
-        for q in a:
-            per_topic.setdefault(q, []).append((a[q], b[q]))
-        lines.append(f"| {pair} | {len(a)} | {first['nDCG@10']:.3f} | {reranked['nDCG@10']:.3f} | "
-                     f"{paired(list(a.values()), list(b.values()))} | {first['R@100']:.3f} | {m['seconds']:.0f} |")
+        first, reranked, fused = per_query_ndcg(pairs_dir / pair, [
+            work / f"first_{pair}" / "dense.trec", work / f"reranked_{pair}" / "reranked.trec",
+            work / f"reranked_{pair}" / "fused.trec"])
+        for q in first:
+            per_topic.setdefault(q, []).append((first[q], reranked[q], fused[q]))
+        a, b, c = list(first.values()), list(reranked.values()), list(fused.values())
+        lines.append(f"| {pair} | {len(a)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | {paired(a, b)} | "
+                     f"{sum(c) / len(c):.3f} | {paired(a, c)} | "
+                     f"{m['metrics']['first stage']['all']['R@100']:.3f} | {m['seconds']:.0f} |")
     # An English heading asked of several collections is one topic: its scores averaged over them.
-    topic_first = [sum(x for x, _ in v) / len(v) for v in per_topic.values()]
-    topic_reranked = [sum(y for _, y in v) / len(v) for v in per_topic.values()]
-    lines.append(f"| all (distinct topics) | {len(per_topic)} | {sum(topic_first) / len(per_topic):.3f} | "
-                 f"{sum(topic_reranked) / len(per_topic):.3f} | {paired(topic_first, topic_reranked)} | | |")
+    a, b, c = ([sum(v[i] for v in scores) / len(scores) for scores in per_topic.values()] for i in range(3))
+    lines.append(f"| all (distinct topics) | {len(per_topic)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
+                 f"{paired(a, b)} | {sum(c) / len(c):.3f} | {paired(a, c)} | | |")
     print("\n".join(lines))
     (work / "table.md").write_text("\n".join(lines) + "\n")
     print(f"reranker training {train_seconds:.0f} s ({args.steps} steps); total {time.time() - start:.0f} s")

@@ -76,15 +76,23 @@ def mine_beir_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.Pat
     """Hard negatives for a BEIR folder's judged `split` queries, mined with the checkpoint among the folder's
     corpus (`folder` relative to the study's data folder, or absolute): OUT_DIR/mined_<split>.jsonl, for
     `mined_data_setup`. Any judged-relevant passage is never a negative."""
-    from polyret.io.benchmarks import load_beir
     from polyret.retrieval.encode import TowerEncoder
+    return mine_with(TowerEncoder.from_checkpoint(checkpoint_dir), Path(data_dir) / folder, split,
+                     Path(out_dir) / f"mined_{split}.jsonl", num_negatives, depth, query_max_length,
+                     passage_max_length)
+
+
+def mine_with(encoder: Any, beir_dir: str | os.PathLike, split: str, out_file: str | os.PathLike,
+              num_negatives: int, depth: int, query_max_length: int, passage_max_length: int) -> Path:
+    """`mine_beir_negatives` with an encoder already loaded (one load for several folders)."""
+    from polyret.io.benchmarks import load_beir
     from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
     from polyret.retrieval.pipeline import encode_and_search
 
-    bench = load_beir(Path(data_dir) / folder, split)
+    bench = load_beir(beir_dir, split)
     queries = {q: bench.queries[q] for q in bench.qrels}
-    run = encode_and_search(TowerEncoder.from_checkpoint(checkpoint_dir), dict(bench.corpus), queries, depth,
-                            query_max_length, passage_max_length, measure_recall=False).run
+    run = encode_and_search(encoder, dict(bench.corpus), queries, depth, query_max_length, passage_max_length,
+                            measure_recall=False).run
     rows, _ = mine_hard_negatives(run, bench.qrels, queries, dict(bench.corpus), num_negatives=num_negatives,
                                   rank_start=0, rank_end=depth, relative_threshold=None, margin=None)
-    return write_jsonl(rows, Path(out_dir) / f"mined_{split}.jsonl")
+    return write_jsonl(rows, out_file)

@@ -207,19 +207,13 @@ def debian_mtd_setup(data_dir: str = gin.REQUIRED, name: str = "debian_mtd", lan
 def mine_debian_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathLike, data_dir: str | os.PathLike,
                           languages: Sequence[str] = LANGUAGES[1:], num_negatives: int = 3, depth: int = 30) -> None:
     """Hard negatives for the en-X train queries, mined with the checkpoint among the X corpus."""
-    from polyret.io.benchmarks import load_beir
+    from polyret.experiments.study_data import mine_with
     from polyret.retrieval.encode import TowerEncoder
-    from polyret.retrieval.mining import mine_hard_negatives, write_jsonl
-    from polyret.retrieval.pipeline import encode_and_search
 
     encoder = TowerEncoder.from_checkpoint(checkpoint_dir)
     for lang in languages:
-        bench = load_beir(Path(data_dir) / "set" / "pairs" / f"en-{lang}", "train")
-        queries = {q: bench.queries[q] for q in bench.qrels}
-        run = encode_and_search(encoder, dict(bench.corpus), queries, depth, 64, 128, measure_recall=False).run
-        rows, _ = mine_hard_negatives(run, bench.qrels, queries, dict(bench.corpus), num_negatives=num_negatives,
-                                      rank_start=0, rank_end=depth, relative_threshold=None, margin=None)
-        write_jsonl(rows, Path(out_dir) / f"mined_en_{lang}.jsonl")
+        mine_with(encoder, Path(data_dir) / "set" / "pairs" / f"en-{lang}", "train",
+                  Path(out_dir) / f"mined_en_{lang}.jsonl", num_negatives, depth, 64, 128)
 
 
 @gin.configurable

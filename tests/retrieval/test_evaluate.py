@@ -176,3 +176,32 @@ def test_bad_inputs_fail_before_work(template_data, dual_checkpoint, colbert_che
                  "needs a dual-encoder checkpoint")
     fails_naming(evaluate_job, ["--checkpoint", str(tmp_path), "--qrels", str(qrels_path)] + base, "model_config.json")
     assert not (tmp_path / "o").exists()
+
+
+def test_study_miner_takes_negatives_from_the_checkpoints_top_30_of_a_beir_folder(template_data, dual_checkpoint,
+                                                                                    tmp_path):
+    """`mine_beir_negatives` (the studies' miner for a user's own BEIR train folder) against brute force: every
+    negative is among the checkpoint's 30 best passages for its query by exact dot product, never judged."""
+    from polyret.experiments.study_data import mine_beir_negatives
+    corpus_path, _, _ = _paths(template_data)
+    corpus = read_id_text(corpus_path, with_title=True)
+    queries = read_id_text(template_data["queries"] / "train" / "de.jsonl", with_title=False)
+    qrels = read_qrels(template_data["qrels"] / "train" / "de.mono.txt")
+    beir = tmp_path / "data" / "train"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in corpus.items()))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q, docs in qrels.items() for d, r in docs.items()))
+    out = mine_beir_negatives(dual_checkpoint, tmp_path / "mined", tmp_path / "data", num_negatives=3, depth=30,
+                              query_max_length=32, passage_max_length=48)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert out.name == "mined_train.jsonl" and {r["query_id"] for r in rows} <= set(qrels) and rows
+    encoder = TowerEncoder.from_checkpoint(dual_checkpoint)
+    ids = list(corpus)
+    scores = (encoder.encode([queries[r["query_id"]] for r in rows], "left", 32)
+              @ encoder.encode([corpus[d] for d in ids], "right", 48).T)
+    for r, row_scores in zip(rows, scores):
+        top30 = {ids[j] for j in np.argsort(-row_scores)[:30]}
+        assert len(r["negative_ids"]) == 3 and set(r["negative_ids"]) <= top30
+        assert not set(r["negative_ids"]) & set(qrels[r["query_id"]])
