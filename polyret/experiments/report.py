@@ -61,8 +61,13 @@ class ReportSpec:
     paper_effect: float | None = None  # the paper's reported difference (arm - baseline) on `metric`
     paper_effect_source: str = ""      # where the paper reports it (table or section, and its URL)
     reference: str | None = None       # an arm that is the starting model, evaluated without training
+    # A paper that reports a relative gain ("5% to 25% in nDCG@20"): the fraction of the baseline's score; the
+    # paper's effect is then that fraction of the baseline's measured mean.
+    paper_relative_effect: float | None = None
 
     def __post_init__(self):
+        if self.paper_effect is not None and self.paper_relative_effect is not None:
+            raise ValueError(f"study {self.name}: set paper_effect or paper_relative_effect, not both")
         # Equivalence within a margin wider than the paper's effect cannot tell that effect from none.
         if (self.claim == "better" and self.tost_margin and self.paper_effect is not None
                 and self.tost_margin >= abs(self.paper_effect)):
@@ -167,15 +172,19 @@ def _not_learned(analysis: Mapping[str, Any], spec: ReportSpec) -> str | None:
 
 def paper_comparison(analysis: Mapping[str, Any], spec: ReportSpec) -> list[dict[str, Any]]:
     """Each arm's measured effect against the baseline beside the paper's: the effect ratio (measured / paper,
-    repro_eval's effect ratio) and whether the paper's effect lies in the measured 95% CI."""
-    if spec.paper_effect is None:
+    repro_eval's effect ratio) and whether the paper's effect lies in the measured 95% CI. A relative effect
+    becomes the paper's absolute one at the baseline's measured mean."""
+    if spec.paper_effect is None and spec.paper_relative_effect is None:
         return []
+    paper = spec.paper_effect
+    if paper is None:
+        paper = spec.paper_relative_effect * analysis["arms"][spec.baseline]["mean"]
     rows = []
     for t in analysis.get("vs_baseline", []):
         rows.append({"arm": t["arm"], "measured": t["difference"], "ci_low": t["ci_low"], "ci_high": t["ci_high"],
-                     "paper": spec.paper_effect, "source": spec.paper_effect_source,
-                     "effect_ratio": t["difference"] / spec.paper_effect if spec.paper_effect else math.nan,
-                     "paper_in_ci": bool(t["ci_low"] <= spec.paper_effect <= t["ci_high"])})
+                     "paper": paper, "paper_relative": spec.paper_relative_effect, "source": spec.paper_effect_source,
+                     "effect_ratio": t["difference"] / paper if paper else math.nan,
+                     "paper_in_ci": bool(t["ci_low"] <= paper <= t["ci_high"])})
     return rows
 
 
@@ -294,7 +303,9 @@ def markdown(report: Mapping[str, Any]) -> str:
                 "| arm | measured [95% CI] | paper | effect ratio | paper's effect in CI |", "|---|---|---:|---:|---|"]
         for r in report["paper_comparison"]:
             out.append(f"| {r['arm']} | {r['measured']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | "
-                       f"{r['paper']:+.4f} | {r['effect_ratio']:.2f} | {'yes' if r['paper_in_ci'] else 'no'} |")
+                       f"{r['paper']:+.4f}" + (f" ({r['paper_relative']:+.0%} of the baseline)"
+                                               if r.get("paper_relative") is not None else "")
+                       + f" | {r['effect_ratio']:.2f} | {'yes' if r['paper_in_ci'] else 'no'} |")
         out += ["", f"Paper's effect: {spec['paper_effect_source'] or 'source not given'}", ""]
     out += ["## Arms (primary set)", "", arm_table(report), ""]
     if report["shared_settings"]:

@@ -105,6 +105,7 @@ class Study:
     paper_effect_source: str = ""                     # where the paper reports it
     reference: str | None = None                      # an arm not trained: its INITIAL_CHECKPOINT_PATH is evaluated
                                                       # (equivalent / plateau need every other arm to beat it)
+    paper_relative_effect: float | None = None        # or the paper's effect as a fraction of the baseline's score
 
 
 def load_study(gin_file: str, size: str, bindings: Sequence[str] = (), search_paths: Sequence[str] = ()) -> Study:
@@ -517,4 +518,4 @@ def report_spec(study: Study, size: str):
     return ReportSpec(study.name, size, study.claim, study.paper_claim, study.baseline, list(study.arms),
                       list(study.seeds), study.metric, list(study.metrics), study.tost_margin, study.alpha,
                       dict(study.sweep), study.sweep_label, study.plateau_from, study.notes, study.paper_effect,
-                      study.paper_effect_source, study.reference)
+                      study.paper_effect_source, study.reference, study.paper_relative_effect)

@@ -6,7 +6,7 @@ the paper's (ratio and CI)."""
 import numpy as np
 import pytest
 
-from polyret.experiments.report import ReportSpec, build_report
+from polyret.experiments.report import ReportSpec, build_report, markdown
 
 N = 60
 RNG = np.random.default_rng(0)
@@ -89,3 +89,18 @@ def test_the_effect_is_set_against_the_papers():
     assert row["effect_ratio"] == pytest.approx(test["difference"] / 0.04)
     assert row["paper_in_ci"] == (test["ci_low"] <= 0.04 <= test["ci_high"])
     assert row["source"] == "Table 2"
+
+
+def test_a_relative_effect_is_the_papers_fraction_of_the_baselines_mean():
+    """MTD reports "5% to 25% in nDCG@20": +5% of the baseline arm's measured mean is the paper's effect."""
+    arms = {"base": _arm([0, 0, 0], seed=0), "new": _arm([0.05, 0.05, 0.05], seed=1)}
+    spec = _spec("better", ["base", "new"], paper_relative_effect=0.05, paper_effect_source="abstract")
+    _, _, report = _verdict(arms, spec)
+    base_mean = np.mean([np.mean(list(s["nDCG@10"].values())) for s in arms["base"].values()])
+    row = report["paper_comparison"][0]
+    assert row["paper"] == pytest.approx(0.05 * base_mean)
+    test = report["results"]["nDCG@10"]["set"]["vs_baseline"][0]
+    assert row["effect_ratio"] == pytest.approx(test["difference"] / (0.05 * base_mean))
+    assert "(+5% of the baseline)" in markdown(report)
+    with pytest.raises(ValueError, match="not both"):
+        _spec("better", ["base", "new"], paper_effect=0.01, paper_relative_effect=0.05)
