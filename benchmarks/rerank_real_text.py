@@ -40,13 +40,23 @@ def test_queries(pair_dir: Path, out: Path) -> Path:
     return out
 
 
-def per_query_ndcg(pair_dir: Path, runs: list[Path]) -> list[dict]:
+def depth_runs(work: Path, pair: str, k: int, weight: float) -> tuple[dict, dict, dict]:
+    """The first stage's run, the reranker's order of its top k and their fusion, from the reranker's scores of the
+    deepest rerank (the top k of the first stage is a subset of its top `--top_k`): one rerank, every depth."""
+    from polyret.io.runs import read_trec_run
+    from polyret.retrieval.rerank import append_tail, fuse, top_k
+    first = read_trec_run(work / f"first_{pair}" / "dense.trec")
+    scores = read_trec_run(work / f"reranked_{pair}" / "reranked.trec")
+    reranker = {q: {d: scores[q][d] for d in docs} for q, docs in top_k(first, k).items()}
+    return first, append_tail(reranker, first, k), fuse(reranker, first, k, weight)
+
+
+def per_query_ndcg(pair_dir: Path, runs: list[dict]) -> list[dict]:
     """Per-query nDCG@10 of each run on the pair's test qrels, over the first run's judged queries."""
     from polyret.io.formats import read_qrels
-    from polyret.io.runs import read_trec_run
     from polyret.retrieval.metrics import per_query
     qrels = read_qrels(pair_dir / "qrels" / "test.tsv")
-    scores = [per_query(qrels, read_trec_run(run), ["nDCG@10"])["nDCG@10"] for run in runs]
+    scores = [per_query(qrels, run, ["nDCG@10"])["nDCG@10"] for run in runs]
     return [{q: s[q] for q in scores[0]} for s in scores]
 
 
@@ -132,23 +142,23 @@ def main() -> None:
         metrics = json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())
         rows.append((pair, metrics))
     w = args.fuse_first_stage
-    lines = [f"| pair | queries | e5 nDCG@10 | reranked | reranked - e5 [95% CI], paired t p | fused ({w:g}) | "
-             "fused - e5 [95% CI], paired t p | e5 R@100 | rerank s |", "|---|---:|---:|---:|---|---:|---|---:|---:|"]
-    per_topic: dict[str, list[tuple[float, float, float]]] = {}
-    for pair, m in rows:
-        first, reranked, fused = per_query_ndcg(pairs_dir / pair, [
-            work / f"first_{pair}" / "dense.trec", work / f"reranked_{pair}" / "reranked.trec",
-            work / f"reranked_{pair}" / "fused.trec"])
-        for q in first:
-            per_topic.setdefault(q, []).append((first[q], reranked[q], fused[q]))
-        a, b, c = list(first.values()), list(reranked.values()), list(fused.values())
-        lines.append(f"| {pair} | {len(a)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | {paired(a, b)} | "
-                     f"{sum(c) / len(c):.3f} | {paired(a, c)} | "
-                     f"{m['metrics']['first stage']['all']['R@100']:.3f} | {m['seconds']:.0f} |")
-    # An English heading asked of several collections is one topic: its scores averaged over them.
-    a, b, c = ([sum(v[i] for v in scores) / len(scores) for scores in per_topic.values()] for i in range(3))
-    lines.append(f"| all (distinct topics) | {len(per_topic)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | "
-                 f"{paired(a, b)} | {sum(c) / len(c):.3f} | {paired(a, c)} | | |")
+    lines = [f"| pair | depth | queries | e5 nDCG@10 | reranked | reranked - e5 [95% CI], paired t p | fused ({w:g}) | "
+             "fused - e5 [95% CI], paired t p | e5 R@100 | rerank s |", "|---|---:|---:|---:|---:|---|---:|---|---:|---:|"]
+    for k in sorted({min(20, args.top_k), args.top_k}):
+        per_topic: dict[str, list[tuple[float, float, float]]] = {}
+        for pair, m in rows:
+            first, reranked, fused = per_query_ndcg(pairs_dir / pair, list(depth_runs(work, pair, k, w)))
+            for q in first:
+                per_topic.setdefault(q, []).append((first[q], reranked[q], fused[q]))
+            a, b, c = list(first.values()), list(reranked.values()), list(fused.values())
+            seconds = f"{m['seconds']:.0f}" if k == args.top_k else ""
+            lines.append(f"| {pair} | {k} | {len(a)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | {paired(a, b)} | "
+                         f"{sum(c) / len(c):.3f} | {paired(a, c)} | "
+                         f"{m['metrics']['first stage']['all']['R@100']:.3f} | {seconds} |")
+        # An English heading asked of several collections is one topic: its scores averaged over them.
+        a, b, c = ([sum(v[i] for v in scores) / len(scores) for scores in per_topic.values()] for i in range(3))
+        lines.append(f"| all (distinct topics) | {k} | {len(per_topic)} | {sum(a) / len(a):.3f} | "
+                     f"{sum(b) / len(b):.3f} | {paired(a, b)} | {sum(c) / len(c):.3f} | {paired(a, c)} | | |")
     print("\n".join(lines))
     (work / "table.md").write_text("\n".join(lines) + "\n")
     print(f"reranker training {train_seconds:.0f} s ({args.steps} steps); total {time.time() - start:.0f} s")
