@@ -17,7 +17,7 @@ real-text set's en-X test pairs (benchmarks/real_text_set.py, Debian Reference s
 4. `polyret rerank` of each test pair's top `--top_k` (passages cut the same); nDCG@10 / R@100 of both, and the
    rerank time. Beside the reranker alone, its fusion with the first stage (`--fuse_first_stage W`: W x the dual
    encoder's z-scores + (1 - W) x the reranker's over each top k); W is fixed before the run (0.5, equal weight),
-   never tuned on the test queries.
+   never tuned on the test queries. The table gives depth 20 and `--top_k`, both from the one rerank's scores.
 """
 
 from __future__ import annotations
@@ -67,6 +67,29 @@ def paired(a: list[float], b: list[float]) -> str:
     d = np.asarray(b) - np.asarray(a)
     low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
     return f"{d.mean():+.3f} [{low:+.3f}, {high:+.3f}], p={stats.ttest_rel(b, a).pvalue:.2g}"
+
+
+def table(work: Path, pairs_dir: Path, pairs: list[str], deepest: int, w: float) -> list[str]:
+    """The markdown table: per pair and depth (20 and the deepest), e5 against the reranker alone and the fusion."""
+    rows = [(pair, json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())) for pair in pairs]
+    lines = [f"| pair | depth | queries | e5 nDCG@10 | reranked | reranked - e5 [95% CI], paired t p | fused ({w:g}) | "
+             "fused - e5 [95% CI], paired t p | e5 R@100 | rerank s |", "|---|---:|---:|---:|---:|---|---:|---|---:|---:|"]
+    for k in sorted({min(20, deepest), deepest}):
+        per_topic: dict[str, list[tuple[float, float, float]]] = {}
+        for pair, m in rows:
+            first, reranked, fused = per_query_ndcg(pairs_dir / pair, list(depth_runs(work, pair, k, w)))
+            for q in first:
+                per_topic.setdefault(q, []).append((first[q], reranked[q], fused[q]))
+            a, b, c = list(first.values()), list(reranked.values()), list(fused.values())
+            seconds = f"{m['seconds']:.0f}" if k == deepest else ""
+            lines.append(f"| {pair} | {k} | {len(a)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | {paired(a, b)} | "
+                         f"{sum(c) / len(c):.3f} | {paired(a, c)} | "
+                         f"{m['metrics']['first stage']['all']['R@100']:.3f} | {seconds} |")
+        # An English heading asked of several collections is one topic: its scores averaged over them.
+        a, b, c = ([sum(v[i] for v in scores) / len(scores) for scores in per_topic.values()] for i in range(3))
+        lines.append(f"| all (distinct topics) | {k} | {len(per_topic)} | {sum(a) / len(a):.3f} | "
+                     f"{sum(b) / len(b):.3f} | {paired(a, b)} | {sum(c) / len(c):.3f} | {paired(a, c)} | | |")
+    return lines
 
 
 def main() -> None:
@@ -127,7 +150,6 @@ def main() -> None:
         f"DatasetConfig.length_buckets={buckets}"])
     train_seconds = time.time() - t0
 
-    rows = []
     for pair in args.test_pairs.split(","):
         folder = pairs_dir / pair
         queries = test_queries(folder, work / f"test_queries_{pair}.jsonl")
@@ -139,26 +161,7 @@ def main() -> None:
                          "--output_dir", str(work / f"reranked_{pair}"), "--top_k", str(args.top_k),
                          "--metrics", "nDCG@10,R@100", "--query_max_length", "32", "--passage_max_length", str(length),
                          "--fuse_first_stage", str(args.fuse_first_stage)] + files)
-        metrics = json.loads((work / f"reranked_{pair}" / "metrics.json").read_text())
-        rows.append((pair, metrics))
-    w = args.fuse_first_stage
-    lines = [f"| pair | depth | queries | e5 nDCG@10 | reranked | reranked - e5 [95% CI], paired t p | fused ({w:g}) | "
-             "fused - e5 [95% CI], paired t p | e5 R@100 | rerank s |", "|---|---:|---:|---:|---:|---|---:|---|---:|---:|"]
-    for k in sorted({min(20, args.top_k), args.top_k}):
-        per_topic: dict[str, list[tuple[float, float, float]]] = {}
-        for pair, m in rows:
-            first, reranked, fused = per_query_ndcg(pairs_dir / pair, list(depth_runs(work, pair, k, w)))
-            for q in first:
-                per_topic.setdefault(q, []).append((first[q], reranked[q], fused[q]))
-            a, b, c = list(first.values()), list(reranked.values()), list(fused.values())
-            seconds = f"{m['seconds']:.0f}" if k == args.top_k else ""
-            lines.append(f"| {pair} | {k} | {len(a)} | {sum(a) / len(a):.3f} | {sum(b) / len(b):.3f} | {paired(a, b)} | "
-                         f"{sum(c) / len(c):.3f} | {paired(a, c)} | "
-                         f"{m['metrics']['first stage']['all']['R@100']:.3f} | {seconds} |")
-        # An English heading asked of several collections is one topic: its scores averaged over them.
-        a, b, c = ([sum(v[i] for v in scores) / len(scores) for scores in per_topic.values()] for i in range(3))
-        lines.append(f"| all (distinct topics) | {k} | {len(per_topic)} | {sum(a) / len(a):.3f} | "
-                     f"{sum(b) / len(b):.3f} | {paired(a, b)} | {sum(c) / len(c):.3f} | {paired(a, c)} | | |")
+    lines = table(work, pairs_dir, args.test_pairs.split(","), args.top_k, args.fuse_first_stage)
     print("\n".join(lines))
     (work / "table.md").write_text("\n".join(lines) + "\n")
     print(f"reranker training {train_seconds:.0f} s ({args.steps} steps); total {time.time() - start:.0f} s")
