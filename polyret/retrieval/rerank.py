@@ -119,7 +119,8 @@ def fuse(reranked: Run, first_stage: Run, k: int, first_stage_weight: float) -> 
     """Each query's top k scored `w * z(first stage) + (1 - w) * z(reranker)`, then the first stage's tail as in
     `append_tail`. z standardises a query's k scores (mean 0, standard deviation 1; a constant list gives 0s), so
     the weight does not depend on either model's score scale. This is CombSUM over z-normalised scores (Fox & Shaw,
-    TREC-2, 1994), written here because it is three lines; ranx's `fuse(norm="zmuv", method="wsum")` is the same."""
+    TREC-2, 1994), written here because it is a few lines (ranx's `fuse` offers it, `norm="zmuv"`, `method="wsum"`,
+    but ranx is not a dependency)."""
     def z(scores: Mapping[str, float]) -> dict[str, float]:
         values = np.asarray(list(scores.values()), dtype=np.float64)
         std = values.std()
