@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         common.parse_gin(args.gin_file, bindings, args.gin_search_paths)
         from polyret.io.formats import read_id_text, read_qrels
-        from polyret.io.runs import read_trec_run
+        from polyret.io.runs import read_trec_run, write_trec_run
         from polyret.retrieval import metrics as M
-        from polyret.io.runs import write_trec_run
         from polyret.retrieval.rerank import PairScorer, check_ids, fuse, rerank
 
         start = time.time()
@@ -68,18 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         out = rerank(scorer, corpus, queries, first_stage, args.top_k, args.output_dir,
                      fingerprint={"checkpoint": str(Path(args.checkpoint).absolute())},
                      queries_per_part=args.queries_per_part, keep_tail=not args.only_top_k)
-        runs = {"reranked": out}
+        runs = {"reranked": read_trec_run(out)}
         if args.fuse_first_stage is not None:
-            runs[f"fused (first stage {args.fuse_first_stage:g})"] = write_trec_run(
-                fuse(read_trec_run(out), first_stage, args.top_k, args.fuse_first_stage),
-                Path(args.output_dir, "fused.trec"), tag="polyret-fused")
+            fused = fuse(runs["reranked"], first_stage, args.top_k, args.fuse_first_stage)
+            write_trec_run(fused, Path(args.output_dir, "fused.trec"), tag="polyret-fused")
+            runs[f"fused (first stage {args.fuse_first_stage:g})"] = fused
         seconds = time.time() - start
         print(f"wrote {out} ({sum(min(len(h), args.top_k) for h in first_stage.values())} pairs, {seconds:.1f} s)")
         if args.qrels:
             qrels = read_qrels(args.qrels)
             metrics = [m for m in args.metrics.split(",") if m]
             tables = {"first stage": M.evaluate(qrels, first_stage, metrics),
-                      **{name: M.evaluate(qrels, read_trec_run(path), metrics) for name, path in runs.items()}}
+                      **{name: M.evaluate(qrels, run, metrics) for name, run in runs.items()}}
             Path(args.output_dir, "metrics.json").write_text(json.dumps(
                 {"metrics": tables, "top_k": args.top_k, "seconds": round(seconds, 1)}, indent=2))
             table = "\n".join(["| system | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]

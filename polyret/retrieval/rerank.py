@@ -123,8 +123,8 @@ def fuse(reranked: Run, first_stage: Run, k: int, first_stage_weight: float) -> 
     but ranx is not a dependency)."""
     def z(scores: Mapping[str, float]) -> dict[str, float]:
         values = np.asarray(list(scores.values()), dtype=np.float64)
-        std = values.std()
-        return {d: float((s - values.mean()) / std) if std > 0 else 0.0 for d, s in scores.items()}
+        mean, std = values.mean(), values.std()
+        return {d: float((s - mean) / std) if std > 0 else 0.0 for d, s in scores.items()}
 
     fused: Run = {}
     for qid, docs in top_k(first_stage, k).items():

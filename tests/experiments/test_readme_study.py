@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+from beir_folder import write_beir
 
 from polyret.io.formats import read_id_text, read_qrels
 from polyret.jobs import import_checkpoint as import_job
@@ -26,24 +27,18 @@ def readme_block(marker: str) -> str:
     return found[0]
 
 
-def write_beir(out: Path, data: dict) -> Path:
-    """A BEIR folder (corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv) from the template data's English."""
-    corpus = read_id_text(data["corpus"] / "en.jsonl", with_title=True)
-    (out / "qrels").mkdir(parents=True)
-    (out / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in corpus.items()))
-    queries = {}
-    for split in ("train", "test"):
-        queries.update(read_id_text(data["queries"] / split / "en.jsonl", with_title=False))
-        qrels = read_qrels(data["qrels"] / split / "en.mono.txt")
-        (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-            f"{q}\t{d}\t{r}\n" for q, docs in qrels.items() for d, r in docs.items()))
-    (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    return out
+def beir_from_template(out: Path, data: dict) -> Path:
+    """A BEIR folder with train and test qrels from the template data's English."""
+    splits = ("train", "test")
+    queries = {q: t for split in splits
+               for q, t in read_id_text(data["queries"] / split / "en.jsonl", with_title=False).items()}
+    return write_beir(out, read_id_text(data["corpus"] / "en.jsonl", with_title=True), queries,
+                      {split: read_qrels(data["qrels"] / split / "en.mono.txt") for split in splits})
 
 
 @pytest.mark.slow
 def test_readme_study_on_a_beir_folder_runs_from_gin_alone(tmp_path, capsys):
-    beir = write_beir(tmp_path / "my_beir", write_template_dataset(tmp_path / "tpl", num_entities=24,
+    beir = beir_from_template(tmp_path / "my_beir", write_template_dataset(tmp_path / "tpl", num_entities=24,
                                                                     languages=("en",)))
     ckpt = tmp_path / "minilm"
     assert import_job.main(["--hf", "all-MiniLM-L6-v2", "--output_dir", str(ckpt)]) == 0

@@ -182,17 +182,14 @@ def test_study_miner_takes_negatives_from_the_checkpoints_top_30_of_a_beir_folde
                                                                                     tmp_path):
     """`mine_beir_negatives` (the studies' miner for a user's own BEIR train folder) against brute force: every
     negative is among the checkpoint's 30 best passages for its query by exact dot product, never judged."""
+    from beir_folder import write_beir
+
     from polyret.experiments.study_data import mine_beir_negatives
     corpus_path, _, _ = _paths(template_data)
     corpus = read_id_text(corpus_path, with_title=True)
     queries = read_id_text(template_data["queries"] / "train" / "de.jsonl", with_title=False)
     qrels = read_qrels(template_data["qrels"] / "train" / "de.mono.txt")
-    beir = tmp_path / "data" / "train"
-    (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in corpus.items()))
-    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{r}\n" for q, docs in qrels.items() for d, r in docs.items()))
+    write_beir(tmp_path / "data" / "train", corpus, queries, {"train": qrels})
     out = mine_beir_negatives(dual_checkpoint, tmp_path / "mined", tmp_path / "data", num_negatives=3, depth=30,
                               query_max_length=32, passage_max_length=48)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
