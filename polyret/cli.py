@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: polyret <job> [flags]   (each job: polyret <job> --help)\njobs: " + ", ".join(jobs),
               file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    # A job's one line per stage reaches a redirected log (nohup ... > job.log) as it is printed, not at exit.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     module = importlib.import_module(f"polyret.jobs.{argv[0]}")
     return module.main(argv[1:]) or 0
 
