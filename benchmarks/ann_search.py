@@ -187,7 +187,7 @@ def main() -> None:
         sweep("IVF-PQ", ivf_search, [2, 4, 8, 16, 32, 64, 128, 256], x, q, kth), "")
 
     print(f"\n{args.data}: {n} x {dim}, {len(q)} held-out queries, {args.threads} threads each")
-    print(f"| method | build s | index MB | q/s at R@10 >= 0.95 | recall | setting | vs ScaNN | note |")
+    print("| method | build s | index MB | q/s at R@10 >= 0.95 | recall | setting | vs ScaNN | note |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     ref = results["ScaNN auto-tuned (tree+AH+reorder)"][2]
     scann_qps = ref[0] if ref else float("nan")

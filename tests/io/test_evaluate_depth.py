@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from polyret.jobs import evaluate as evaluate_job
-from polyret.retrieval.metrics import default_depth, evaluate
+from polyret.retrieval.metrics import default_depth
 
 
 def _write_case(tmp_path, num_docs=1200, num_queries=6, dim=8, seed=0):

@@ -3,7 +3,6 @@ one line and model_config.json is left as the checkpoints need it; an INITIAL_CH
 layer count or of another tower is refused, naming the parameters (issue 15, item 3)."""
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys

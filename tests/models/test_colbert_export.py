@@ -1,7 +1,6 @@
 """A ColBERT checkpoint exported to Hugging Face reads back into polyret unchanged and loads in PyLate (the
 `pylate` package) with the same token vectors."""
 
-import os
 
 import jax
 import jax.numpy as jnp

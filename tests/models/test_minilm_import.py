@@ -3,7 +3,6 @@
 sentences; export writes it back in a form sentence-transformers loads to the same embeddings."""
 
 import json
-import os
 import re
 from pathlib import Path
 

@@ -8,7 +8,6 @@ from collections import Counter
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
 
 from polyret.io.outputs import OutputError
 from polyret.seqio_tasks import caching
