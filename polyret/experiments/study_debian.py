@@ -49,6 +49,9 @@ def _import_base(root: Path, base: str) -> None:
     from polyret.models.model_names import resolve_model
 
     record = root / "base.json"
+    if not record.exists() and (root / "teacher.json").exists():  # written before the base was recorded: MiniLM
+        raise ValueError(f"{root}: written by an earlier polyret from all-MiniLM-L6-v2 (no base.json); give the base "
+                         f"{base!r} another data folder (Study.data_dir)")
     if record.exists() and json.loads(record.read_text())["base"] != base:
         raise ValueError(f"{root}: written with the base {json.loads(record.read_text())['base']!r}, not {base!r}; "
                          "give this base another data folder (Study.data_dir)")

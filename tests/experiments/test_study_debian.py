@@ -21,3 +21,9 @@ def test_another_base_for_a_written_data_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"written with the base 'all-MiniLM-L6-v2', not 'multilingual-e5-small'"):
         study_debian._import_base(tmp_path, "multilingual-e5-small")
     assert not (tmp_path / "dual_encoder").exists()
+
+
+def test_a_data_folder_from_before_the_base_record_is_refused(tmp_path):
+    (tmp_path / "teacher.json").write_text(json.dumps({"teacher": "minilm"}))
+    with pytest.raises(ValueError, match=r"earlier polyret from all-MiniLM-L6-v2 \(no base.json\)"):
+        study_debian._import_base(tmp_path, "multilingual-e5-small")
