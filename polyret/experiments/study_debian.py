@@ -49,12 +49,12 @@ def _import_base(root: Path, base: str) -> None:
     from polyret.models.model_names import resolve_model
 
     record = root / "base.json"
-    if not record.exists() and (root / "teacher.json").exists():  # written before the base was recorded: MiniLM
-        raise ValueError(f"{root}: written by an earlier polyret from all-MiniLM-L6-v2 (no base.json); give the base "
-                         f"{base!r} another data folder (Study.data_dir)")
-    if record.exists() and json.loads(record.read_text())["base"] != base:
-        raise ValueError(f"{root}: written with the base {json.loads(record.read_text())['base']!r}, not {base!r}; "
-                         "give this base another data folder (Study.data_dir)")
+    # A folder with teacher scores and no record was written before the base was a setting: from MiniLM.
+    written = (json.loads(record.read_text())["base"] if record.exists()
+               else "all-MiniLM-L6-v2" if (root / "teacher.json").exists() else None)
+    if written not in (None, base):
+        how = f"with the base {written!r}" if record.exists() else f"by an earlier polyret from {written} (no base.json)"
+        raise ValueError(f"{root}: written {how}, not {base!r}; give this base another data folder (Study.data_dir)")
     folder = resolve_model(base)
     for tower in ("dual_encoder", "colbert"):
         if not (root / tower / "model_config.json").exists():
