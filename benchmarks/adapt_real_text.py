@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--max_passages", default="100000", help="passages sampled per passage language")
     ap.add_argument("--max_tokens", default="512", help="the LLM's reply length limit")
     ap.add_argument("--labels", default=None, help="adapt's --labels, e.g. cross_encoder:CHECKPOINT (GPL's MarginMSE)")
+    ap.add_argument("--base", default=None, help="adapt's --base (default: adapt's own choice for the corpus)")
     ap.add_argument("--llm_threads", type=int, default=os.cpu_count(), help="llama.cpp's threads (smollm2)")
     args = ap.parse_args()
     work = Path(args.work or f"/tmp/adapt_real_text_{args.llm}")
@@ -187,7 +188,7 @@ def main() -> None:
             "--max_passages", args.max_passages, "--round1_steps", args.round1_steps, "--round2_steps", args.round2_steps,
             "--batch_size", args.batch_size, "--passage_max_length", args.passage_max_length,
             "--learning_rate", args.learning_rate, "--num_negatives", "1",
-            *(["--labels", args.labels] if args.labels else [])])
+            *(["--labels", args.labels] if args.labels else []), *(["--base", args.base] if args.base else [])])
     seconds = time.time() - start
     print(f"adapt exit status {rc}; {seconds / 60:.1f} min")
     (work / "timing.json").write_text(json.dumps({"llm": args.llm, "seconds": seconds, "rc": rc}))
