@@ -64,6 +64,9 @@ class ReportSpec:
     # A paper that reports a relative gain ("5% to 25% in nDCG@20"): the fraction of the baseline's score; the
     # paper's effect is then that fraction of the baseline's measured mean.
     paper_relative_effect: float | None = None
+    # Evaluation sets reported on their own, outside the pooled primary analysis: one index over every language's
+    # collection (MLIR) asks the per-language sets' own topics again, so pooling it would count them twice.
+    separate_sets: Sequence[str] = ()
 
     def __post_init__(self):
         if self.paper_effect is not None and self.paper_relative_effect is not None:
@@ -247,15 +250,17 @@ def build_report(scores: Mapping[str, Mapping[str, Mapping[int, Mapping[str, Map
                  spec: ReportSpec, shared: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """scores: {eval set: {arm: {seed: {metric: {qid: value}}}}} -> the report as a JSON-able dict."""
     sets = sorted(scores)
+    pooled = [name for name in sets if name not in spec.separate_sets]
+    primary_set = POOLED if len(pooled) > 1 else pooled[0]
     results: dict[str, Any] = {}
     for metric in spec.metrics:
         per_set = {name: analyse(_matrices(scores[name], metric, spec.arms)[1], spec) for name in sets}
-        if len(sets) > 1:
-            per_set[POOLED] = analyse(_pooled(scores, metric, spec.arms), spec)
+        if len(pooled) > 1:
+            per_set[POOLED] = analyse(_pooled({name: scores[name] for name in pooled}, metric, spec.arms), spec)
         results[metric] = per_set
-    primary = results[spec.metric][POOLED if len(sets) > 1 else sets[0]]
+    primary = results[spec.metric][primary_set]
     state, why = verdict(primary, spec)
-    return {"study": dataclasses.asdict(spec), "eval_sets": sets, "primary_set": POOLED if len(sets) > 1 else sets[0],
+    return {"study": dataclasses.asdict(spec), "eval_sets": sets, "pooled_sets": pooled, "primary_set": primary_set,
             "verdict": state, "verdict_reason": why, "paper_comparison": paper_comparison(primary, spec),
             "shared_settings": dict(shared or {}), "results": results}
 
@@ -266,10 +271,11 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
 
 
-def arm_table(report: Mapping[str, Any]) -> str:
-    """One row per arm: the primary metric's mean and CIs on the primary set, and the test against the baseline."""
+def arm_table(report: Mapping[str, Any], set_name: str | None = None) -> str:
+    """One row per arm: the primary metric's mean and CIs on the primary set (or `set_name`), and the test against
+    the baseline."""
     spec = report["study"]
-    analysis = report["results"][spec["metric"]][report["primary_set"]]
+    analysis = report["results"][spec["metric"]][set_name or report["primary_set"]]
     tests = {t["arm"]: t for t in analysis.get("vs_baseline", [])}
     equiv = {e["arm"]: e for e in analysis.get("equivalence", []) if e["other"] == spec["baseline"]}
     head = (f"| arm | {spec['metric']} | 95% CI (topics) | 95% CI (seeds) | seeds | vs {spec['baseline']} | "
@@ -292,7 +298,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     if spec["paper_claim"]:
         out += [f"Paper's claim: {spec['paper_claim']}", ""]
     out += [f"Claim tested: **{spec['claim']}** on {spec['metric']} "
-            f"({'pooled over ' + ', '.join(report['eval_sets']) if report['primary_set'] == POOLED else report['primary_set']}); "
+            f"({'pooled over ' + ', '.join(report['pooled_sets']) if report['primary_set'] == POOLED else report['primary_set']}); "
             f"seeds {list(spec['seeds'])}; alpha {spec['alpha']}"
             + (f"; TOST margin +-{spec['tost_margin']}" if spec["tost_margin"] else ""), "",
             f"**Verdict: {report['verdict']}** — {report['verdict_reason']}", ""]
@@ -308,6 +314,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                        + f" | {r['effect_ratio']:.2f} | {'yes' if r['paper_in_ci'] else 'no'} |")
         out += ["", f"Paper's effect: {spec['paper_effect_source'] or 'source not given'}", ""]
     out += ["## Arms (primary set)", "", arm_table(report), ""]
+    for name in spec["separate_sets"]:
+        out += [f"## Arms on {name} (reported on its own, not pooled)", "", arm_table(report, name), ""]
     if report["shared_settings"]:
         params = list(next(iter(report["shared_settings"].values())))
         out += ["## Settings of each arm (shared ones must be equal)", "",

@@ -106,6 +106,7 @@ class Study:
     reference: str | None = None                      # an arm not trained: its INITIAL_CHECKPOINT_PATH is evaluated
                                                       # (equivalent / plateau need every other arm to beat it)
     paper_relative_effect: float | None = None        # or the paper's effect as a fraction of the baseline's score
+    separate_sets: Sequence[str] = ()                 # eval sets reported on their own, not pooled (e.g. MLIR)
 
 
 def load_study(gin_file: str, size: str, bindings: Sequence[str] = (), search_paths: Sequence[str] = ()) -> Study:
@@ -290,6 +291,10 @@ def validate(study: Study, paths: Paths, check_files: bool = True) -> tuple[dict
         raise StudyError(f"Study.metrics: {e}") from None
     if not study.eval_sets:
         raise StudyError(f"study {study.name!r} has no evaluation sets (Study.eval_sets)")
+    unknown = [s for s in study.separate_sets if s not in study.eval_sets]
+    if unknown or len(study.separate_sets) >= len(study.eval_sets):
+        raise StudyError(f"Study.separate_sets {list(study.separate_sets)}: each must be one of Study.eval_sets "
+                         f"({', '.join(study.eval_sets)}), and one set at least must stay pooled")
     for name, es in study.eval_sets.items():
         for field in ("corpus", "queries", "qrels"):
             value = getattr(es, field)
@@ -518,4 +523,5 @@ def report_spec(study: Study, size: str):
     return ReportSpec(study.name, size, study.claim, study.paper_claim, study.baseline, list(study.arms),
                       list(study.seeds), study.metric, list(study.metrics), study.tost_margin, study.alpha,
                       dict(study.sweep), study.sweep_label, study.plateau_from, study.notes, study.paper_effect,
-                      study.paper_effect_source, study.reference, study.paper_relative_effect)
+                      study.paper_effect_source, study.reference, study.paper_relative_effect,
+                      list(study.separate_sets))

@@ -14,6 +14,9 @@ resolves (`study_debian_data.base`, e.g. 'all-MiniLM-L6-v2', the English base of
                             (scores.jsonl.gz, hltcoe layout)
   DATA/teacher.json         the teacher and how it compares with BM25 and the zero-shot base on en-en (train)
   DATA/spans.jsonl          the train sections' prose in every language (span-pair pre-training)
+  DATA/set/mlir/            one collection of every document language's sections (ids 'LANG/ID'), the English
+                            queries, each relevant in every language that has its section: MTD's evaluation
+                            searches such a merged collection (MLIR)
 The default teacher is the strongest English scorer that needs no training: the base's cosine (MiniLM's en-en
 test nDCG@10 0.81, BM25 0.74: benchmarks/RESULTS.md), fused with BM25 when the fusion scores higher on the en-en
 train split (the choice and the three figures are written to teacher.json). With
@@ -167,7 +170,30 @@ def study_debian_data(data_dir: str | os.PathLike, languages: Sequence[str] = LA
                           pairs=[("en", l) for l in languages])
     _import_base(root, base)
     _write_mtd(root, set_dir, languages, teacher_checkpoint)
+    _write_mlir(set_dir, [l for l in languages if l != "en"])
     return root
+
+
+def _write_mlir(set_dir: Path, languages: Sequence[str]) -> None:
+    """set/mlir: the en-X pairs' corpora as one collection, their queries and test judgements (once)."""
+    out = set_dir / "mlir"
+    if (out / "qrels" / "test.tsv").exists():  # written last: the folder is complete
+        return
+    corpus, queries, qrels = [], {}, ["query-id\tcorpus-id\tscore"]
+    for lang in languages:
+        pair = set_dir / "pairs" / f"en-{lang}"
+        for line in (pair / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            corpus.append(json.dumps({**row, "_id": f"{lang}/{row['_id']}"}, ensure_ascii=False))
+        for line in (pair / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+            queries.setdefault(json.loads(line)["_id"], line)  # the same English heading in every pair
+        for line in (pair / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+            query, doc, score = line.split("\t")
+            qrels.append(f"{query}\t{lang}/{doc}\t{score}")
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "corpus.jsonl", "\n".join(corpus) + "\n")
+    atomic_write_text(out / "queries.jsonl", "\n".join(queries.values()) + "\n")
+    atomic_write_text(out / "qrels" / "test.tsv", "\n".join(qrels) + "\n")
 
 
 def _vocab(root: Path, model: str):

@@ -40,6 +40,25 @@ def test_topics_in_several_collections_are_averaged_once_each():
     assert report["results"]["nDCG@10"]["all"]["arms"]["base"]["mean"] == pytest.approx((0.4 + 0.4 + 0.8) / 3)
 
 
+def test_a_separate_set_is_reported_on_its_own_and_left_out_of_the_pooled_analysis():
+    """One index over every collection (MLIR) asks the per-language topics again: its scores must not enter the
+    pooled primary test, whose p stays scipy's on the per-language set alone."""
+    import dataclasses
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.8, 40)
+    new = base + rng.normal(0.02, 0.08, 40)
+    merged = _scores(base, base - 0.3)  # a very different result, on the same topics
+    spec = dataclasses.replace(SPEC, separate_sets=("en-all",))
+    report = build_report({"en-de": _scores(base, new), "en-fr": _scores(base, new), "en-all": merged}, spec)
+    assert report["pooled_sets"] == ["en-de", "en-fr"] and report["primary_set"] == "all"
+    pooled = report["results"]["nDCG@10"]["all"]["vs_baseline"][0]
+    assert pooled["p_value"] == pytest.approx(sps.ttest_rel(new + 0.005, base + 0.005).pvalue, rel=1e-9)
+    assert report["results"]["nDCG@10"]["en-all"]["vs_baseline"][0]["difference"] == pytest.approx(-0.3)
+    # With one pooled set left, it is the primary set itself.
+    alone = build_report({"en-de": _scores(base, new), "en-all": merged}, spec)
+    assert alone["primary_set"] == "en-de" and "all" not in alone["results"]["nDCG@10"]
+
+
 @pytest.mark.parametrize("n, shift, expected", [(8, 0.1, "fewer"), (30, 0.1, "same difference")])
 def test_degenerate_data_is_inconclusive(n, shift, expected):
     base = np.linspace(0.1, 0.9, n)

@@ -112,7 +112,7 @@ def _per_query(out: Path, report: dict) -> dict[str, np.ndarray]:
     """{arm: seed-averaged per-topic scores} on the report's primary set, read from the stored eval files; with
     several sets a query id asked of several of them is one topic, its scores averaged over them."""
     spec = report["study"]
-    sets = report["eval_sets"] if report["primary_set"] == "all" else [report["primary_set"]]
+    sets = report["pooled_sets"] if report["primary_set"] == "all" else [report["primary_set"]]
     by_arm = {}
     for arm in spec["arms"]:
         per_topic: dict[str, list[float]] = {}
@@ -169,9 +169,9 @@ def check_report_statistics(out: Path) -> dict:
 # ------------------------------------------------------------------------------------------ the studies
 
 @pytest.mark.slow
-# Two of the five studies end to end (stages and mined negatives; a sweep with TOST): the other three use the
-# same machinery, and mtd_vs_mtt runs below with a kill. Each takes minutes on 2 cores.
-@pytest.mark.parametrize("name", ["hard_negatives", "data_size"])
+# Four of the five studies end to end (stages and mined negatives; a sweep with TOST; a pre-training stage; three
+# mixing strategies with every pair's TOST); mtd_vs_mtt runs below with a kill. Each takes minutes on 2 cores.
+@pytest.mark.parametrize("name", ["hard_negatives", "data_size", "pretraining", "mtd_mixing"])
 def test_ci_study_end_to_end(tmp_path, shared_data, capsys, name):
     out = tmp_path / name
     # Three of data_size's four fractions still make a sweep with two TOSTs, a minute sooner.

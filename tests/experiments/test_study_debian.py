@@ -1,5 +1,6 @@
 """The cpu studies' Debian data keeps the Translate-Distill teacher and the base it was written with: asking the
-same data folder for another teacher or another base stops in one line instead of mixing two."""
+same data folder for another teacher or another base stops in one line instead of mixing two. The merged
+collection (MLIR) holds every language's copy under its own id, each judged for the query of its section."""
 
 import json
 
@@ -27,3 +28,23 @@ def test_a_data_folder_from_before_the_base_record_is_refused(tmp_path):
     (tmp_path / "teacher.json").write_text(json.dumps({"teacher": "minilm"}))
     with pytest.raises(ValueError, match=r"earlier polyret from all-MiniLM-L6-v2 \(no base.json\)"):
         study_debian._import_base(tmp_path, "multilingual-e5-small")
+
+
+def test_the_merged_collection_keeps_every_language_copy_and_its_judgements(tmp_path):
+    from polyret.retrieval.pipeline import load_eval_inputs
+    texts = {"de": {"_a": "Ein Abschnitt", "_b": "Noch einer"}, "ja": {"_a": "セクション"}}
+    for lang, docs in texts.items():
+        pair = tmp_path / "pairs" / f"en-{lang}"
+        (pair / "qrels").mkdir(parents=True)
+        (pair / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": "", "text": t}, ensure_ascii=False)
+                                                   + "\n" for d, t in docs.items()), encoding="utf-8")
+        (pair / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q_{d}", "text": f"heading {d}"}) + "\n"
+                                                    for d in ("_a", "_b")))
+        (pair / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"q_{d}\t{d}\t1\n" for d in docs))
+    study_debian._write_mlir(tmp_path, ["de", "ja"])
+    corpus, queries, qrels = load_eval_inputs(*(str(tmp_path / "mlir" / f) for f in
+                                                ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")))
+    assert {d: corpus[d] for d in corpus} == {"de/_a": "Ein Abschnitt", "de/_b": "Noch einer", "ja/_a": "セクション"}
+    assert queries == {"q__a": "heading _a", "q__b": "heading _b"}
+    assert qrels == {"q__a": {"de/_a": 1, "ja/_a": 1}, "q__b": {"de/_b": 1}}
