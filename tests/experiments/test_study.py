@@ -81,8 +81,10 @@ def _bad_study(tmp_path: Path, **lines: str) -> Path:
     ({"Study_DOT_tost_margin": "0.02", "Study_DOT_paper_effect": "0.016"}, "not smaller than the paper's effect"),
     ({"Study_DOT_reference": "'b'"}, "sets no INITIAL_CHECKPOINT_PATH"),
     ({"s__EvalSet_DOT_corpus": "'{tmp}/queries.jsonl'"}, "document id 'd1' (query 'q1') is not in the corpus"),
+    ({"Study_DOT_separate_sets": "['s']"}, "one set at least must stay pooled"),
 ], ids=["unknown gin name", "no arms", "eval set without qrels", "equivalence without margin",
-        "margin wider than the paper's effect", "reference without a starting model", "judged passage not in corpus"])
+        "margin wider than the paper's effect", "reference without a starting model", "judged passage not in corpus",
+        "every set separate"])
 def test_bad_input_stops_in_one_line_before_training(tmp_path, capsys, change, expected):
     study = _bad_study(tmp_path, **change)
     out = tmp_path / "out"
