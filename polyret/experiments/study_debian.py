@@ -119,10 +119,21 @@ def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = Non
             candidates.shape)
         ndcg[f"cross-encoder on the {best} top {CANDIDATES}"] = M.evaluate(qrels, run_of(np.where(
             np.isfinite(ce), ce, -1e9)), ["nDCG@10"])["all"]["nDCG@10"]
+        check_teacher(teacher_checkpoint, ndcg)
         teacher = ce
         record = {**record, "teacher": f"cross_encoder:{Path(teacher_checkpoint).absolute()}",
                   "note": f"a polyret cross-encoder scoring the {best} top {CANDIDATES}; " + record["note"]}
     return teacher, record
+
+
+def check_teacher(checkpoint: str, ndcg: dict[str, float]) -> None:
+    """Refuse a cross-encoder teacher that orders its own training queries' candidates worse than BM25: a fresh
+    score head (an import not yet trained) does, and distilling its noise would cost a whole study."""
+    ce = next(v for name, v in ndcg.items() if name.startswith("cross-encoder"))
+    if ce < ndcg["bm25"]:
+        raise ValueError(f"teacher {checkpoint}: the cross-encoder scores nDCG@10 {ce:.3f} on the en-en train split "
+                         f"(the queries it was trained for), below BM25's {ndcg['bm25']:.3f}; is its score head "
+                         "trained? (benchmarks/rerank_real_text.py trains one)")
 
 
 def _write_mtd(root: Path, set_dir: Path, languages: Sequence[str], teacher_checkpoint: str | None = None) -> None:

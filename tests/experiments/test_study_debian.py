@@ -48,3 +48,10 @@ def test_the_merged_collection_keeps_every_language_copy_and_its_judgements(tmp_
     assert {d: corpus[d] for d in corpus} == {"de/_a": "Ein Abschnitt", "de/_b": "Noch einer", "ja/_a": "セクション"}
     assert queries == {"q__a": "heading _a", "q__b": "heading _b"}
     assert qrels == {"q__a": {"de/_a": 1, "ja/_a": 1}, "q__b": {"de/_b": 1}}
+
+
+def test_a_teacher_worse_than_bm25_on_its_own_queries_is_refused():
+    ndcg = {"bm25": 0.874, "base": 0.903, "base+bm25 (RRF)": 0.916}
+    study_debian.check_teacher("/ckpt/ce", {**ndcg, "cross-encoder on the base top 40": 0.896})
+    with pytest.raises(ValueError, match=r"/ckpt/ce: the cross-encoder scores nDCG@10 0.123 .* below BM25's 0.874"):
+        study_debian.check_teacher("/ckpt/ce", {**ndcg, "cross-encoder on the base top 40": 0.123})
