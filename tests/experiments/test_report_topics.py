@@ -2,6 +2,8 @@
 the same scores) gives the p-value of the single set (scipy's paired t-test on it, computed here), not a smaller
 one; fewer than 10 topics and a constant difference give 'inconclusive' with the reason."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -43,7 +45,6 @@ def test_topics_in_several_collections_are_averaged_once_each():
 def test_a_separate_set_is_reported_on_its_own_and_left_out_of_the_pooled_analysis():
     """One index over every collection (MLIR) asks the per-language topics again: its scores must not enter the
     pooled primary test, whose p stays scipy's on the per-language set alone."""
-    import dataclasses
     rng = np.random.default_rng(1)
     base = rng.uniform(0.2, 0.8, 40)
     new = base + rng.normal(0.02, 0.08, 40)

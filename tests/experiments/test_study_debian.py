@@ -45,7 +45,7 @@ def test_the_merged_collection_keeps_every_language_copy_and_its_judgements(tmp_
     study_debian._write_mlir(tmp_path, ["de", "ja"])
     corpus, queries, qrels = load_eval_inputs(*(str(tmp_path / "mlir" / f) for f in
                                                 ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")))
-    assert {d: corpus[d] for d in corpus} == {"de/_a": "Ein Abschnitt", "de/_b": "Noch einer", "ja/_a": "セクション"}
+    assert dict(corpus) == {"de/_a": "Ein Abschnitt", "de/_b": "Noch einer", "ja/_a": "セクション"}
     assert queries == {"q__a": "heading _a", "q__b": "heading _b"}
     assert qrels == {"q__a": {"de/_a": 1, "ja/_a": 1}, "q__b": {"de/_b": 1}}
 
