@@ -117,22 +117,21 @@ def _teacher(root: Path, train: list[dict], teacher_checkpoint: str | None = Non
         ce = np.full_like(teacher, -np.inf)  # outside a query's candidates: never among its top TOP_N
         ce[np.arange(len(ids))[:, None], candidates] = np.asarray(scorer.score(pairs, progress=True)).reshape(
             candidates.shape)
-        ndcg[f"cross-encoder on the {best} top {CANDIDATES}"] = M.evaluate(qrels, run_of(np.where(
-            np.isfinite(ce), ce, -1e9)), ["nDCG@10"])["all"]["nDCG@10"]
-        check_teacher(teacher_checkpoint, ndcg)
+        ce_ndcg = M.evaluate(qrels, run_of(np.where(np.isfinite(ce), ce, -1e9)), ["nDCG@10"])["all"]["nDCG@10"]
+        ndcg[f"cross-encoder on the {best} top {CANDIDATES}"] = ce_ndcg
+        check_teacher(teacher_checkpoint, ce_ndcg, ndcg["bm25"])
         teacher = ce
         record = {**record, "teacher": f"cross_encoder:{Path(teacher_checkpoint).absolute()}",
                   "note": f"a polyret cross-encoder scoring the {best} top {CANDIDATES}; " + record["note"]}
     return teacher, record
 
 
-def check_teacher(checkpoint: str, ndcg: dict[str, float]) -> None:
+def check_teacher(checkpoint: str, ce_ndcg: float, bm25_ndcg: float) -> None:
     """Refuse a cross-encoder teacher that orders its own training queries' candidates worse than BM25: a fresh
     score head (an import not yet trained) does, and distilling its noise would cost a whole study."""
-    ce = next(v for name, v in ndcg.items() if name.startswith("cross-encoder"))
-    if ce < ndcg["bm25"]:
-        raise ValueError(f"teacher {checkpoint}: the cross-encoder scores nDCG@10 {ce:.3f} on the en-en train split "
-                         f"(the queries it was trained for), below BM25's {ndcg['bm25']:.3f}; is its score head "
+    if ce_ndcg < bm25_ndcg:
+        raise ValueError(f"teacher {checkpoint}: the cross-encoder scores nDCG@10 {ce_ndcg:.3f} on the en-en train "
+                         f"split (the queries it was trained for), below BM25's {bm25_ndcg:.3f}; is its score head "
                          "trained? (benchmarks/rerank_real_text.py trains one)")
 
 
