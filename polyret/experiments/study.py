@@ -397,10 +397,16 @@ def _evaluate(spec: RunSpec, study: Study, paths: Paths, cache: dict,
         if name not in cache:
             cache[name] = load_eval_inputs(*record["eval_set"].values())
         corpus, queries, qrels = cache[name]
-        judged = {q: queries[q] for q in qrels if qrels[q]}
-        encoder = encoder or TowerEncoder.from_checkpoint(checkpoint or spec.folder)
-        k = max(100, *[int(m.params.get("cutoff") or 0) for m in M.parse_metrics(study.metrics)])
-        run = retrieve(encoder, corpus, judged, min(k, len(corpus)), es.query_max_length, es.passage_max_length)
+        # The reference arm's model is the same for every seed when its path is: retrieved once.
+        run = cache.get(("reference run", str(checkpoint), name)) if checkpoint else None
+        if run is None:
+            judged = {q: queries[q] for q in qrels if qrels[q]}
+            # one encoder per run, remembering rows: a passage in several sets' corpora is encoded once
+            encoder = encoder or TowerEncoder.from_checkpoint(checkpoint or spec.folder).remember_rows()
+            k = max(100, *[int(m.params.get("cutoff") or 0) for m in M.parse_metrics(study.metrics)])
+            run = retrieve(encoder, corpus, judged, min(k, len(corpus)), es.query_max_length, es.passage_max_length)
+            if checkpoint:
+                cache[("reference run", str(checkpoint), name)] = run
         per_query = M.per_query(qrels, run, list(study.metrics))
         trec_file.parent.mkdir(parents=True, exist_ok=True)
         write_trec_run(run, trec_file, tag=f"{spec.name}.seed{spec.seed}")

@@ -56,6 +56,14 @@ class TowerEncoder:
         self._params = jax.device_put(params, replicated)
         self._batch_sharding = NamedSharding(self.mesh, PartitionSpec("data"))
         self._fns = {"left": jax.jit(self.model.encode_queries), "right": jax.jit(self.model.encode_documents)}
+        self._memo: dict[tuple[str, tuple[int, ...]], Any] | None = None
+
+    def remember_rows(self) -> "TowerEncoder":
+        """From now on keep every encoded row's vectors, keyed by its side and token ids, so that a text met
+        again (the same passage in several evaluation corpora) is encoded once. Memory grows with the distinct
+        texts encoded: for evaluation sets held in memory anyway, not for corpus-scale encodes."""
+        self._memo = {}
+        return self
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | os.PathLike, batch_size: int = 64, query_prompt: str | None = None,
@@ -94,6 +102,19 @@ class TowerEncoder:
     def encode_ids(self, ids: Sequence[Sequence[int]], side: str, max_length: int, progress: bool = False,
                    desc: str = "encoding") -> Any:
         """As `encode`, from token ids (each ending with EOS, at most max_length long)."""
+        if self._memo is None:
+            return self._encode_ids(ids, side, max_length, progress, desc)
+        keys = [(side, tuple(row)) for row in ids]
+        new = list(dict.fromkeys(k for k in keys if k not in self._memo))
+        if new:
+            self._memo.update(zip(new, self._encode_ids([list(k[1]) for k in new], side, max_length, progress, desc)))
+        results = [self._memo[k] for k in keys]
+        if self.is_colbert:
+            return results
+        return np.stack(results) if results else np.zeros((0, 0), np.float32)
+
+    def _encode_ids(self, ids: Sequence[Sequence[int]], side: str, max_length: int, progress: bool,
+                    desc: str) -> Any:
         order = np.argsort([len(r) for r in ids], kind="stable")
         results: list[Any] = [None] * len(ids)
         with tqdm(total=len(ids), desc=desc, unit="text", disable=not progress) as bar:
