@@ -8,7 +8,6 @@ from types import SimpleNamespace
 import jax
 
 from beir_folder import write_beir
-from conftest import SAMPLE_TEXT
 from polyret.experiments import study as study_module
 from polyret.experiments.study import EvalSet, Paths
 from polyret.models.model_folder import save_model
@@ -24,7 +23,9 @@ def test_reference_arm_is_retrieved_once_and_shared_passages_encoded_once(tiny_s
     cfg = DualEncoderConfig(encoder=PRESETS["mt5_tiny"], projection_dim=16)
     params, _ = init_params(cfg, jax.random.PRNGKey(0))
     start = save_model(tmp_path / "start", params, cfg, tiny_spm)
-    texts = sorted(set(SAMPLE_TEXT))
+    texts = ["the quick brown fox jumps over the lazy dog", "der schnelle braune fuchs springt über den hund",
+             "le renard brun rapide saute par dessus le chien", "быстрая коричневая лиса прыгает через собаку",
+             "retrieval models encode queries and passages", "multilingual dense retrieval with synthetic queries"]
     queries = {"q0": texts[0][:20], "q1": texts[3][:20]}
     qrels = {"test": {"q0": {"p0": 1}, "q1": {"p3": 1}}}
     small = {f"p{i}": t for i, t in enumerate(texts[:4])}
