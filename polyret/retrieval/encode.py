@@ -103,18 +103,21 @@ class TowerEncoder:
                    desc: str = "encoding") -> Any:
         """As `encode`, from token ids (each ending with EOS, at most max_length long)."""
         if self._memo is None:
-            return self._encode_ids(ids, side, max_length, progress, desc)
-        keys = [(side, tuple(row)) for row in ids]
-        new = list(dict.fromkeys(k for k in keys if k not in self._memo))
-        if new:
-            self._memo.update(zip(new, self._encode_ids([list(k[1]) for k in new], side, max_length, progress, desc)))
-        results = [self._memo[k] for k in keys]
+            rows = self._encode_rows(ids, side, max_length, progress, desc)
+        else:
+            keys = [(side, tuple(row)) for row in ids]
+            new = list(dict.fromkeys(k for k in keys if k not in self._memo))
+            if new:
+                self._memo.update(zip(new, self._encode_rows([list(k[1]) for k in new], side, max_length, progress,
+                                                             desc)))
+            rows = [self._memo[k] for k in keys]
         if self.is_colbert:
-            return results
-        return np.stack(results) if results else np.zeros((0, 0), np.float32)
+            return rows
+        return np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
-    def _encode_ids(self, ids: Sequence[Sequence[int]], side: str, max_length: int, progress: bool,
-                    desc: str) -> Any:
+    def _encode_rows(self, ids: Sequence[Sequence[int]], side: str, max_length: int, progress: bool,
+                     desc: str) -> list[Any]:
+        """Each row's vector (dual encoder) or token vectors (ColBERT), in the order given."""
         order = np.argsort([len(r) for r in ids], kind="stable")
         results: list[Any] = [None] * len(ids)
         with tqdm(total=len(ids), desc=desc, unit="text", disable=not progress) as bar:
@@ -124,9 +127,7 @@ class TowerEncoder:
                 for j, i in enumerate(chunk):
                     results[i] = out.vectors[j] if out.mask is None else out.vectors[j][out.mask[j]]
                 bar.update(len(chunk))
-        if self.is_colbert:
-            return results
-        return np.stack(results) if results else np.zeros((0, 0), np.float32)
+        return results
 
 
 STAGING_SUFFIX = ".polyret-next"

@@ -38,11 +38,11 @@ def test_reference_arm_is_retrieved_once_and_shared_passages_encoded_once(tiny_s
     study = SimpleNamespace(eval_sets=sets, metrics=["nDCG@10", "R@10"])
 
     loads, encoded = [], []
-    from_checkpoint, encode_ids = TowerEncoder.from_checkpoint, TowerEncoder._encode_ids
+    from_checkpoint, encode_rows = TowerEncoder.from_checkpoint, TowerEncoder._encode_rows
     monkeypatch.setattr(TowerEncoder, "from_checkpoint",
                         classmethod(lambda cls, *a, **k: (loads.append(a), from_checkpoint(*a, **k))[1]))
-    monkeypatch.setattr(TowerEncoder, "_encode_ids",
-                        lambda self, ids, side, *a: (encoded.append((side, len(ids))), encode_ids(self, ids, side, *a))[1])
+    monkeypatch.setattr(TowerEncoder, "_encode_rows", lambda self, ids, side, *a: (
+        encoded.append((side, len(ids))), encode_rows(self, ids, side, *a))[1])
     cache: dict = {}
     specs = [SimpleNamespace(folder=tmp_path / "runs" / "start" / f"seed{s}", name="start", seed=s) for s in (0, 1)]
     scores = [study_module._evaluate(spec, study, Paths(tmp_path, tmp_path / "data", "cpu"), cache, str(start))

@@ -15,8 +15,8 @@ def test_remembered_rows_are_encoded_once_and_match_a_plain_encode(fixture, requ
     plain = TowerEncoder.from_checkpoint(checkpoint, batch_size=2)
     remembering = TowerEncoder.from_checkpoint(checkpoint, batch_size=2).remember_rows()
     encoded: list[int] = []
-    inner = remembering._encode_ids
-    remembering._encode_ids = lambda ids, *a: (encoded.append(len(ids)), inner(ids, *a))[1]
+    inner = remembering._encode_rows
+    remembering._encode_rows = lambda ids, *a: (encoded.append(len(ids)), inner(ids, *a))[1]
 
     first = remembering.encode(TEXTS, "right", 32)
     second = remembering.encode(MORE, "right", 32)
