@@ -293,11 +293,28 @@ def enable_compilation_cache() -> None:
     turns it off."""
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "polyret" / "xla"))
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
+    if int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]) != -1:
+        _give_cache_entries_an_access_time(Path(os.environ["JAX_COMPILATION_CACHE_DIR"]))
     if "jax" in sys.modules:  # imported before this job started (a job run in-process): set it directly
         import jax
         if jax.config.jax_compilation_cache_dir is None:
             jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
             jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
+
+
+def _give_cache_entries_an_access_time(folder: Path) -> None:
+    """A JAX process without a size cap writes cache entries without their `-atime` file, and one such entry
+    makes every later write of a capped cache fail (jax-ml/jax#39880, fixed after jax 0.10.2): the cache serves
+    hits but never grows. Give each such entry the oldest access time, as the fix does, so it is evicted first."""
+    if not folder.is_dir():
+        return
+    for entry in folder.glob("*-cache"):
+        access_time = entry.with_name(entry.name.removesuffix("-cache") + "-atime")
+        if not access_time.exists():
+            try:
+                access_time.write_bytes((0).to_bytes(8, "little"))
+            except OSError:  # a read-only or shared cache: JAX then just compiles again
+                return
 
 
 def run_main(job: str, body: Callable[[], int | None],
