@@ -11,7 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # out of the home folder, shared by both workers and every job they start. The same size cap as the jobs', so
 # the tests' own programs are written with the access-time files a capped writer needs (jax-ml/jax#39880).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/polyret-tests-xla-cache")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))  # polyret.jobs.common.COMPILATION_CACHE_BYTES
+from polyret.jobs.common import COMPILATION_CACHE_BYTES  # noqa: E402  (imports no JAX: the settings above still apply)
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(COMPILATION_CACHE_BYTES))
 
 from pathlib import Path
 

@@ -30,4 +30,4 @@ def test_a_job_caches_its_programs_beside_entries_written_without_a_cap(tmp_path
     written = set(cache.glob("*-cache")) - uncapped
     assert written, "the job's program was not cached"
     for entry in written | uncapped:
-        assert entry.with_name(entry.name.replace("-cache", "-atime")).exists(), entry
+        assert entry.with_name(entry.name.removesuffix("-cache") + "-atime").exists(), entry
